@@ -1,0 +1,124 @@
+# servelab.vllm: Kconfig-driven vLLM A/B deployment and benchmarking.
+# Targets are thin: they call kconfig/scripts, ansible-playbook or pytest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+VBIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+CONFIG := .config
+EXTRA_VARS := extra_vars.yaml
+HOSTS := inventories/generated/hosts.yml
+KCONFIG_FILES := $(wildcard kconfig/Kconfig kconfig/Kconfig.*)
+SERVELAB_CONFIG := $(VBIN)/python kconfig/scripts/servelab_config.py
+PLAYBOOK := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VBIN)/ansible-playbook -i $(HOSTS) -e @$(EXTRA_VARS)
+GENERATED := $(EXTRA_VARS) $(HOSTS)
+# RUN=<id> picks a results run; FAIL_ON_REGRESSION=1 makes vllm-compare a gate.
+RUN ?=
+FAIL_ON_REGRESSION ?= 0
+RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION)
+
+$(VENV_STAMP): requirements.txt requirements-test.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VBIN)/pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+	touch $@
+
+$(GENERATED) &: $(CONFIG) $(KCONFIG_FILES) kconfig/scripts/servelab_config.py | $(VENV_STAMP)
+	$(SERVELAB_CONFIG) generate
+
+$(CONFIG):
+	@echo "error: no .config: run 'make defconfig-vllm' (see 'make list-defconfigs') or 'make menuconfig'"; exit 1
+
+##@ Configuration
+.PHONY: help menuconfig olddefconfig savedefconfig list-defconfigs vllm-config-diff venv
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} \
+	     /^[a-zA-Z0-9_%-]+:.*## / {printf "  %-24s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV_STAMP) ## Build .venv from the pinned requirement files (done by every target)
+
+menuconfig: $(VENV_STAMP) ## Edit .config in a terminal menu
+	srctree=$(CURDIR) KCONFIG_CONFIG=$(CONFIG) $(VBIN)/menuconfig kconfig/Kconfig
+	$(SERVELAB_CONFIG) generate
+
+defconfig-%: $(VENV_STAMP) ## Start from kconfig/defconfigs/NAME and generate the vars (defconfig-vllm)
+	$(SERVELAB_CONFIG) defconfig $*
+	$(SERVELAB_CONFIG) generate
+
+olddefconfig: $(VENV_STAMP) ## Bring .config up to date with the Kconfig tree, new settings at defaults
+	$(SERVELAB_CONFIG) olddefconfig
+	$(SERVELAB_CONFIG) generate
+
+savedefconfig: $(VENV_STAMP) ## Write the minimal config for .config to ./defconfig
+	$(SERVELAB_CONFIG) savedefconfig
+
+list-defconfigs: $(VENV_STAMP) ## List the available defconfigs
+	@$(SERVELAB_CONFIG) list-defconfigs
+
+vllm-config-diff: $(GENERATED) ## Print the settings in which dev differs from baseline
+	@$(SERVELAB_CONFIG) diff-groups
+
+##@ Stages
+.PHONY: bringup vllm vllm-deploy vllm-benchmark vllm-quick-test vllm-status vllm-logs vllm-teardown
+bringup: $(GENERATED) ## Prepare the nodes: packages, drivers, cluster (per platform)
+	$(PLAYBOOK) playbooks/bringup.yml
+
+vllm: $(GENERATED) ## Deploy the stacks on baseline and dev, then benchmark both
+	$(PLAYBOOK) playbooks/vllm.yml
+
+vllm-deploy: $(GENERATED) ## Deploy (or update) engines and router for each group
+	$(PLAYBOOK) playbooks/deploy.yml
+
+vllm-benchmark: $(GENERATED) ## Benchmark the deployed groups, one after the other
+	$(PLAYBOOK) playbooks/benchmark.yml
+
+vllm-quick-test: $(GENERATED) ## Probe every API of each group through its router
+	$(PLAYBOOK) playbooks/quick_test.yml
+
+vllm-status: $(GENERATED) ## Report every engine and router: up/down, pid, port, model, uptime
+	$(PLAYBOOK) playbooks/status.yml
+
+vllm-logs: $(GENERATED) ## Show the recent logs of every engine and router
+	$(PLAYBOOK) playbooks/logs.yml
+
+vllm-teardown: $(GENERATED) ## Stop and remove the stacks (results and caches are kept)
+	$(PLAYBOOK) playbooks/teardown.yml
+
+##@ Results
+.PHONY: vllm-results vllm-results-list vllm-compare
+vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
+	$(PLAYBOOK) playbooks/results.yml $(RESULTS_VARS)
+
+vllm-results-list: $(GENERATED) ## List the runs with their time, config hash and groups
+	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=list
+
+vllm-compare: $(GENERATED) ## Print the comparison; FAIL_ON_REGRESSION=1 exits non-zero on a regression
+	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=compare $(RESULTS_VARS)
+
+##@ Development
+.PHONY: test test-unit test-lint test-sanity test-integration collection-build clean
+test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
+
+test-unit: $(VENV_STAMP) ## pytest on the unit tests
+	$(VBIN)/pytest -q tests/unit
+
+test-lint: $(VENV_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)
+	$(VBIN)/ruff check .
+	$(VBIN)/ruff format --check .
+	$(VBIN)/python tests/syntax_check.py
+	PATH=$(CURDIR)/$(VBIN):$$PATH $(VBIN)/ansible-lint --profile production --offline
+
+test-sanity: $(VENV_STAMP) ## ansible-test sanity on the plugins (the tests that need no containers)
+	tests/sanity.sh
+
+test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both groups
+	$(VBIN)/pytest -q tests/integration
+
+collection-build: $(VENV_STAMP) ## Build the servelab-vllm collection tarball
+	$(VBIN)/ansible-galaxy collection build --force .
+
+clean: ## Remove generated vars, inventory and rendered files (never results or caches)
+	rm -f $(EXTRA_VARS) && rm -rf inventories/generated render
