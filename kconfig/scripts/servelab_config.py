@@ -20,6 +20,7 @@ import shlex
 import sys
 import tempfile
 from dataclasses import dataclass
+from os.path import commonpath
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,7 @@ def expected_form(sym: kconfiglib.Symbol) -> str:
 
 def load(config: Path, strict: bool = True) -> kconfiglib.Kconfig:
     """Load the Kconfig tree and a config file; in strict mode any warning is an error."""
-    os.environ["srctree"] = str(TOP)
+    os.environ["SRCTREE"] = str(TOP)
     kconf = kconfiglib.Kconfig(str(TOP / KCONFIG), warn_to_stderr=False)
     kconf.warn_assign_undef = True
     kconf.warn_assign_override = False
@@ -196,8 +197,8 @@ def load(config: Path, strict: bool = True) -> kconfiglib.Kconfig:
     if not config.is_file():
         raise ConfigError(f"{config}: not found; run `make defconfig-NAME` or `make menuconfig`")
     kconf.load_config(str(config))
-    for sym in kconf.unique_defined_syms:
-        sym.str_value  # evaluating records out-of-range values as warnings
+    # Evaluating every value records out-of-range values as warnings.
+    _ = [sym.str_value for sym in kconf.unique_defined_syms]
     if strict and kconf.warnings:
         raise ConfigError(explain_warnings(kconf, config))
     if not strict:
@@ -215,6 +216,8 @@ def explain_warnings(kconf: kconfiglib.Kconfig, config: Path) -> str:
         sym = kconf.syms.get(match.group(1)) if match else None
         if "undefined symbol" in text:
             hint = "no such setting: check its spelling, or run `make olddefconfig` to drop it"
+        elif "malformed string literal" in text and sym is not None:
+            hint = f'CONFIG_{sym.name} expects a double-quoted string ("..."): {expected_form(sym)}'
         elif "malformed line" in text:
             hint = 'expected CONFIG_NAME=value or "# CONFIG_NAME is not set"'
         elif sym is not None and sym.nodes:
@@ -232,7 +235,7 @@ def is_per_group(sym: kconfiglib.Symbol) -> bool:
 
 def choice_value(choice: kconfiglib.Choice, option: kconfiglib.Symbol | None = None) -> str:
     """A choice's value: the option's name less the options' common prefix, lower case."""
-    prefix = os.path.commonprefix([s.name for s in choice.syms])
+    prefix = commonpath([s.name for s in choice.syms])
     option = option or choice.selection
     return option.name[prefix.rfind("_") + 1 :].lower()
 
@@ -291,6 +294,11 @@ def apply_override(kconf: kconfiglib.Kconfig, key: str, value: str) -> None:
     name = key.upper()
     if name in kconf.named_choices:
         choice = kconf.named_choices[name]
+        if not is_per_group(choice.syms[0]):
+            raise ConfigError(
+                f"{where}: not a per-group setting; dev may override engine, "
+                "model, router, benchmark and GPU sharing settings"
+            )
         options = {choice_value(choice, s): s for s in choice.syms}
         if value not in options:
             raise ConfigError(f"{where}: expected one of {', '.join(sorted(options))}")
@@ -309,10 +317,8 @@ def apply_override(kconf: kconfiglib.Kconfig, key: str, value: str) -> None:
     if sym.orig_type == kconfiglib.BOOL:
         value = {"true": "y", "yes": "y", "false": "n", "no": "n"}.get(value.lower(), value)
     before = len(kconf.warnings)
-    if not sym.set_value(value) or len(kconf.warnings) > before:
-        raise ConfigError(f"{where}: expected {expected_form(sym)}")
-    sym.str_value
-    if len(kconf.warnings) > before or sym.str_value != value:
+    # set_value rejects a mistyped value; str_value falls back on defaults when out of range.
+    if not sym.set_value(value) or sym.str_value != value or len(kconf.warnings) > before:
         raise ConfigError(f"{where}: expected {expected_form(sym)}")
     if not sym.visibility:
         raise ConfigError(f"{where}: the setting is not in effect in this configuration")
@@ -352,8 +358,10 @@ def build(config: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
 
 
 def ports(cfg: dict[str, Any]) -> dict[str, int]:
-    out = {f"engine replica {i}": cfg["vllm_engine_base_port"] + i
-           for i in range(cfg["vllm_replica_count"])}
+    out = {
+        f"engine replica {i}": cfg["vllm_engine_base_port"] + i
+        for i in range(cfg["vllm_replica_count"])
+    }
     for name in PORT_SYMBOLS:
         if setting_name(name) in cfg:
             out[setting_name(name)] = cfg[setting_name(name)]
@@ -383,11 +391,15 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
         seen: dict[int, str] = {}
         for key, port in ports(cfg).items():
             if port > 65535:
-                raise ConfigError(f"{group}: {key} port {port} exceeds 65535 "
-                                  "(CONFIG_VLLM_ENGINE_BASE_PORT + CONFIG_VLLM_REPLICA_COUNT)")
+                raise ConfigError(
+                    f"{group}: {key} port {port} exceeds 65535 "
+                    "(CONFIG_VLLM_ENGINE_BASE_PORT + CONFIG_VLLM_REPLICA_COUNT)"
+                )
             if port in seen:
-                raise ConfigError(f"{group}: port {port} is used by both {seen[port]} and {key}; "
-                                  "give each a distinct port")
+                raise ConfigError(
+                    f"{group}: port {port} is used by both {seen[port]} and {key}; "
+                    "give each a distinct port"
+                )
             seen[port] = key
         knob = cfg.get("vllm_benchmark_sweep_knob_name")
         if knob is not None and knob not in cfg:
@@ -399,8 +411,10 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
         dev = {p + shared["vllm_local_dev_port_offset"] for p in ports(groups["dev"]).values()}
         clash = dev & set(ports(groups["baseline"]).values())
         if clash:
-            raise ConfigError(f"baseline and dev would share port(s) {sorted(clash)} on this host: "
-                              "raise CONFIG_VLLM_LOCAL_DEV_PORT_OFFSET")
+            raise ConfigError(
+                f"baseline and dev would share port(s) {sorted(clash)} on this host: "
+                "raise CONFIG_VLLM_LOCAL_DEV_PORT_OFFSET"
+            )
 
 
 def effective_group(shared: dict[str, Any], cfg: dict[str, Any], group: str) -> dict[str, Any]:
@@ -427,10 +441,12 @@ def inventory(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> dict
                 if user:
                     hosts[host]["ansible_user"] = user
         else:  # local and Kubernetes platforms: this machine (it drives the cluster)
-            hosts = {f"{group}-local": {
-                "ansible_connection": "local",
-                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            }}
+            hosts = {
+                f"{group}-local": {
+                    "ansible_connection": "local",
+                    "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                }
+            }
         group_vars = {"servelab_group": group, **effective_group(shared, cfg, group)}
         children[group] = {"hosts": hosts, "vars": group_vars}
     return {"all": {"children": children}}
@@ -476,8 +492,9 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
     # extra_vars.yaml carries the secrets: readable by its owner only.
     write_atomic(extra_vars, dump(extra), mode=0o600)
     write_atomic(hosts, dump(inv))
-    print(f"wrote {extra_vars.name} ({len(extra)} settings) and {hosts} "
-          f"(groups: {', '.join(groups)})")
+    print(
+        f"wrote {extra_vars.name} ({len(extra)} settings) and {hosts} (groups: {', '.join(groups)})"
+    )
 
 
 def diff_groups(config: Path) -> int:

@@ -1,0 +1,247 @@
+"""Generation of extra_vars.yaml and the inventory from .config."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import servelab_config as sc
+import yaml
+
+DEFCONFIGS = sc.list_defconfigs()
+
+
+def make_config(tmp_path: Path, name: str, *extra: str) -> Path:
+    """A .config from a defconfig, with extra lines appended (later lines win)."""
+    config = tmp_path / ".config"
+    assert sc.main(["--config", str(config), "defconfig", name]) == 0
+    if extra:
+        with config.open("a") as out:
+            out.write("\n".join(extra) + "\n")
+    return config
+
+
+def generate(tmp_path: Path, config: Path) -> tuple[int, dict, dict]:
+    ev, hosts = tmp_path / "extra_vars.yaml", tmp_path / "inv" / "hosts.yml"
+    rc = sc.main(
+        ["--config", str(config), "--extra-vars", str(ev), "--hosts", str(hosts), "generate"]
+    )
+    if rc:
+        return rc, {}, {}
+    return rc, yaml.safe_load(ev.read_text()), yaml.safe_load(hosts.read_text())
+
+
+@pytest.mark.parametrize("name", DEFCONFIGS)
+def test_every_defconfig_generates_typed_vars(tmp_path, name):
+    rc, extra, inv = generate(tmp_path, make_config(tmp_path, name))
+    assert rc == 0
+    assert extra["vllm_platform"] in (
+        "local",
+        "declared_hosts",
+        "kind",
+        "minikube",
+        "existing_cluster",
+    )
+    assert isinstance(extra["vllm_use_cpu_inference"], bool)
+    assert isinstance(extra["vllm_kubernetes"], bool)
+    assert extra["servelab_groups"] == ["baseline", "dev"]
+    assert len(extra["servelab_config_hash"]) == 12
+    groups = inv["all"]["children"]
+    assert set(groups) == {"baseline", "dev"}
+    for group, body in groups.items():
+        assert body["hosts"], f"{name}: {group} has no hosts"
+        gv = body["vars"]
+        assert gv["servelab_group"] == group
+        assert isinstance(gv["vllm_replica_count"], int) and gv["vllm_replica_count"] >= 1
+        assert isinstance(gv["vllm_enable_prefix_caching"], bool)
+        assert isinstance(gv["vllm_benchmark_percentiles_list"], list)
+        assert all(isinstance(p, (int, float)) for p in gv["vllm_benchmark_percentiles_list"])
+        assert isinstance(gv["vllm_engine_extra_args"], list)
+        assert isinstance(gv["vllm_benchmark_request_rate"], (int, float))
+
+
+def test_quick_test_is_local_cpu_with_two_groups_on_distinct_ports(tmp_path):
+    _, extra, inv = generate(tmp_path, make_config(tmp_path, "vllm-quick-test"))
+    assert extra["vllm_platform"] == "local" and extra["vllm_use_cpu_inference"] is True
+    base, dev = (inv["all"]["children"][g] for g in ("baseline", "dev"))
+    assert base["hosts"]["baseline-local"]["ansible_connection"] == "local"
+    assert dev["hosts"]["dev-local"]["ansible_connection"] == "local"
+    assert base["vars"]["vllm_router_port"] == 8000
+    assert dev["vars"]["vllm_router_port"] == 9000
+    assert dev["vars"]["vllm_engine_base_port"] == base["vars"]["vllm_engine_base_port"] + 1000
+    assert base["vars"]["vllm_router_policy"] == "round_robin"
+    assert dev["vars"]["vllm_router_policy"] == "prefix_aware"
+
+
+def test_dev_overrides_are_typed_through_kconfig(tmp_path):
+    config = make_config(
+        tmp_path,
+        "vllm-quick-test",
+        'CONFIG_VLLM_DEV_OVERRIDES="vllm_engine_version=0.31.0 vllm_replica_count=2 '
+        "vllm_enable_prefix_caching=n vllm_engine_extra_args='--max-num-seqs 4'\"",
+    )
+    _, _extra, inv = generate(tmp_path, config)
+    base = inv["all"]["children"]["baseline"]["vars"]
+    dev = inv["all"]["children"]["dev"]["vars"]
+    assert (base["vllm_engine_version"], dev["vllm_engine_version"]) == ("0.32.0", "0.31.0")
+    assert (base["vllm_replica_count"], dev["vllm_replica_count"]) == (1, 2)
+    assert (base["vllm_enable_prefix_caching"], dev["vllm_enable_prefix_caching"]) == (True, False)
+    assert dev["vllm_engine_extra_args"] == ["--max-num-seqs", "4"]
+    assert base["vllm_engine_extra_args"] == []
+
+
+def test_mps_override_on_gpu_defconfig(tmp_path):
+    _, _, inv = generate(tmp_path, make_config(tmp_path, "vllm-kind-dra-mps"))
+    groups = inv["all"]["children"]
+    assert groups["baseline"]["vars"]["vllm_mps_active_thread_percentage"] == 100
+    assert groups["dev"]["vars"]["vllm_mps_active_thread_percentage"] == 50
+    assert groups["baseline"]["vars"]["vllm_gpu_sharing"] == "mps"
+    assert groups["baseline"]["vars"]["vllm_gpu_memory_utilization"] == 0.4
+
+
+def test_diff_groups_prints_only_differences(tmp_path, capsys):
+    config = make_config(tmp_path, "vllm-kind-dra-mps")
+    capsys.readouterr()
+    assert sc.main(["--config", str(config), "diff-groups"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["setting", "baseline", "dev"]
+    assert out[1].split() == ["vllm_mps_active_thread_percentage", "100", "50"]
+    assert len(out) == 2
+
+
+def test_secrets_stay_out_of_inventory_and_extra_vars_is_private(tmp_path):
+    config = make_config(
+        tmp_path,
+        "vllm-quick-test",
+        'CONFIG_VLLM_HF_TOKEN="hf_secret123"',
+        'CONFIG_VLLM_API_KEY="sk-secret"',
+    )
+    _, extra, _ = generate(tmp_path, config)
+    assert extra["vllm_hf_token"] == "hf_secret123"
+    hosts_text = (tmp_path / "inv" / "hosts.yml").read_text()
+    assert "secret" not in hosts_text
+    mode = stat.S_IMODE(os.stat(tmp_path / "extra_vars.yaml").st_mode)
+    assert mode == 0o600
+
+
+BAD_INPUTS = [
+    ("CONFIG_VLLM_ROUTER_PORT=80", ["VLLM_ROUTER_PORT", "1024", "65535"]),
+    ("CONFIG_VLLM_REPLICA_COUNT=0", ["VLLM_REPLICA_COUNT", "from 1 to 64"]),
+    ("CONFIG_VLLM_REPLICA_COUNT=two", ["VLLM_REPLICA_COUNT", "integer"]),
+    ("CONFIG_VLLM_ENGINE_BASE_PORT", ["malformed line", "CONFIG_NAME=value"]),
+    ("CONFIG_VLLM_MODEL_NAME=unquoted", ["VLLM_MODEL_NAME", "double-quoted"]),
+    ("CONFIG_VLLM_ROUTR_PORT=8000", ["VLLM_ROUTR_PORT", "no such setting"]),
+    ('CONFIG_VLLM_BENCHMARK_REQUEST_RATE="-1"', ["VLLM_BENCHMARK_REQUEST_RATE", "> 0"]),
+    ('CONFIG_VLLM_DTYPE="fp7"', ["VLLM_DTYPE", "bfloat16"]),
+    ('CONFIG_VLLM_BENCHMARK_PERCENTILES_LIST="50 abc"', ["PERCENTILES_LIST", "list"]),
+    ('CONFIG_VLLM_WORK_DIR="relative/dir"', ["VLLM_WORK_DIR", "absolute path"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_replica_count=0"', ["vllm_replica_count", "from 1 to 64"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_platform=kind"', ["vllm_platform", "per-group"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_nope=1"', ["vllm_nope", "no such setting"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="justaword"', ["SETTING=VALUE"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_router_policy=fastest"', ["round_robin", "prefix_aware"]),
+    ("CONFIG_VLLM_ROUTER_METRICS_PORT=8000", ["port 8000", "distinct"]),
+    (
+        "CONFIG_VLLM_LOCAL_DEV_PORT_OFFSET=20000\nCONFIG_VLLM_ROUTER_METRICS_PORT=50000",
+        ["exceeds 65535", "OFFSET"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), BAD_INPUTS, ids=[b[0][:40] for b in BAD_INPUTS])
+def test_bad_input_is_named_and_old_files_are_untouched(tmp_path, capsys, line, expected):
+    config = make_config(tmp_path, "vllm-quick-test")
+    rc, _, _ = generate(tmp_path, config)
+    assert rc == 0
+    before = {
+        p: p.read_bytes() for p in (tmp_path / "extra_vars.yaml", tmp_path / "inv" / "hosts.yml")
+    }
+    with config.open("a") as out:
+        out.write(line + "\n")
+    capsys.readouterr()
+    rc, _, _ = generate(tmp_path, config)
+    err = capsys.readouterr().err
+    assert rc == 2
+    for text in expected:
+        assert text in err, f"{text!r} not in {err!r}"
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(tmp_path.glob(".extra_vars.yaml.*")), "temporary file left behind"
+
+
+def test_declared_hosts_with_empty_list_is_refused(tmp_path, capsys):
+    config = make_config(tmp_path, "vllm-declared-hosts", 'CONFIG_VLLM_DECLARED_HOSTS_DEV_LIST=""')
+    rc, _, _ = generate(tmp_path, config)
+    assert rc == 2
+    assert "CONFIG_VLLM_DECLARED_HOSTS_DEV_LIST is empty" in capsys.readouterr().err
+
+
+def test_declared_hosts_become_ssh_hosts(tmp_path):
+    config = make_config(
+        tmp_path,
+        "vllm-declared-hosts",
+        'CONFIG_VLLM_DECLARED_HOSTS_BASELINE_LIST="gpu1 ops@gpu2"',
+        'CONFIG_VLLM_DECLARED_HOSTS_SSH_USER="bench"',
+    )
+    _, _, inv = generate(tmp_path, config)
+    hosts = inv["all"]["children"]["baseline"]["hosts"]
+    assert hosts["gpu1"]["ansible_user"] == "bench"
+    assert hosts["gpu2"]["ansible_user"] == "ops"
+    assert "ansible_connection" not in hosts["gpu1"]
+    dev = inv["all"]["children"]["dev"]["vars"]
+    assert dev["vllm_router_port"] == 8000  # separate hosts: no port offset
+
+
+def test_single_group(tmp_path):
+    config = make_config(tmp_path, "vllm-quick-test", "# CONFIG_VLLM_BASELINE_AND_DEV is not set")
+    _, extra, inv = generate(tmp_path, config)
+    assert extra["servelab_groups"] == ["baseline"]
+    assert list(inv["all"]["children"]) == ["baseline"]
+
+
+def test_unknown_defconfig_lists_the_available_ones(tmp_path, capsys):
+    assert sc.main(["--config", str(tmp_path / ".config"), "defconfig", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown defconfig 'nope'" in err and "vllm-quick-test" in err
+    assert not (tmp_path / ".config").exists()
+
+
+def test_savedefconfig_round_trips(tmp_path):
+    config = make_config(tmp_path, "vllm-kind-dra-mps")
+    assert sc.main(["--config", str(config), "savedefconfig"]) == 0
+    minimal = (tmp_path / "defconfig").read_text()
+    assert "CONFIG_VLLM_PLATFORM_KIND=y" in minimal
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / ".config").write_text(minimal)
+    _, _, a = generate(tmp_path, config)
+    _, _, b = generate(again, again / ".config")
+    assert a == b
+
+
+def test_config_hash_follows_the_settings(tmp_path):
+    _, first, _ = generate(tmp_path, make_config(tmp_path, "vllm-quick-test"))
+    _, same, _ = generate(tmp_path, make_config(tmp_path, "vllm-quick-test"))
+    _, other, _ = generate(
+        tmp_path, make_config(tmp_path, "vllm-quick-test", "CONFIG_VLLM_REPLICA_COUNT=2")
+    )
+    assert first["servelab_config_hash"] == same["servelab_config_hash"]
+    assert first["servelab_config_hash"] != other["servelab_config_hash"]
+
+
+def test_make_defconfig_unknown_name_fails_through_make(tmp_path):
+    top = Path(sc.__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(top / "kconfig/scripts/servelab_config.py"),
+            "--config",
+            str(tmp_path / ".config"),
+            "defconfig",
+            "bogus",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "available:" in proc.stderr
