@@ -20,7 +20,6 @@ import shlex
 import sys
 import tempfile
 from dataclasses import dataclass
-from os.path import commonpath
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +234,7 @@ def is_per_group(sym: kconfiglib.Symbol) -> bool:
 
 def choice_value(choice: kconfiglib.Choice, option: kconfiglib.Symbol | None = None) -> str:
     """A choice's value: the option's name less the options' common prefix, lower case."""
-    prefix = commonpath([s.name for s in choice.syms])
+    prefix = os.path.commonprefix([s.name for s in choice.syms])
     option = option or choice.selection
     return option.name[prefix.rfind("_") + 1 :].lower()
 
