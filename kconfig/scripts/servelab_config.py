@@ -234,7 +234,7 @@ def is_per_group(sym: kconfiglib.Symbol) -> bool:
 
 def choice_value(choice: kconfiglib.Choice, option: kconfiglib.Symbol | None = None) -> str:
     """A choice's value: the option's name less the options' common prefix, lower case."""
-    prefix = os.path.commonprefix([s.name for s in choice.syms])
+    prefix = os.path.commonprefix([s.name for s in choice.syms])  # noqa: RUF071 (names, not paths)
     option = option or choice.selection
     return option.name[prefix.rfind("_") + 1 :].lower()
 
