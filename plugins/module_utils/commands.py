@@ -1,0 +1,98 @@
+# Copyright: servelab developers
+# Apache-2.0
+"""Command lines and environments of the engine and router, from the typed settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Kconfig's routing choices -> vllm-router --policy values.
+ROUTER_POLICIES = {
+    "round_robin": "round_robin",
+    "session_affinity": "consistent_hash",
+    "prefix_aware": "cache_aware",
+    "power_of_two": "power_of_two",
+    "kv_aware": "kv_aware",
+}
+
+
+def router_policy(choice: str) -> str:
+    try:
+        return ROUTER_POLICIES[choice]
+    except KeyError:
+        raise ValueError(
+            f"vllm_router_policy={choice!r}: expected one of {', '.join(ROUTER_POLICIES)}"
+        ) from None
+
+
+def _flag(name: str, enabled: bool) -> str:
+    return f"--{name}" if enabled else f"--no-{name}"
+
+
+def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
+    """Base URLs of a group's replicas, as a client on the same host reaches them."""
+    host = "127.0.0.1" if bind_address in ("0.0.0.0", "", "::") else bind_address
+    return [f"http://{host}:{base_port + i}" for i in range(count)]
+
+
+def engine_argv(cfg: dict[str, Any], venv: str, model_path: str, port: int) -> list[str]:
+    """The vLLM OpenAI server command line for one replica (secrets go in the env)."""
+    argv = [
+        f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model_path,
+        "--served-model-name", cfg["vllm_model_name"],
+        "--host", cfg["vllm_engine_bind_address"],
+        "--port", str(port),
+        "--max-model-len", str(cfg["vllm_max_model_len"]),
+        "--dtype", cfg["vllm_dtype"],
+        "--tensor-parallel-size", str(cfg["vllm_tensor_parallel_size"]),
+        _flag("enable-prefix-caching", cfg["vllm_enable_prefix_caching"]),
+        _flag("enable-chunked-prefill", cfg["vllm_enable_chunked_prefill"]),
+    ]  # fmt: skip
+    if not cfg["vllm_use_cpu_inference"]:
+        argv += ["--gpu-memory-utilization", str(cfg["vllm_gpu_memory_utilization"])]
+    if cfg.get("vllm_enforce_eager"):
+        argv.append("--enforce-eager")
+    return argv + list(cfg.get("vllm_engine_extra_args", []))
+
+
+def engine_env(cfg: dict[str, Any], mps_pipe_dir: str = "", mps_log_dir: str = "") -> dict:
+    """Environment of an engine replica (without secrets)."""
+    env = {
+        "HF_HUB_OFFLINE": "1",  # the model is staged on disk
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if cfg["vllm_use_cpu_inference"]:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg["vllm_cpu_kvcache_space"])
+    elif cfg.get("vllm_gpu_sharing") == "mps":
+        env["CUDA_MPS_PIPE_DIRECTORY"] = mps_pipe_dir
+        env["CUDA_MPS_LOG_DIRECTORY"] = mps_log_dir
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(cfg["vllm_mps_active_thread_percentage"])
+        limit = cfg.get("vllm_mps_pinned_device_memory_limit")
+        if limit:
+            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={_mps_memory(limit)}"
+    return env
+
+
+def _mps_memory(quantity: str) -> str:
+    """Kubernetes quantity (10Gi) -> MPS limit (10G)."""
+    for suffix, unit in (("Gi", "G"), ("Mi", "M"), ("Ti", "T"), ("Ki", "K")):
+        if quantity.endswith(suffix):
+            return quantity[: -len(suffix)] + unit
+    return quantity
+
+
+def router_argv(cfg: dict[str, Any], venv: str, worker_urls: list[str]) -> list[str]:
+    """The vllm-router command line (its --api-key is added by the caller, from secrets)."""
+    if not worker_urls:
+        raise ValueError("the router needs at least one engine URL")
+    argv = [f"{venv}/bin/vllm-router", "--worker-urls", *worker_urls,
+            "--policy", router_policy(cfg["vllm_router_policy"]),
+            "--host", cfg["vllm_router_bind_address"],
+            "--port", str(cfg["vllm_router_port"]),
+            "--prometheus-host", cfg["vllm_router_bind_address"],
+            "--prometheus-port", str(cfg["vllm_router_metrics_port"]),
+            "--request-timeout-secs", str(cfg["vllm_router_request_timeout"])]  # fmt: skip
+    return argv + list(cfg.get("vllm_router_extra_args", []))

@@ -1,0 +1,114 @@
+# Copyright: servelab developers
+# Apache-2.0
+"""Status of a group's supervised services from real probes, not from ps."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from ansible_collections.servelab.vllm.plugins.module_utils import readiness, supervisor
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    kind: str
+    state: str  # up, down, starting
+    pid: int
+    port: int
+    model: str
+    version: str
+    uptime_s: int
+    restarts: int
+    detail: str
+
+
+def _arg(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else ""
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def _router_version(argv: list[str]) -> str:
+    # The router venv is named vllm-router-<version> by the vllm_router role.
+    parent = os.path.basename(os.path.dirname(os.path.dirname(argv[0]))) if argv else ""
+    return parent.removeprefix("vllm-router-") if parent.startswith("vllm-router-") else ""
+
+
+def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
+    spec = supervisor.read_json(os.path.join(service_dir, supervisor.SPEC))
+    state = supervisor.read_json(os.path.join(service_dir, supervisor.STATE))
+    argv = spec.get("argv", [])
+    kind = "router" if any(a.endswith("vllm-router") for a in argv[:1]) else "engine"
+    host = _client_host(_arg(argv, "--host"))
+    port = int(_arg(argv, "--port") or 0)
+    key = spec.get("env", {}).get("VLLM_API_KEY") or _arg(argv, "--api-key")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    base = f"http://{host}:{port}"
+    pid = supervisor.read_pid(os.path.join(service_dir, supervisor.CHILD_PID)) or 0
+    running = supervisor.supervisor_pid(service_dir) is not None and supervisor.alive(pid)
+    health, _ = readiness.probe(base + "/health", timeout=3, headers=headers) if port else (0, b"")
+    model = version = ""
+    status, body = readiness.probe(base + "/v1/models", timeout=5, headers=headers)
+    if status == 200:
+        try:
+            model = ",".join(m["id"] for m in json.loads(body)["data"])
+        except (ValueError, KeyError, TypeError):
+            model = "?"
+    if kind == "engine":
+        status, body = readiness.probe(base + "/version", timeout=3, headers=headers)
+        if status == 200:
+            try:
+                version = json.loads(body).get("version", "")
+            except ValueError:
+                version = ""
+    else:
+        version = _router_version(argv)
+    started = supervisor.process_start_time(pid) if running else None
+    now = time.time() if now is None else now
+    if health == 200 and running:
+        verdict, detail = "up", ""
+    elif running:
+        verdict, detail = "starting", f"/health answered {health or 'nothing'}"
+    else:
+        verdict = "down"
+        detail = f"supervisor {state.get('state', 'absent')}, last exit {state.get('last_exit')}"
+    return ServiceStatus(
+        name=spec.get("name", os.path.basename(service_dir)),
+        kind=kind,
+        state=verdict,
+        pid=pid if running else 0,
+        port=port,
+        model=model,
+        version=version,
+        uptime_s=int(now - started) if started else 0,
+        restarts=int(state.get("restarts", 0)),
+        detail=detail,
+    )
+
+
+def stack_status(stack_dir: str) -> list[dict]:
+    if not os.path.isdir(stack_dir):
+        return []
+    dirs = sorted(
+        os.path.join(stack_dir, d)
+        for d in os.listdir(stack_dir)
+        if os.path.isfile(os.path.join(stack_dir, d, supervisor.SPEC))
+    )
+    return [asdict(probe_service(d)) for d in dirs]
+
+
+def format_table(rows: list[dict]) -> list[str]:
+    header = ("service", "state", "pid", "port", "model", "version", "uptime", "restarts")
+    lines = [
+        (r["name"], r["state"], str(r["pid"] or "-"), str(r["port"]), r["model"] or "-",
+         r["version"] or "-", f"{r['uptime_s']}s" if r["uptime_s"] else "-", str(r["restarts"]))
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(x) for x in col) for col in zip(header, *lines, strict=False)]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *lines]]

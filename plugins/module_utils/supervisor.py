@@ -1,0 +1,244 @@
+# Copyright: servelab developers
+# Apache-2.0
+"""Supervised background processes for hosts without systemd.
+
+A service is a directory holding spec.json (argv, env, cwd, log). `supervise.py DIR`
+(this file, copied to the node) runs the service in its own session, appends its output
+to the log, restarts it when it fails and stops its whole process group on SIGTERM.
+State on disk, read by the module and by status probes:
+  supervisor.pid  pid of the supervisor          child.pid  pid of the running service
+  state.json      started_at, restarts, last_exit, state (running, restarting, failed)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SPEC = "spec.json"
+SUPERVISOR_PID = "supervisor.pid"
+CHILD_PID = "child.pid"
+STATE = "state.json"
+# Like systemd's StartLimitBurst/IntervalSec: give up after this many failures in a window.
+START_LIMIT_BURST = 5
+START_LIMIT_INTERVAL = 300.0
+STOP_TIMEOUT = 30.0
+
+
+def write_json_atomic(path: str, data: dict, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def read_pid(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # A zombie has exited; only its parent has not reaped it yet.
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def supervisor_pid(service_dir: str) -> int | None:
+    """The pid of the live supervisor of service_dir, or None."""
+    pid = read_pid(os.path.join(service_dir, SUPERVISOR_PID))
+    if not alive(pid):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().split(b"\0")
+    except OSError:
+        return None
+    # Guard against a recycled pid: the process must be the supervisor of this directory.
+    if os.path.abspath(service_dir).encode() not in cmdline:
+        return None
+    return pid
+
+
+def process_start_time(pid: int) -> float | None:
+    """Wall-clock start time of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def start(service_dir: str, python: str, script: str) -> int:
+    """Start the supervisor of service_dir detached from the caller; return its pid."""
+    service_dir = os.path.abspath(service_dir)
+    for name in (CHILD_PID, SUPERVISOR_PID, STATE):
+        if os.path.exists(os.path.join(service_dir, name)):
+            os.unlink(os.path.join(service_dir, name))
+    with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
+        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+            [python, script, service_dir],
+            stdin=devnull_in,
+            stdout=devnull_out,
+            stderr=devnull_out,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if read_pid(os.path.join(service_dir, CHILD_PID)) or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    return proc.pid
+
+
+def stop(service_dir: str, timeout: float = STOP_TIMEOUT + 15) -> bool:
+    """Stop the supervisor (and so the service); True if one was running."""
+    pid = supervisor_pid(service_dir)
+    if pid is None:
+        kill_group(read_pid(os.path.join(service_dir, CHILD_PID)), timeout)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        kill_group(read_pid(os.path.join(service_dir, CHILD_PID)), 5)
+    return True
+
+
+def kill_group(pid: int | None, timeout: float) -> None:
+    """SIGTERM a service's process group, then SIGKILL what is left after timeout."""
+    if not pid:
+        return
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Supervisor:
+    """The loop that runs inside the detached supervisor process."""
+
+    def __init__(self, service_dir: str) -> None:
+        self.dir = os.path.abspath(service_dir)
+        self.spec = read_json(os.path.join(self.dir, SPEC))
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+        self.state = {"restarts": 0, "state": "starting", "last_exit": None}
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def on_term(self, _signum, _frame) -> None:
+        self.stopping = True
+
+    def save_state(self, **changes) -> None:
+        self.state.update(changes)
+        write_json_atomic(self.path(STATE), self.state)
+
+    def launch(self) -> None:
+        env = dict(os.environ)
+        env.update(self.spec.get("env", {}))
+        log = open(self.spec["log"], "ab", buffering=0)  # noqa: SIM115 (handed to the child)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log.write(f"==== servelab: starting {self.spec['name']} at {stamp} ====\n".encode())
+        self.child = subprocess.Popen(  # noqa: S603 (argv from the spec we wrote)
+            self.spec["argv"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.spec.get("cwd") or self.dir,
+            start_new_session=True,
+        )
+        log.close()
+        with open(self.path(CHILD_PID), "w") as out:
+            out.write(str(self.child.pid))
+        self.save_state(state="running", started_at=time.time(), pid=self.child.pid)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_term)
+        signal.signal(signal.SIGINT, self.on_term)
+        with open(self.path(SUPERVISOR_PID), "w") as out:
+            out.write(str(os.getpid()))
+        failures: list[float] = []
+        backoff = 1.0
+        self.launch()
+        while True:
+            code = self.child.poll() if self.child else None
+            if self.stopping:
+                if self.child:
+                    kill_group(self.child.pid, STOP_TIMEOUT)
+                    self.child.wait()
+                self.save_state(state="stopped", last_exit=self.child.returncode)
+                break
+            if code is None:
+                time.sleep(0.2)
+                continue
+            # The service exited on its own: restart it, unless it keeps failing.
+            kill_group(self.child.pid, 5)
+            now = time.time()
+            failures = [t for t in failures if now - t < START_LIMIT_INTERVAL] + [now]
+            if len(failures) >= START_LIMIT_BURST:
+                self.save_state(state="failed", last_exit=code)
+                break
+            self.save_state(
+                state="restarting", last_exit=code, restarts=self.state["restarts"] + 1
+            )
+            deadline = time.monotonic() + backoff
+            while time.monotonic() < deadline and not self.stopping:
+                time.sleep(0.2)
+            backoff = min(backoff * 2, 30.0)
+            if not self.stopping:
+                self.launch()
+        for name in (SUPERVISOR_PID, CHILD_PID):
+            if os.path.exists(self.path(name)):
+                os.unlink(self.path(name))
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(Supervisor(sys.argv[1]).run())

@@ -1,0 +1,194 @@
+#!/usr/bin/python
+# Copyright: servelab developers
+# Apache-2.0
+"""Ensure a supervised background process is running with a given command line."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: local_service
+short_description: Run a command as a supervised background service
+description:
+  - Runs a command under a small supervisor (restart on failure, process-group stop),
+    for hosts without systemd. The service is identified by its directory.
+  - Idempotent: a running service whose command line and environment are unchanged is
+    left alone; a changed one is restarted; a port taken by another process is an error.
+version_added: "0.1.0"
+author: servelab developers
+options:
+  name:
+    description: Name of the service, used in messages and the log.
+    type: str
+    required: true
+  service_dir:
+    description: Directory of the service (spec, pid files, state, log).
+    type: path
+    required: true
+  argv:
+    description: Command line, program first. Required when O(state=started).
+    type: list
+    elements: str
+  env:
+    description: Environment variables added to the supervisor's environment.
+    type: dict
+    default: {}
+  secret_env:
+    description: Like O(env), for secrets; never returned or logged.
+    type: dict
+    default: {}
+  port:
+    description: TCP port the service listens on; checked to be free before a start.
+    type: int
+  host:
+    description: Address the service binds to, for the port check.
+    type: str
+    default: 127.0.0.1
+  state:
+    description: V(started) ensures it runs with this spec, V(stopped) stops it,
+      V(restarted) always restarts it.
+    type: str
+    choices: [started, stopped, restarted]
+    default: started
+seealso:
+  - module: servelab.vllm.wait_ready
+"""
+
+EXAMPLES = r"""
+- name: Ensure the engine runs
+  servelab.vllm.local_service:
+    name: engine-0
+    service_dir: /var/lib/servelab/stacks/baseline/engine-0
+    argv: [/opt/venv/bin/python, -m, vllm.entrypoints.openai.api_server, --port, "8100"]
+    env:
+      VLLM_CPU_KVCACHE_SPACE: "2"
+    port: 8100
+"""
+
+RETURN = r"""
+action:
+  description: What was done.
+  returned: always
+  type: str
+  sample: started
+pid:
+  description: Pid of the service process, when running.
+  returned: always
+  type: int
+spec_hash:
+  description: Hash of the command line and environment the service runs with.
+  returned: always
+  type: str
+log:
+  description: Path of the service's log file.
+  returned: always
+  type: str
+"""
+
+import inspect  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
+    supervisor,
+)
+from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import (  # noqa: E402
+    ServiceSpec,
+)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+
+
+def wait_port_free(host: str, port: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while port_in_use(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str", "required": True},
+            "service_dir": {"type": "path", "required": True},
+            "argv": {"type": "list", "elements": "str"},
+            "env": {"type": "dict", "default": {}},
+            "secret_env": {"type": "dict", "default": {}, "no_log": True},
+            "port": {"type": "int"},
+            "host": {"type": "str", "default": "127.0.0.1"},
+            "state": {
+                "type": "str",
+                "default": "started",
+                "choices": ["started", "stopped", "restarted"],
+            },
+        },
+        required_if=[("state", "started", ["argv"]), ("state", "restarted", ["argv"])],
+        supports_check_mode=True,
+    )
+    p = module.params
+    sdir = p["service_dir"]
+    log = os.path.join(sdir, "service.log")
+    running = supervisor.supervisor_pid(sdir)
+    result = {"changed": False, "action": "unchanged", "log": log, "pid": 0, "spec_hash": ""}
+
+    if p["state"] == "stopped":
+        if running:
+            result.update(changed=True, action="stopped")
+            if not module.check_mode:
+                supervisor.stop(sdir)
+        module.exit_json(**result)
+
+    spec = ServiceSpec(
+        name=p["name"],
+        argv=p["argv"],
+        env={k: str(v) for k, v in p["env"].items()},
+        secret_env={k: str(v) for k, v in p["secret_env"].items()},
+        log=log,
+    )
+    result["spec_hash"] = spec.digest()
+    current = supervisor.read_json(os.path.join(sdir, supervisor.SPEC)).get("hash")
+    if running and current == spec.digest() and p["state"] == "started":
+        result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
+        module.exit_json(**result)
+
+    result.update(changed=True, action="restarted" if running else "started")
+    if module.check_mode:
+        module.exit_json(**result)
+    if running:
+        supervisor.stop(sdir)
+        if p["port"] and not wait_port_free(p["host"], p["port"]):
+            module.fail_json(msg=f"{p['name']}: port {p['port']} is still in use after stopping "
+                             "the previous instance", **result)
+    elif p["port"] and port_in_use(p["host"], p["port"]):
+        module.fail_json(
+            msg=f"{p['name']}: port {p['port']} on {p['host']} is already in use by another "
+            "process: stop it or choose another port in the config (make menuconfig)",
+            **result,
+        )
+    os.makedirs(sdir, mode=0o750, exist_ok=True)
+    script = os.path.join(sdir, "supervise.py")
+    source = inspect.getsource(supervisor)
+    if not os.path.exists(script) or open(script).read() != source:  # noqa: SIM115
+        with open(script + ".tmp", "w") as out:
+            out.write(source)
+        os.replace(script + ".tmp", script)
+    # The spec holds secrets in its environment: owner-only.
+    supervisor.write_json_atomic(os.path.join(sdir, supervisor.SPEC), spec.to_json(), mode=0o600)
+    supervisor.start(sdir, sys.executable, script)
+    result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
+    if not result["pid"]:
+        module.fail_json(msg=f"{p['name']}: the supervisor did not start; see {log}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
