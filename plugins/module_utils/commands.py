@@ -1,5 +1,5 @@
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Command lines and environments of the engine and router, from the typed settings."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Waiting for a service's health endpoint, and explaining why it never came up."""
 
 from __future__ import annotations
@@ -7,22 +7,31 @@ from __future__ import annotations
 import re
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ansible.module_utils.urls import open_url
 
 # Patterns in an engine's or router's log and the cause they point to, most specific first.
 CAUSES: list[tuple[str, str]] = [
     (r"[Aa]ddress already in use|Errno 98", "port in use: another process holds the port"),
-    (r"OutOfMemoryError|out of memory|Cannot allocate memory|std::bad_alloc|MemoryError",
-     "out of memory: lower the KV cache space or GPU memory utilization, or the replicas"),
-    (r"does not appear to have a file named config\.json|No such file or directory|"
-     r"Repo id must be|is not a local folder|Can't load the configuration",
-     "model path missing or not a model directory"),
-    (r"insufficient KV cache|No available memory for the cache blocks|max_model_len.*larger",
-     "KV cache too small for the maximum model length"),
-    (r"No module named|ImportError|cannot open shared object file",
-     "broken engine install: a module or library is missing"),
+    (
+        r"OutOfMemoryError|out of memory|Cannot allocate memory|std::bad_alloc|MemoryError",
+        "out of memory: lower the KV cache space or GPU memory utilization, or the replicas",
+    ),
+    (
+        r"does not appear to have a file named config\.json|No such file or directory|"
+        r"Repo id must be|is not a local folder|Can't load the configuration",
+        "model path missing or not a model directory",
+    ),
+    (
+        r"insufficient KV cache|No available memory for the cache blocks|max_model_len.*larger",
+        "KV cache too small for the maximum model length",
+    ),
+    (
+        r"No module named|ImportError|cannot open shared object file",
+        "broken engine install: a module or library is missing",
+    ),
     (r"Traceback \(most recent call last\)", "engine crashed: see the traceback"),
 ]
 
@@ -50,9 +59,8 @@ def tail(path: str, lines: int = 30) -> str:
 
 def probe(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:
     """GET url; return (HTTP status, body), status 0 when nothing answered."""
-    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with open_url(url, headers=headers or {}, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()

@@ -1,5 +1,5 @@
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Status of a group's supervised services from real probes, not from ps."""
 
 from __future__ import annotations
@@ -111,4 +111,5 @@ def format_table(rows: list[dict]) -> list[str]:
         for r in rows
     ]  # fmt: skip
     widths = [max(len(x) for x in col) for col in zip(header, *lines, strict=False)]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *lines]]
+    rows_out = [header, *lines]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows_out]

@@ -1,5 +1,5 @@
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Supervised background processes for hosts without systemd.
 
 A service is a directory holding spec.json (argv, env, cwd, log). `supervise.py DIR`
@@ -12,6 +12,7 @@ State on disk, read by the module and by status probes:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,7 +102,7 @@ def start(service_dir: str, python: str, script: str) -> int:
         if os.path.exists(os.path.join(service_dir, name)):
             os.unlink(os.path.join(service_dir, name))
     with open(os.devnull, "rb") as devnull_in, open(os.devnull, "wb") as devnull_out:
-        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+        proc = subprocess.Popen(
             [python, script, service_dir],
             stdin=devnull_in,
             stdout=devnull_out,
@@ -153,10 +154,8 @@ def kill_group(pid: int | None, timeout: float) -> None:
         except OSError:
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class Supervisor:
@@ -185,7 +184,7 @@ class Supervisor:
         log = open(self.spec["log"], "ab", buffering=0)  # noqa: SIM115 (handed to the child)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         log.write(f"==== servelab: starting {self.spec['name']} at {stamp} ====\n".encode())
-        self.child = subprocess.Popen(  # noqa: S603 (argv from the spec we wrote)
+        self.child = subprocess.Popen(
             self.spec["argv"],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -225,9 +224,7 @@ class Supervisor:
             if len(failures) >= START_LIMIT_BURST:
                 self.save_state(state="failed", last_exit=code)
                 break
-            self.save_state(
-                state="restarting", last_exit=code, restarts=self.state["restarts"] + 1
-            )
+            self.save_state(state="restarting", last_exit=code, restarts=self.state["restarts"] + 1)
             deadline = time.monotonic() + backoff
             while time.monotonic() < deadline and not self.stopping:
                 time.sleep(0.2)

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Ensure a supervised background process is running with a given command line."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ short_description: Run a command as a supervised background service
 description:
   - Runs a command under a small supervisor (restart on failure, process-group stop),
     for hosts without systemd. The service is identified by its directory.
-  - Idempotent: a running service whose command line and environment are unchanged is
-    left alone; a changed one is restarted; a port taken by another process is an error.
+  - A running service whose command line and environment are unchanged is left alone,
+    a changed one is restarted, and a port taken by another process is an error.
 version_added: "0.1.0"
-author: servelab developers
+author: servelab developers (@servelab)
 options:
   name:
     description: Name of the service, used in messages and the log.
@@ -166,8 +166,11 @@ def main() -> None:
     if running:
         supervisor.stop(sdir)
         if p["port"] and not wait_port_free(p["host"], p["port"]):
-            module.fail_json(msg=f"{p['name']}: port {p['port']} is still in use after stopping "
-                             "the previous instance", **result)
+            module.fail_json(
+                msg=f"{p['name']}: port {p['port']} is still in use after stopping "
+                "the previous instance",
+                **result,
+            )
     elif p["port"] and port_in_use(p["host"], p["port"]):
         module.fail_json(
             msg=f"{p['name']}: port {p['port']} on {p['host']} is already in use by another "

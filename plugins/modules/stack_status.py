@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Report the supervised services of a stack from probes of their endpoints."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ description:
     probes C(/health), C(/v1/models) and, for engines, C(/version), and reads the pid
     and uptime of the live process from C(/proc).
 version_added: "0.1.0"
-author: servelab developers
+author: servelab developers (@servelab)
 options:
   stack_dir:
     description: Directory of the group's stack.

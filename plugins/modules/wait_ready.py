@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: servelab developers
-# Apache-2.0
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Wait for a supervised service's health endpoint; on failure, say why."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ description:
   - The failure message carries the likely cause (port in use, model path missing, out
     of memory, engine crashed) and the last lines of the service's log.
 version_added: "0.1.0"
-author: servelab developers
+author: servelab developers (@servelab)
 options:
   name:
     description: Name of the service, for messages.

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Convert a GGUF file to a Hugging Face model directory that vLLM loads.
 
 Usage: gguf_to_hf.py GGUF_FILE OUT_DIR

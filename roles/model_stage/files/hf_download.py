@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Download a Hugging Face model snapshot into a directory, atomically.
 
 Usage: hf_download.py MODEL_ID OUT_DIR   (HF_TOKEN from the environment, never printed)
