@@ -488,8 +488,11 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
         "servelab_groups": list(groups),
     }
     inv = inventory(shared, groups)
-    # extra_vars.yaml carries the secrets: readable by its owner only.
+    # extra_vars.yaml carries the secrets: readable by its owner only. The same settings
+    # go beside the inventory as group_vars/all.yml, so that a plain `ansible-playbook
+    # playbooks/NAME.yml` (inventory from ansible.cfg) sees them without -e.
     write_atomic(extra_vars, dump(extra), mode=0o600)
+    write_atomic(hosts.parent / "group_vars" / "all.yml", dump(extra), mode=0o600)
     write_atomic(hosts, dump(inv))
     print(
         f"wrote {extra_vars.name} ({len(extra)} settings) and {hosts} (groups: {', '.join(groups)})"

@@ -90,6 +90,7 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
@@ -155,11 +156,20 @@ def main() -> None:
         log=log,
     )
     result["spec_hash"] = spec.digest()
-    current = supervisor.read_json(os.path.join(sdir, supervisor.SPEC)).get("hash")
-    if running and current == spec.digest() and p["state"] == "started":
+    previous = supervisor.read_json(os.path.join(sdir, supervisor.SPEC))
+    if running and previous.get("hash") == spec.digest() and p["state"] == "started":
         result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
         module.exit_json(**result)
 
+    # A port held by anyone but the running instance itself is found before that
+    # instance is touched: a bad port never takes a running stack down.
+    own_port = running and previous.get("port") == p["port"]
+    if p["port"] and not own_port and port_in_use(p["host"], p["port"]):
+        module.fail_json(
+            msg=f"{p['name']}: port {p['port']} on {p['host']} is already in use by another "
+            "process: stop it or choose another port in the config (make menuconfig)",
+            **result,
+        )
     result.update(changed=True, action="restarted" if running else "started")
     if module.check_mode:
         module.exit_json(**result)
@@ -171,21 +181,15 @@ def main() -> None:
                 "the previous instance",
                 **result,
             )
-    elif p["port"] and port_in_use(p["host"], p["port"]):
-        module.fail_json(
-            msg=f"{p['name']}: port {p['port']} on {p['host']} is already in use by another "
-            "process: stop it or choose another port in the config (make menuconfig)",
-            **result,
-        )
     os.makedirs(sdir, mode=0o750, exist_ok=True)
     script = os.path.join(sdir, "supervise.py")
     source = inspect.getsource(supervisor)
-    if not os.path.exists(script) or open(script).read() != source:  # noqa: SIM115
-        with open(script + ".tmp", "w") as out:
-            out.write(source)
+    if not os.path.exists(script) or Path(script).read_text() != source:
+        Path(script + ".tmp").write_text(source)
         os.replace(script + ".tmp", script)
     # The spec holds secrets in its environment: owner-only.
-    supervisor.write_json_atomic(os.path.join(sdir, supervisor.SPEC), spec.to_json(), mode=0o600)
+    record = {**spec.to_json(), "port": p["port"]}
+    supervisor.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
     supervisor.start(sdir, sys.executable, script)
     result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
     if not result["pid"]:

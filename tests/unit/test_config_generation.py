@@ -122,8 +122,13 @@ def test_secrets_stay_out_of_inventory_and_extra_vars_is_private(tmp_path):
     assert extra["vllm_hf_token"] == "hf_secret123"
     hosts_text = (tmp_path / "inv" / "hosts.yml").read_text()
     assert "secret" not in hosts_text
-    mode = stat.S_IMODE(os.stat(tmp_path / "extra_vars.yaml").st_mode)
-    assert mode == 0o600
+    for private in (tmp_path / "extra_vars.yaml", tmp_path / "inv/group_vars/all.yml"):
+        assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def test_group_vars_beside_the_inventory_repeat_the_settings(tmp_path):
+    _, extra, _ = generate(tmp_path, make_config(tmp_path, "vllm-quick-test"))
+    assert yaml.safe_load((tmp_path / "inv/group_vars/all.yml").read_text()) == extra
 
 
 BAD_INPUTS = [

@@ -1,0 +1,29 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Arrival processes: gaps between request sends, seeded."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+
+def intervals(rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0) -> Iterator[float]:
+    """Seconds to wait before each request: Poisson or gamma at `rate` per second.
+
+    A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,
+    below 1 burstier, above 1 more regular. An infinite rate sends everything at once.
+    """
+    if rate <= 0:
+        raise ValueError(f"request rate must be > 0, got {rate}")
+    if burstiness <= 0:
+        raise ValueError(f"burstiness must be > 0, got {burstiness}")
+    rng = random.Random(seed)
+    while True:
+        if math.isinf(rate):
+            yield 0.0
+        elif process == "gamma":
+            yield rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        else:
+            yield rng.expovariate(rate)

@@ -1,0 +1,113 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Streaming OpenAI client: every chunk stamped on arrival with a monotonic clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+
+from .datasets import BenchRequest, as_completion_prompt
+from .metrics import RequestOutcome
+
+
+def payload(req: BenchRequest, model: str, endpoint: str, ignore_eos: bool) -> dict:
+    body: dict = {
+        "model": model,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": ignore_eos,
+    }
+    if endpoint == "chat":
+        messages = req.prompt if isinstance(req.prompt, list) else [{"role": "user", "content": req.prompt}]
+        body.update(messages=messages, max_completion_tokens=req.output_len)
+    else:
+        prompt = req.prompt if isinstance(req.prompt, str) else as_completion_prompt(req.prompt)
+        body.update(prompt=prompt, max_tokens=req.output_len)
+    if req.session:
+        body["user"] = req.session
+    return body
+
+
+def _chunk_text(chunk: dict, endpoint: str) -> str:
+    choices = chunk.get("choices") or []
+    if not choices:
+        return ""
+    if endpoint == "chat":
+        delta = choices[0].get("delta") or {}
+        return (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+    return choices[0].get("text") or ""
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    url: str,
+    endpoint: str,
+    req: BenchRequest,
+    index: int,
+    model: str,
+    headers: dict,
+    timeout: float,
+    run_start: float,
+    ignore_eos: bool = False,
+) -> RequestOutcome:
+    """Send one streamed request; never raises for a failed request."""
+    out = RequestOutcome(index=index, session=req.session)
+    hdrs = dict(headers)
+    if req.session:
+        hdrs["X-Session-ID"] = req.session
+    body = payload(req, model, endpoint, ignore_eos)
+    started = time.perf_counter()
+    out.start = started - run_start
+    last = started
+    try:
+        async with session.post(
+            url, json=body, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            if resp.status != 200:
+                text = (await resp.text())[:300]
+                out.error_class, out.error = f"http_{resp.status}", text
+                out.latency = time.perf_counter() - started
+                return out
+            buffer = b""
+            async for data in resp.content.iter_any():
+                now = time.perf_counter()
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    line = line.strip()
+                    if not line.startswith(b"data:"):
+                        continue
+                    item = line[5:].strip()
+                    if item == b"[DONE]":
+                        continue
+                    chunk = json.loads(item)
+                    if chunk.get("usage"):
+                        out.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
+                        out.output_tokens = chunk["usage"].get("completion_tokens", 0)
+                    if _chunk_text(chunk, endpoint):
+                        if out.chunks == 0:
+                            out.ttft = now - started
+                        else:
+                            out.itl.append(now - last)
+                        out.chunks += 1
+                        last = now
+            out.latency = time.perf_counter() - started
+            out.success = out.chunks > 0
+            if not out.success:
+                out.error_class, out.error = "invalid_response", "no content in the stream"
+    except asyncio.TimeoutError:
+        out.error_class, out.error = "timeout", f"no complete answer within {timeout:g} s"
+    except asyncio.CancelledError:
+        out.error_class, out.error = "client_abort", "cancelled by the benchmark"
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError, ConnectionError) as err:
+        out.error_class, out.error = "connection_reset", str(err) or type(err).__name__
+    except (aiohttp.ClientError, ValueError) as err:
+        out.error_class, out.error = "invalid_response", str(err)[:300]
+    if not out.latency:
+        out.latency = time.perf_counter() - started
+    return out

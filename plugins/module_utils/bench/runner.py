@@ -1,0 +1,311 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One benchmark run against an OpenAI-compatible server, and its results on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from . import arrivals, datasets, metrics, server_metrics, telemetry
+from .client import send
+
+SCHEMA_VERSION = 1
+
+
+class BenchError(Exception):
+    """A benchmark that cannot start, worded for the user."""
+
+
+@dataclass
+class RunSpec:
+    url: str  # base URL, e.g. http://127.0.0.1:8000
+    model: str
+    endpoint: str = "completions"  # or chat
+    dataset: str = "sharegpt"  # sharegpt, random, short, long, multi_turn
+    dataset_path: str = ""
+    tokenizer_path: str = ""  # directory with tokenizer.json
+    num_prompts: int = 32
+    duration: float = 0.0  # seconds; 0 = stop after num_prompts
+    request_rate: float = float("inf")
+    arrivals: str = "poisson"
+    burstiness: float = 1.0
+    max_concurrency: int = 0
+    input_len: int = 256
+    output_len: int = 0
+    warmup: int = 0
+    seed: int = 42
+    request_timeout: float = 3600.0
+    percentiles: list[float] = field(default_factory=lambda: [50, 90, 95, 99])
+    slo: metrics.Slo = field(default_factory=metrics.Slo)
+    api_key: str = ""
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # name -> /metrics URL
+    metrics_interval: float = 5.0
+    processes: dict[str, int] = field(default_factory=dict)  # name -> pid, for telemetry
+
+    def check(self) -> None:
+        """Refuse bad input before any load starts."""
+        if self.endpoint not in ("completions", "chat"):
+            raise BenchError(f"endpoint {self.endpoint!r}: expected completions or chat")
+        if self.request_rate <= 0:
+            raise BenchError(f"request rate {self.request_rate}: expected > 0 (or inf)")
+        if self.max_concurrency < 0:
+            raise BenchError(f"max concurrency {self.max_concurrency}: expected >= 0 (0: no limit)")
+        if self.num_prompts <= 0 and self.duration <= 0:
+            raise BenchError("expected a request count > 0 or a duration > 0")
+        if self.duration < 0:
+            raise BenchError(f"duration {self.duration}: expected >= 0")
+        if self.burstiness <= 0:
+            raise BenchError(f"burstiness {self.burstiness}: expected > 0")
+
+
+def _get(url: str, headers: dict, timeout: float = 10) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as err:
+        return 0, str(getattr(err, "reason", err))
+
+
+def preflight(spec: RunSpec) -> None:
+    """The server answers and serves the model."""
+    headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+    status, body = _get(spec.url.rstrip("/") + "/v1/models", headers)
+    if status == 0:
+        raise BenchError(f"{spec.url} is unreachable: {body}")
+    if status != 200:
+        raise BenchError(f"{spec.url}/v1/models answered HTTP {status}: {body[:200]}")
+    try:
+        served = [m["id"] for m in json.loads(body)["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise BenchError(f"{spec.url}/v1/models did not answer a model list") from None
+    if spec.model not in served:
+        raise BenchError(f"model {spec.model!r} is not served at {spec.url}; it serves: {', '.join(served)}")
+
+
+class HfTokenizer:
+    """A tokenizer.json (Hugging Face tokenizers) behind the datasets' Tokenizer protocol."""
+
+    def __init__(self, directory: str) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(directory) / "tokenizer.json"
+        if not path.is_file():
+            raise BenchError(f"no tokenizer.json in {directory}")
+        self._tok = Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+
+def build_workload(spec: RunSpec) -> tuple[list[datasets.BenchRequest], dict, bool]:
+    """The requests (warm-up first), what the reader reported, and whether to ignore EOS."""
+    tokenizer = HfTokenizer(spec.tokenizer_path) if spec.tokenizer_path else None
+    total = spec.warmup + max(spec.num_prompts, 1)
+    info: dict = {"dataset": spec.dataset}
+    try:
+        if spec.dataset == "sharegpt":
+            path = Path(spec.dataset_path) if spec.dataset_path else datasets.sharegpt_default_path()
+            reqs, report = datasets.load_sharegpt(path, total, spec.seed, tokenizer, spec.output_len)
+            info.update(report.__dict__)
+            return reqs, info, False
+        if spec.dataset == "random":
+            if tokenizer is None:
+                raise BenchError("the random workload needs the model's tokenizer (tokenizer_path)")
+            reqs = datasets.random_prompts(total, spec.input_len, spec.output_len or 128, spec.seed, tokenizer)
+            return reqs, info, True
+        if spec.dataset in ("short", "long"):
+            return datasets.fixed_payload(total, spec.dataset, spec.output_len, tokenizer), info, True
+        if spec.dataset == "multi_turn":
+            return datasets.multi_turn(total, spec.seed, spec.output_len, tokenizer=tokenizer), info, False
+    except datasets.DatasetError as err:
+        raise BenchError(str(err)) from None
+    raise BenchError(f"workload {spec.dataset!r}: expected sharegpt, random, short, long or multi_turn")
+
+
+class MetricsSampler:
+    """Snapshots of each /metrics URL before, during (every interval) and after the run."""
+
+    def __init__(self, urls: dict[str, str], interval: float, out_dir: Path) -> None:
+        self.urls, self.interval, self.out_dir = urls, interval, out_dir
+        self.before: dict[str, dict] = {}
+        self.after: dict[str, dict] = {}
+        self.samples: dict[str, list[dict]] = {name: [] for name in urls}
+        self.raw: dict[str, list[str]] = {name: [] for name in urls}
+
+    def snapshot(self) -> dict[str, dict]:
+        out = {}
+        for name, url in self.urls.items():
+            status, body = _get(url, {}, timeout=5)
+            if status == 200:
+                out[name] = server_metrics.parse(body)
+                self.raw[name].append(f"# servelab snapshot {time.time():.3f}\n{body}")
+        return out
+
+    async def sample_until(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), timeout=self.interval)
+            except asyncio.TimeoutError:
+                snap = await asyncio.get_running_loop().run_in_executor(None, self.snapshot)
+                for name, values in snap.items():
+                    self.samples[name].append(values)
+
+    def deltas(self) -> dict[str, dict]:
+        out = {}
+        for name in self.urls:
+            if name in self.before and name in self.after:
+                before, after, samples = self.before[name], self.after[name], self.samples[name]
+                if name.startswith("router"):
+                    out[name] = {k: after[k] - before.get(k, 0.0) for k in after if k.endswith("_total")}
+                else:
+                    out[name] = server_metrics.engine_deltas(before, after, samples)
+        return out
+
+    def save(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, chunks in self.raw.items():
+            write_atomic(self.out_dir / f"{name}.prom", "\n".join(chunks))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class Progress:
+    """A progress line every few seconds, to a file (tail -f) and optionally stderr."""
+
+    def __init__(self, path: Path, echo: bool) -> None:
+        self.path, self.echo, self.last = path, echo, 0.0
+        self.handle = open(path, "a")  # noqa: SIM115 (closed by close())
+
+    def line(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last >= 2:
+            self.last = now
+            stamp = time.strftime("%H:%M:%S")
+            self.handle.write(f"{stamp} {text}\n")
+            self.handle.flush()
+            if self.echo:
+                print(f"{stamp} {text}", flush=True)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+async def _run(spec: RunSpec, workload: list[datasets.BenchRequest], ignore_eos: bool,
+               progress: Progress, sampler: MetricsSampler) -> tuple[list, float]:  # fmt: skip
+    url = spec.url.rstrip("/") + ("/v1/chat/completions" if spec.endpoint == "chat" else "/v1/completions")
+    headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
+        # Warm-up: sequential, excluded from the figures.
+        for i, req in enumerate(workload[: spec.warmup]):
+            await send(session, url, spec.endpoint, req, -1 - i, spec.model, headers,
+                       spec.request_timeout, time.perf_counter(), ignore_eos)  # fmt: skip
+        measured = workload[spec.warmup :]
+        sampler.before = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
+        limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+        gaps = arrivals.intervals(spec.request_rate, spec.seed, spec.arrivals, spec.burstiness)
+        done_event = asyncio.Event()
+        sampler_task = asyncio.create_task(sampler.sample_until(done_event))
+        outcomes: list[metrics.RequestOutcome] = []
+        tasks: list[asyncio.Task] = []
+        start = time.perf_counter()
+        deadline = start + spec.duration if spec.duration else None
+
+        async def one(i: int, req: datasets.BenchRequest) -> None:
+            if limit is None:
+                outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
+                                     spec.request_timeout, start, ignore_eos)  # fmt: skip
+            else:
+                async with limit:
+                    outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
+                                         spec.request_timeout, start, ignore_eos)  # fmt: skip
+            outcomes.append(outcome)
+            failed = sum(not o.success for o in outcomes)
+            progress.line(f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
+                          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+
+        i = 0
+        next_send = start
+        while True:
+            if deadline is None and i >= len(measured):
+                break
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            next_send += next(gaps)
+            delay = next_send - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            tasks.append(asyncio.create_task(one(i, measured[i % len(measured)])))
+            i += 1
+        await asyncio.gather(*tasks)
+        duration = time.perf_counter() - start
+        done_event.set()
+        await sampler_task
+        sampler.after = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
+    outcomes.sort(key=lambda o: o.index)
+    return outcomes, duration
+
+
+def run(spec: RunSpec, out_dir: Path, echo: bool = False, context: dict | None = None) -> dict:
+    """Run, write summary.json, requests.jsonl, metrics/ and telemetry.csv; return the summary.
+
+    Raises BenchError before any load for bad input. A run whose requests failed still
+    writes everything it has; the summary says how many failed and why.
+    """
+    spec.check()
+    preflight(spec)
+    workload, dataset_info, ignore_eos = build_workload(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(out_dir / "progress.log", echo)
+    sampler = MetricsSampler(spec.metrics_urls, spec.metrics_interval, out_dir / "metrics")
+    started_at = time.time()
+    progress.line(f"start: {spec.num_prompts} requests, rate {spec.request_rate}, "
+                  f"concurrency {spec.max_concurrency or 'unlimited'}", force=True)  # fmt: skip
+    with telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes):
+        outcomes, duration = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
+    sampler.save()
+    write_atomic(out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes))
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "started_at": started_at,
+        "ended_at": time.time(),
+        **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
+        "server": sampler.deltas(),
+        "dataset": dataset_info,
+        "spec": {k: v for k, v in spec.__dict__.items() if k not in ("api_key", "slo", "processes")},
+        "slo": spec.slo.__dict__,
+        **(context or {}),
+    }
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str))
+    progress.line(f"end: {summary['completed']} completed, {summary['failed']} failed, "
+                  f"{summary['request_throughput']:.2f} req/s", force=True)  # fmt: skip
+    progress.close()
+    return summary

