@@ -38,17 +38,26 @@ def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
 def engine_argv(cfg: dict[str, Any], venv: str, model_path: str, port: int) -> list[str]:
     """The vLLM OpenAI server command line for one replica (secrets go in the env)."""
     argv = [
-        f"{venv}/bin/python", "-m", "vllm.entrypoints.openai.api_server",
-        "--model", model_path,
-        "--served-model-name", cfg["vllm_model_name"],
-        "--host", cfg["vllm_engine_bind_address"],
-        "--port", str(port),
-        "--max-model-len", str(cfg["vllm_max_model_len"]),
-        "--dtype", cfg["vllm_dtype"],
-        "--tensor-parallel-size", str(cfg["vllm_tensor_parallel_size"]),
+        f"{venv}/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--served-model-name",
+        cfg["vllm_model_name"],
+        "--host",
+        cfg["vllm_engine_bind_address"],
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(cfg["vllm_max_model_len"]),
+        "--dtype",
+        cfg["vllm_dtype"],
+        "--tensor-parallel-size",
+        str(cfg["vllm_tensor_parallel_size"]),
         _flag("enable-prefix-caching", cfg["vllm_enable_prefix_caching"]),
         _flag("enable-chunked-prefill", cfg["vllm_enable_chunked_prefill"]),
-    ]  # fmt: skip
+    ]
     if not cfg["vllm_use_cpu_inference"]:
         argv += ["--gpu-memory-utilization", str(cfg["vllm_gpu_memory_utilization"])]
     if cfg.get("vllm_enforce_eager"):
@@ -88,11 +97,21 @@ def router_argv(cfg: dict[str, Any], venv: str, worker_urls: list[str]) -> list[
     """The vllm-router command line (its --api-key is added by the caller, from secrets)."""
     if not worker_urls:
         raise ValueError("the router needs at least one engine URL")
-    argv = [f"{venv}/bin/vllm-router", "--worker-urls", *worker_urls,
-            "--policy", router_policy(cfg["vllm_router_policy"]),
-            "--host", cfg["vllm_router_bind_address"],
-            "--port", str(cfg["vllm_router_port"]),
-            "--prometheus-host", cfg["vllm_router_bind_address"],
-            "--prometheus-port", str(cfg["vllm_router_metrics_port"]),
-            "--request-timeout-secs", str(cfg["vllm_router_request_timeout"])]  # fmt: skip
+    argv = [
+        f"{venv}/bin/vllm-router",
+        "--worker-urls",
+        *worker_urls,
+        "--policy",
+        router_policy(cfg["vllm_router_policy"]),
+        "--host",
+        cfg["vllm_router_bind_address"],
+        "--port",
+        str(cfg["vllm_router_port"]),
+        "--prometheus-host",
+        cfg["vllm_router_bind_address"],
+        "--prometheus-port",
+        str(cfg["vllm_router_metrics_port"]),
+        "--request-timeout-secs",
+        str(cfg["vllm_router_request_timeout"]),
+    ]
     return argv + list(cfg.get("vllm_router_extra_args", []))

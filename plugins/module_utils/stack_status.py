@@ -24,6 +24,7 @@ class ServiceStatus:
     uptime_s: int
     restarts: int
     detail: str
+    model_path: str
 
 
 def _arg(argv: list[str], flag: str) -> str:
@@ -89,6 +90,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         uptime_s=int(now - started) if started else 0,
         restarts=int(state.get("restarts", 0)),
         detail=detail,
+        model_path=_arg(argv, "--model"),
     )
 
 
@@ -106,10 +108,18 @@ def stack_status(stack_dir: str) -> list[dict]:
 def format_table(rows: list[dict]) -> list[str]:
     header = ("service", "state", "pid", "port", "model", "version", "uptime", "restarts")
     lines = [
-        (r["name"], r["state"], str(r["pid"] or "-"), str(r["port"]), r["model"] or "-",
-         r["version"] or "-", f"{r['uptime_s']}s" if r["uptime_s"] else "-", str(r["restarts"]))
+        (
+            r["name"],
+            r["state"],
+            str(r["pid"] or "-"),
+            str(r["port"]),
+            r["model"] or "-",
+            r["version"] or "-",
+            f"{r['uptime_s']}s" if r["uptime_s"] else "-",
+            str(r["restarts"]),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *lines, strict=False)]
     rows_out = [header, *lines]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows_out]

@@ -34,20 +34,45 @@ class Stack:
 
     def _config(self, args: list[str]) -> None:
         subprocess.run(
-            [sys.executable, str(TOP / "kconfig/scripts/servelab_config.py"),
-             "--config", str(self.config), "--extra-vars", str(self.tmp / "extra_vars.yaml"),
-             "--hosts", str(self.tmp / "inventory/hosts.yml"), *args],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(TOP / "kconfig/scripts/servelab_config.py"),
+                "--config",
+                str(self.config),
+                "--extra-vars",
+                str(self.tmp / "extra_vars.yaml"),
+                "--hosts",
+                str(self.tmp / "inventory/hosts.yml"),
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
 
     def playbook(self, name: str, *args: str, check: bool = True) -> Run:
-        env = dict(os.environ, ANSIBLE_CONFIG=str(TOP / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                   ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")  # fmt: skip
+        env = dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(TOP / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+        )
         proc = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.tmp / "inventory/hosts.yml"),
-             "-e", f"@{self.tmp / 'extra_vars.yaml'}", str(TOP / "playbooks" / name), *args],
-            cwd=TOP, env=env, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                str(VENV_BIN / "ansible-playbook"),
+                "-i",
+                str(self.tmp / "inventory/hosts.yml"),
+                "-e",
+                f"@{self.tmp / 'extra_vars.yaml'}",
+                str(TOP / "playbooks" / name),
+                *args,
+            ],
+            cwd=TOP,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         run = Run(name, proc.returncode, proc.stdout + proc.stderr)
         if check and proc.returncode:
             raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{run.output[-6000:]}")

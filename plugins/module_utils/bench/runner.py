@@ -70,7 +70,7 @@ class RunSpec:
 def _get(url: str, headers: dict, timeout: float = 10) -> tuple[int, str]:
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode(errors="replace")
@@ -91,7 +91,9 @@ def preflight(spec: RunSpec) -> None:
     except (ValueError, KeyError, TypeError):
         raise BenchError(f"{spec.url}/v1/models did not answer a model list") from None
     if spec.model not in served:
-        raise BenchError(f"model {spec.model!r} is not served at {spec.url}; it serves: {', '.join(served)}")
+        raise BenchError(
+            f"model {spec.model!r} is not served at {spec.url}; it serves: {', '.join(served)}"
+        )
 
 
 class HfTokenizer:
@@ -123,22 +125,38 @@ def build_workload(spec: RunSpec) -> tuple[list[datasets.BenchRequest], dict, bo
     info: dict = {"dataset": spec.dataset}
     try:
         if spec.dataset == "sharegpt":
-            path = Path(spec.dataset_path) if spec.dataset_path else datasets.sharegpt_default_path()
-            reqs, report = datasets.load_sharegpt(path, total, spec.seed, tokenizer, spec.output_len)
+            path = (
+                Path(spec.dataset_path) if spec.dataset_path else datasets.sharegpt_default_path()
+            )
+            reqs, report = datasets.load_sharegpt(
+                path, total, spec.seed, tokenizer, spec.output_len
+            )
             info.update(report.__dict__)
             return reqs, info, False
         if spec.dataset == "random":
             if tokenizer is None:
                 raise BenchError("the random workload needs the model's tokenizer (tokenizer_path)")
-            reqs = datasets.random_prompts(total, spec.input_len, spec.output_len or 128, spec.seed, tokenizer)
+            reqs = datasets.random_prompts(
+                total, spec.input_len, spec.output_len or 128, spec.seed, tokenizer
+            )
             return reqs, info, True
         if spec.dataset in ("short", "long"):
-            return datasets.fixed_payload(total, spec.dataset, spec.output_len, tokenizer), info, True
+            return (
+                datasets.fixed_payload(total, spec.dataset, spec.output_len, tokenizer),
+                info,
+                True,
+            )
         if spec.dataset == "multi_turn":
-            return datasets.multi_turn(total, spec.seed, spec.output_len, tokenizer=tokenizer), info, False
+            return (
+                datasets.multi_turn(total, spec.seed, spec.output_len, tokenizer=tokenizer),
+                info,
+                False,
+            )
     except datasets.DatasetError as err:
         raise BenchError(str(err)) from None
-    raise BenchError(f"workload {spec.dataset!r}: expected sharegpt, random, short, long or multi_turn")
+    raise BenchError(
+        f"workload {spec.dataset!r}: expected sharegpt, random, short, long or multi_turn"
+    )
 
 
 class MetricsSampler:
@@ -164,7 +182,7 @@ class MetricsSampler:
         while not done.is_set():
             try:
                 await asyncio.wait_for(done.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 snap = await asyncio.get_running_loop().run_in_executor(None, self.snapshot)
                 for name, values in snap.items():
                     self.samples[name].append(values)
@@ -175,7 +193,9 @@ class MetricsSampler:
             if name in self.before and name in self.after:
                 before, after, samples = self.before[name], self.after[name], self.samples[name]
                 if name.startswith("router"):
-                    out[name] = {k: after[k] - before.get(k, 0.0) for k in after if k.endswith("_total")}
+                    out[name] = {
+                        k: after[k] - before.get(k, 0.0) for k in after if k.endswith("_total")
+                    }
                 else:
                     out[name] = server_metrics.engine_deltas(before, after, samples)
         return out
@@ -216,16 +236,33 @@ class Progress:
         self.handle.close()
 
 
-async def _run(spec: RunSpec, workload: list[datasets.BenchRequest], ignore_eos: bool,
-               progress: Progress, sampler: MetricsSampler) -> tuple[list, float]:  # fmt: skip
-    url = spec.url.rstrip("/") + ("/v1/chat/completions" if spec.endpoint == "chat" else "/v1/completions")
+async def _run(
+    spec: RunSpec,
+    workload: list[datasets.BenchRequest],
+    ignore_eos: bool,
+    progress: Progress,
+    sampler: MetricsSampler,
+) -> tuple[list, float]:
+    url = spec.url.rstrip("/") + (
+        "/v1/chat/completions" if spec.endpoint == "chat" else "/v1/completions"
+    )
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
         # Warm-up: sequential, excluded from the figures.
         for i, req in enumerate(workload[: spec.warmup]):
-            await send(session, url, spec.endpoint, req, -1 - i, spec.model, headers,
-                       spec.request_timeout, time.perf_counter(), ignore_eos)  # fmt: skip
+            await send(
+                session,
+                url,
+                spec.endpoint,
+                req,
+                -1 - i,
+                spec.model,
+                headers,
+                spec.request_timeout,
+                time.perf_counter(),
+                ignore_eos,
+            )
         measured = workload[spec.warmup :]
         sampler.before = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
         limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
@@ -239,16 +276,38 @@ async def _run(spec: RunSpec, workload: list[datasets.BenchRequest], ignore_eos:
 
         async def one(i: int, req: datasets.BenchRequest) -> None:
             if limit is None:
-                outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
-                                     spec.request_timeout, start, ignore_eos)  # fmt: skip
+                outcome = await send(
+                    session,
+                    url,
+                    spec.endpoint,
+                    req,
+                    i,
+                    spec.model,
+                    headers,
+                    spec.request_timeout,
+                    start,
+                    ignore_eos,
+                )
             else:
                 async with limit:
-                    outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
-                                         spec.request_timeout, start, ignore_eos)  # fmt: skip
+                    outcome = await send(
+                        session,
+                        url,
+                        spec.endpoint,
+                        req,
+                        i,
+                        spec.model,
+                        headers,
+                        spec.request_timeout,
+                        start,
+                        ignore_eos,
+                    )
             outcomes.append(outcome)
             failed = sum(not o.success for o in outcomes)
-            progress.line(f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
-                          f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+            progress.line(
+                f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
 
         i = 0
         next_send = start
@@ -287,12 +346,17 @@ def run(spec: RunSpec, out_dir: Path, echo: bool = False, context: dict | None =
     progress = Progress(out_dir / "progress.log", echo)
     sampler = MetricsSampler(spec.metrics_urls, spec.metrics_interval, out_dir / "metrics")
     started_at = time.time()
-    progress.line(f"start: {spec.num_prompts} requests, rate {spec.request_rate}, "
-                  f"concurrency {spec.max_concurrency or 'unlimited'}", force=True)  # fmt: skip
+    progress.line(
+        f"start: {spec.num_prompts} requests, rate {spec.request_rate}, "
+        f"concurrency {spec.max_concurrency or 'unlimited'}",
+        force=True,
+    )
     with telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes):
         outcomes, duration = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
     sampler.save()
-    write_atomic(out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes))
+    write_atomic(
+        out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes)
+    )
     summary = {
         "schema_version": SCHEMA_VERSION,
         "started_at": started_at,
@@ -300,12 +364,19 @@ def run(spec: RunSpec, out_dir: Path, echo: bool = False, context: dict | None =
         **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
         "server": sampler.deltas(),
         "dataset": dataset_info,
-        "spec": {k: v for k, v in spec.__dict__.items() if k not in ("api_key", "slo", "processes")},
+        "spec": {
+            k: v for k, v in spec.__dict__.items() if k not in ("api_key", "slo", "processes")
+        },
         "slo": spec.slo.__dict__,
         **(context or {}),
     }
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str))
-    progress.line(f"end: {summary['completed']} completed, {summary['failed']} failed, "
-                  f"{summary['request_throughput']:.2f} req/s", force=True)  # fmt: skip
+    write_atomic(
+        out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str)
+    )
+    progress.line(
+        f"end: {summary['completed']} completed, {summary['failed']} failed, "
+        f"{summary['request_throughput']:.2f} req/s",
+        force=True,
+    )
     progress.close()
     return summary

@@ -36,9 +36,15 @@ def engine_deltas(before: dict, after: dict, samples: list[dict]) -> dict:
         "prefix_cache_hits": hits,
         "prefix_cache_hit_rate": hits / queries if queries else None,
         "preemptions": _delta(before, after, "vllm:num_preemptions_total"),
-        "peak_kv_cache_usage_perc": max((s.get("vllm:kv_cache_usage_perc", 0.0) for s in snapshots), default=0.0),
-        "peak_requests_waiting": max((s.get("vllm:num_requests_waiting", 0.0) for s in snapshots), default=0.0),
-        "peak_requests_running": max((s.get("vllm:num_requests_running", 0.0) for s in snapshots), default=0.0),
+        "peak_kv_cache_usage_perc": max(
+            (s.get("vllm:kv_cache_usage_perc", 0.0) for s in snapshots), default=0.0
+        ),
+        "peak_requests_waiting": max(
+            (s.get("vllm:num_requests_waiting", 0.0) for s in snapshots), default=0.0
+        ),
+        "peak_requests_running": max(
+            (s.get("vllm:num_requests_running", 0.0) for s in snapshots), default=0.0
+        ),
         "queue_time_seconds_sum": _delta(before, after, "vllm:request_queue_time_seconds_sum"),
         "requests_finished": _delta(before, after, "vllm:request_success_total"),
         "generation_tokens": _delta(before, after, "vllm:generation_tokens_total"),

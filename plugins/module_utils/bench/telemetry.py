@@ -12,8 +12,17 @@ import threading
 import time
 
 GPU_FIELDS = "utilization.gpu,memory.used,memory.total,power.draw,temperature.gpu"
-COLUMNS = ["time", "source", "gpu_util_pct", "gpu_mem_used_mib", "gpu_mem_total_mib",
-           "gpu_power_w", "gpu_temp_c", "cpu_seconds", "rss_mib"]  # fmt: skip
+COLUMNS = [
+    "time",
+    "source",
+    "gpu_util_pct",
+    "gpu_mem_used_mib",
+    "gpu_mem_total_mib",
+    "gpu_power_w",
+    "gpu_temp_c",
+    "cpu_seconds",
+    "rss_mib",
+]
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -74,8 +83,11 @@ class Telemetry:
         try:
             out = subprocess.run(
                 [self.smi, f"--query-gpu={GPU_FIELDS}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=5, check=True,
-            ).stdout  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return []
         rows = []
@@ -94,7 +106,9 @@ class Telemetry:
                 rows = self._gpu_rows(now) if self.smi else []
                 for name, pid in self.processes.items():
                     cpu, rss = _cpu_and_rss(_process_tree(pid))
-                    rows.append([f"{now:.3f}", name, "", "", "", "", "", f"{cpu:.2f}", f"{rss:.1f}"])
+                    rows.append(
+                        [f"{now:.3f}", name, "", "", "", "", "", f"{cpu:.2f}", f"{rss:.1f}"]
+                    )
                 writer.writerows(rows)
                 handle.flush()
                 self.rows += len(rows)

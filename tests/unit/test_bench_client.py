@@ -1,0 +1,91 @@
+"""The streaming client against a local server that speaks the OpenAI SSE protocol.
+
+The server here is a protocol stand-in with known timing, so that stamps and error
+classes can be checked exactly; tests/integration runs the client against real vLLM.
+"""
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import client, datasets
+
+GAP = 0.05  # seconds between streamed chunks
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    mode = body["prompt"]
+    if mode == "http500":
+        return web.Response(status=500, text="boom")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    n = body["max_tokens"]
+    for i in range(n):
+        if mode == "reset" and i == 2:
+            request.transport.close()
+            return resp
+        await asyncio.sleep(GAP)
+        chunk = {"choices": [{"index": 0, "text": f"t{i} "}]}
+        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+    await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def call(prompt: str, max_tokens: int, timeout: float = 30):
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            req = datasets.BenchRequest(prompt, 5, max_tokens)
+            return await client.send(
+                session,
+                f"http://127.0.0.1:{port}/v1/completions",
+                "completions",
+                req,
+                0,
+                "m",
+                {},
+                timeout,
+                time.perf_counter(),
+            )
+    finally:
+        await runner.cleanup()
+
+
+def test_chunks_are_stamped_on_arrival():
+    out = asyncio.run(call("ok", 6))
+    assert out.success and out.output_tokens == 6 and out.prompt_tokens == 5
+    assert out.chunks == 6 and len(out.itl) == 5
+    assert out.ttft == pytest.approx(GAP, abs=0.03)
+    assert all(x == pytest.approx(GAP, abs=0.03) for x in out.itl)
+    assert out.latency == pytest.approx(6 * GAP, abs=0.05)
+    assert out.tpot == pytest.approx(GAP, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "timeout", "error_class"),
+    [("http500", 30, "http_500"), ("reset", 30, "connection_reset"), ("ok", 0.12, "timeout")],
+)
+def test_failures_are_classified_not_raised(prompt, timeout, error_class):
+    out = asyncio.run(call(prompt, 10, timeout))
+    assert not out.success and out.error_class == error_class, out
+
+
+def test_chat_payload_and_session_header():
+    req = datasets.BenchRequest([{"role": "user", "content": "hi"}], 0, 8, session="s1")
+    body = client.payload(req, "m", "chat", ignore_eos=False)
+    assert body["messages"][0]["content"] == "hi" and body["max_completion_tokens"] == 8
+    assert body["stream_options"] == {"include_usage": True} and body["user"] == "s1"
+    flat = client.payload(req, "m", "completions", ignore_eos=True)
+    assert flat["prompt"].endswith("assistant:") and flat["ignore_eos"] is True

@@ -1,0 +1,176 @@
+"""The benchmark's pure parts: metrics, arrivals, datasets, /metrics parsing."""
+
+import json
+import statistics
+
+import pytest
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
+    arrivals,
+    datasets,
+    metrics,
+    server_metrics,
+)
+
+
+class WordTokenizer:
+    """Whitespace tokens: enough to test length logic without a model."""
+
+    vocab = [f"w{i}" for i in range(1000)]
+    vocab_size = 1000
+
+    def encode(self, text):
+        return [int(w[1:]) if w.startswith("w") and w[1:].isdigit() else 0 for w in text.split()]
+
+    def decode(self, ids):
+        return " ".join(f"w{i}" for i in ids)
+
+
+def outcome(i, start, ttft, latency, tokens, ok=True, err=""):
+    return metrics.RequestOutcome(
+        index=i,
+        start=start,
+        success=ok,
+        ttft=ttft,
+        latency=latency,
+        output_tokens=tokens,
+        prompt_tokens=10,
+        error_class=err,
+        itl=[(latency - ttft) / max(tokens - 1, 1)] * max(tokens - 1, 0),
+    )
+
+
+def test_tpot_follows_its_definition():
+    o = outcome(0, 0, 0.1, 1.1, 11)
+    assert o.tpot == pytest.approx(0.1)
+    assert outcome(1, 0, 0.1, 0.1, 1).tpot is None
+
+
+def test_summary_uses_vllm_names_and_counts_errors():
+    outs = [outcome(i, i * 0.5, 0.1 + i / 100, 1.0 + i / 10, 11) for i in range(10)]
+    outs.append(outcome(10, 5, 0, 0.2, 0, ok=False, err="timeout"))
+    s = metrics.summarize(outs, duration=5.0, percentiles=[50, 99], slo=metrics.Slo(ttft_ms=155))
+    assert s["completed"] == 10 and s["failed"] == 1 and s["errors"] == {"timeout": 1}
+    assert s["request_throughput"] == pytest.approx(2.0)
+    assert s["output_throughput"] == pytest.approx(22.0)
+    assert s["median_ttft_ms"] == pytest.approx(
+        statistics.median([100 + i * 10 for i in range(10)])
+    )
+    assert s["p99_e2el_ms"] > s["p50_e2el_ms"]
+    for key in ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "std_itl_ms", "p99_tpot_ms"):
+        assert key in s
+    # TTFT 100..190 ms: 6 of 10 at or under 155 ms, over 5 s.
+    assert s["request_goodput"] == pytest.approx(6 / 5.0)
+
+
+def test_percentile_matches_linear_interpolation():
+    assert metrics.percentile([1, 2, 3, 4], 50) == 2.5
+    assert metrics.percentile([5], 99) == 5
+    assert metrics.percentile([], 50) == 0
+
+
+def test_max_concurrency_from_start_and_end():
+    outs = [outcome(0, 0, 0.1, 2, 2), outcome(1, 1, 0.1, 2, 2), outcome(2, 5, 0.1, 1, 2)]
+    assert metrics.max_concurrency(outs) == 2
+
+
+@pytest.mark.parametrize(("process", "shape"), [("poisson", 1.0), ("gamma", 0.5), ("gamma", 4.0)])
+def test_arrivals_keep_the_mean_rate(process, shape):
+    gen = arrivals.intervals(4.0, seed=1, process=process, burstiness=shape)
+    gaps = [next(gen) for _ in range(20000)]
+    assert statistics.fmean(gaps) == pytest.approx(0.25, rel=0.05)
+    again = arrivals.intervals(4.0, seed=1, process=process, burstiness=shape)
+    assert [next(again) for _ in range(5)] == gaps[:5]
+
+
+def test_gamma_shape_sets_burstiness():
+    def cv(shape):
+        gen = arrivals.intervals(4.0, seed=2, process="gamma", burstiness=shape)
+        gaps = [next(gen) for _ in range(20000)]
+        return statistics.pstdev(gaps) / statistics.fmean(gaps)
+
+    assert cv(0.25) > 1.5 > cv(1.0) > 0.8 > cv(4.0)
+
+
+def test_arrivals_refuse_bad_rates():
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        next(arrivals.intervals(0, seed=1))
+    assert next(arrivals.intervals(float("inf"), seed=1)) == 0.0
+
+
+def test_truncated_json_keeps_complete_records(tmp_path):
+    records = [
+        {
+            "id": i,
+            "conversations": [
+                {"from": "human", "value": f"q{i}"},
+                {"from": "gpt", "value": f"a{i}"},
+            ],
+        }
+        for i in range(5)
+    ]
+    text = json.dumps(records)
+    path = tmp_path / "cut.json"
+    path.write_text(text[: text.rfind('{"id": 4') + 20])
+    kept, dropped = datasets.read_json_array_prefix(path)
+    assert [r["id"] for r in kept] == [0, 1, 2, 3] and dropped == 1
+    path.write_text(text)
+    assert datasets.read_json_array_prefix(path) == (records, 0)
+
+
+def test_sharegpt_sampling_is_seeded_and_filters_short_pairs(tmp_path):
+    long_q = " ".join(f"w{i}" for i in range(20))
+    records = [
+        {"conversations": [{"value": long_q + f" w{i}"}, {"value": "w1 w2 w3 w4 w5"}]}
+        for i in range(30)
+    ]
+    records.append({"conversations": [{"value": "w1"}, {"value": "w2"}]})  # too short
+    records.append({"conversations": [{"value": "only one turn"}]})
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(records)[:-40])  # truncated mid-record
+    tok = WordTokenizer()
+    a, report = datasets.load_sharegpt(path, 10, seed=7, tokenizer=tok)
+    b, _ = datasets.load_sharegpt(path, 10, seed=7, tokenizer=tok)
+    assert [r.prompt for r in a] == [r.prompt for r in b]
+    assert all(r.prompt_len == 21 and r.output_len == 5 for r in a)
+    assert report.dropped_incomplete == 1
+    c, _ = datasets.load_sharegpt(path, 10, seed=8, tokenizer=tok, output_len=64)
+    assert [r.prompt for r in c] != [r.prompt for r in a] and c[0].output_len == 64
+
+
+def test_sharegpt_errors_name_the_file(tmp_path):
+    with pytest.raises(datasets.DatasetError, match="does not exist"):
+        datasets.load_sharegpt(tmp_path / "nope.json", 1, 0, None)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(datasets.DatasetError, match="no usable conversation"):
+        datasets.load_sharegpt(empty, 1, 0, None)
+
+
+def test_random_prompts_have_exact_lengths():
+    reqs = datasets.random_prompts(5, 37, 16, seed=3, tokenizer=WordTokenizer())
+    assert all(r.prompt_len == 37 and r.output_len == 16 for r in reqs)
+    assert len({r.prompt for r in reqs}) == 5
+
+
+def test_multi_turn_sessions_grow_a_shared_prefix():
+    reqs = datasets.multi_turn(8, seed=1, output_len=32, turns=4)
+    assert len(reqs) == 8 and reqs[0].session == reqs[3].session != reqs[4].session
+    first, second = reqs[0].prompt, reqs[1].prompt
+    assert second[: len(first)] == first and len(second) == len(first) + 2
+    assert all(r.prompt[0]["role"] == "system" for r in reqs)
+
+
+def test_prometheus_text_parsing_and_deltas():
+    before = server_metrics.parse(
+        '# HELP x\nvllm:prefix_cache_queries_total{model_name="m"} 100\n'
+        'vllm:prefix_cache_hits_total{model_name="m"} 10\nvllm:num_preemptions_total 1\n'
+    )
+    during = server_metrics.parse("vllm:kv_cache_usage_perc 0.7\nvllm:num_requests_waiting 3\n")
+    after = server_metrics.parse(
+        "vllm:prefix_cache_queries_total 300\nvllm:prefix_cache_hits_total 110\n"
+        "vllm:num_preemptions_total 4\nvllm:kv_cache_usage_perc 0.2\n"
+    )
+    d = server_metrics.engine_deltas(before, after, [during])
+    assert d["prefix_cache_hit_rate"] == pytest.approx(0.5)
+    assert d["preemptions"] == 3
+    assert d["peak_kv_cache_usage_perc"] == 0.7 and d["peak_requests_waiting"] == 3
