@@ -8,6 +8,7 @@ touching the running stacks, and tears down.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -82,6 +83,43 @@ def test_status_and_logs_report_every_service(stack):
         assert name in run.output
     logs = stack.playbook("logs.yml")
     assert "Application startup complete" in logs.output
+
+
+def test_benchmark_writes_results_for_both_groups(stack):
+    run = stack.playbook("benchmark.yml", "-e", "servelab_run_id=itest")
+    assert run.changed() == 2, run.recap()
+    for group in ("baseline", "dev"):
+        host_dir = stack.tmp / "results" / "itest" / group / f"{group}-local"
+        index = json.loads((host_dir / "index.json").read_text())
+        assert list(index["points"]) == ["default"]
+        rep = host_dir / "default" / "rep-1"
+        summary = json.loads((rep / "summary.json").read_text())
+        assert summary["schema_version"] == 1
+        assert summary["completed"] == 8 and summary["failed"] == 0
+        assert summary["request_throughput"] > 0 and summary["median_ttft_ms"] > 0
+        assert summary["versions"]["engine"] == "0.32.0"
+        assert summary["config"]["servelab_group"] == group
+        assert "vllm_api_key" not in summary["config"]
+        engine = summary["server"][f"{group}-engine-0"]
+        assert (
+            engine["requests_finished"] == 8 + summary["spec"]["warmup"]
+            or engine["requests_finished"] == 8
+        )
+        lines = (rep / "requests.jsonl").read_text().splitlines()
+        assert len(lines) == 8
+        assert all(json.loads(line)["output_tokens"] == 16 for line in lines)
+        assert (rep / "telemetry.csv").read_text().count(f"{group}-engine-0") >= 1
+
+
+def test_agreement_with_vllm_bench_serve(stack, tmp_path):
+    """Ours and `vllm bench serve`, A B A B A B, same prompts and rate: medians within 15%."""
+    from agreement import compare_tools
+
+    result = compare_tools(stack, tmp_path, url="http://127.0.0.1:18100", repetitions=3)
+    for metric, (ours, theirs, ratio) in result.items():
+        print(f"{metric}: servelab {ours:.2f}, vllm bench serve {theirs:.2f}, ratio {ratio:.3f}")
+    for metric, (_, _, ratio) in result.items():
+        assert 0.85 <= ratio <= 1.15, (metric, result)
 
 
 def test_second_deploy_changes_nothing(stack):

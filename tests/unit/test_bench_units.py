@@ -15,7 +15,6 @@ from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
 class WordTokenizer:
     """Whitespace tokens: enough to test length logic without a model."""
 
-    vocab = [f"w{i}" for i in range(1000)]
     vocab_size = 1000
 
     def encode(self, text):

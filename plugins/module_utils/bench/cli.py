@@ -37,6 +37,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output-len", type=int, default=0)
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        default=None,
+        help="generate exactly the output length (default: fixed-length workloads)",
+    )
     p.add_argument("--request-timeout", type=float, default=3600)
     p.add_argument("--percentiles", default="50,90,95,99")
     p.add_argument("--goodput-ttft-ms", type=float, default=0)
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         input_len=args.input_len,
         output_len=args.output_len,
         warmup=args.warmup,
+        ignore_eos=args.ignore_eos,
         seed=args.seed,
         request_timeout=args.request_timeout,
         percentiles=percentiles,

