@@ -353,7 +353,46 @@ def build(config: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         groups["dev"] = {k: v for k, v in dev_all.items() if k in group_names}
     shared = {k: v for k, v in base.items() if k not in group_names}
     check(shared, groups)
+    for cfg in groups.values():
+        if cfg.get("vllm_benchmark_sweep") == "knob":
+            knob = cfg["vllm_benchmark_sweep_knob_name"]
+            cfg["vllm_benchmark_sweep_knob_values_list"] = [
+                knob_value(kconf, knob, text)
+                for text in cfg["vllm_benchmark_sweep_knob_values_list"]
+            ]
     return shared, groups
+
+
+def knob_value(kconf: kconfiglib.Kconfig, knob: str, text: str) -> Any:
+    """One value of a configuration sweep, typed and checked as the swept setting."""
+    where = f"CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST: {knob}={text!r}"
+    if knob.upper() in kconf.named_choices:
+        choice = kconf.named_choices[knob.upper()]
+        options = sorted(choice_value(choice, s) for s in choice.syms)
+        if text not in options:
+            raise ConfigError(f"{where}: expected one of {', '.join(options)}")
+        return text
+    sym = kconf.syms[knob.upper()]
+    if sym.orig_type == kconfiglib.BOOL:
+        if text not in ("y", "n"):
+            raise ConfigError(f"{where}: expected y or n")
+        return text == "y"
+    if sym.orig_type == kconfiglib.INT:
+        for low, high, cond in sym.ranges:
+            if kconfiglib.expr_value(cond) and not (
+                text.lstrip("-").isdigit()
+                and int(low.str_value) <= int(text) <= int(high.str_value)
+            ):
+                raise ConfigError(f"{where}: expected {expected_form(sym)}")
+        if not text.lstrip("-").isdigit():
+            raise ConfigError(f"{where}: expected an integer")
+        return int(text)
+    if sym.name in TYPED_STRINGS:
+        try:
+            return TYPED_STRINGS[sym.name].parse(text)
+        except ValueError as err:
+            raise ConfigError(f"{where}: expected {err}") from None
+    return text
 
 
 def ports(cfg: dict[str, Any]) -> dict[str, int]:
@@ -400,6 +439,15 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                     "give each a distinct port"
                 )
             seen[port] = key
+        if (
+            cfg.get("vllm_router_enabled")
+            and cfg.get("vllm_router_policy") == "power_of_two"
+            and cfg["vllm_replica_count"] < 2
+        ):
+            raise ConfigError(
+                f"{group}: vllm_router_policy=power_of_two needs at least 2 engines "
+                "(CONFIG_VLLM_REPLICA_COUNT >= 2); vllm-router refuses it with one"
+            )
         knob = cfg.get("vllm_benchmark_sweep_knob_name")
         if knob is not None and knob not in cfg:
             raise ConfigError(

@@ -32,7 +32,12 @@ CAUSES: list[tuple[str, str]] = [
         r"No module named|ImportError|cannot open shared object file",
         "broken engine install: a module or library is missing",
     ),
-    (r"Traceback \(most recent call last\)", "engine crashed: see the traceback"),
+    (
+        r"Configuration validation failed|Incompatible configuration|error: argument|"
+        r"unrecognized arguments",
+        "invalid configuration: the process refused its arguments",
+    ),
+    (r"Traceback \(most recent call last\)", "the process crashed: see the traceback"),
 ]
 
 
@@ -45,6 +50,9 @@ def likely_cause(log_text: str, exited: bool) -> str:
     return "still starting or hung: raise the readiness timeout, or see its log"
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def tail(path: str, lines: int = 30) -> str:
     try:
         with open(path, "rb") as handle:
@@ -54,7 +62,7 @@ def tail(path: str, lines: int = 30) -> str:
             text = handle.read().decode(errors="replace")
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(ANSI.sub("", line) for line in text.splitlines()[-lines:])
 
 
 def probe(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:

@@ -71,6 +71,11 @@ options:
   sweep: {description: Swept setting., type: str, choices: [none, concurrency, rate], default: none}
   sweep_values: {description: Values of the swept setting., type: list, elements: str, default: []}
   repetitions: {description: Runs per point., type: int, default: 1}
+  point:
+    description: Name of the single point this call runs, for configuration sweeps that
+      redeploy between points; its runs join those already in C(index.json).
+    type: str
+    default: ""
   out_dir: {description: Results directory of this host., type: path, required: true}
   context: {description: Recorded in every summary (config and versions)., type: dict, default: {}}
 """
@@ -147,6 +152,7 @@ def main() -> None:
         processes={"type": "dict", "default": {}},
         sweep_values={"type": "list", "elements": "str", "default": []},
         out_dir={"type": "path", "required": True},
+        point={"type": "str", "default": ""},
         context={"type": "dict", "default": {}},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
@@ -187,7 +193,9 @@ def main() -> None:
     if module.check_mode:
         module.exit_json(changed=False, out_dir=str(out_dir), index={})
     try:
-        index = plan.run_plan(run_spec, out_dir, p["sweep"], values, p["repetitions"], p["context"])
+        index = plan.run_plan(
+            run_spec, out_dir, p["sweep"], values, p["repetitions"], p["context"], p["point"]
+        )
     except (runner.BenchError, ValueError) as err:
         module.fail_json(msg=f"benchmark not started: {err}", out_dir=str(out_dir))
     runs = [r for point in index["points"].values() for r in point]

@@ -131,6 +131,20 @@ def test_group_vars_beside_the_inventory_repeat_the_settings(tmp_path):
     assert yaml.safe_load((tmp_path / "inv/group_vars/all.yml").read_text()) == extra
 
 
+def test_knob_sweep_values_are_typed_as_the_swept_setting(tmp_path):
+    config = make_config(
+        tmp_path,
+        "vllm-local-gpu-mps",
+        "CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y",
+        'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="20 50 100"',
+    )
+    _, _, inv = generate(tmp_path, config)
+    base = inv["all"]["children"]["baseline"]["vars"]
+    assert base["vllm_benchmark_sweep"] == "knob"
+    assert base["vllm_benchmark_sweep_knob_name"] == "vllm_mps_active_thread_percentage"
+    assert base["vllm_benchmark_sweep_knob_values_list"] == [20, 50, 100]
+
+
 BAD_INPUTS = [
     ("CONFIG_VLLM_ROUTER_PORT=80", ["VLLM_ROUTER_PORT", "1024", "65535"]),
     ("CONFIG_VLLM_REPLICA_COUNT=0", ["VLLM_REPLICA_COUNT", "from 1 to 64"]),
@@ -148,6 +162,16 @@ BAD_INPUTS = [
     ('CONFIG_VLLM_DEV_OVERRIDES="justaword"', ["SETTING=VALUE"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_router_policy=fastest"', ["round_robin", "prefix_aware"]),
     ("CONFIG_VLLM_ROUTER_METRICS_PORT=8000", ["port 8000", "distinct"]),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_router_policy=power_of_two"', ["dev:", "at least 2 engines"]),
+    (
+        'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y\nCONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME="vllm_replica_count"'
+        '\nCONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="1 0"',
+        ["vllm_replica_count='0'", "from 1 to 64"],
+    ),
+    (
+        'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y\nCONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME="vllm_nope"',
+        ["SWEEP_KNOB_NAME", "per-group setting"],
+    ),
     (
         "CONFIG_VLLM_LOCAL_DEV_PORT_OFFSET=20000\nCONFIG_VLLM_ROUTER_METRICS_PORT=50000",
         ["exceeds 65535", "OFFSET"],

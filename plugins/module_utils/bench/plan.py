@@ -43,18 +43,36 @@ def points(spec: RunSpec, sweep: str, values: list) -> list[tuple[str, RunSpec]]
 
 
 def run_plan(
-    spec: RunSpec, out_dir: Path, sweep: str, values: list, repetitions: int, context: dict
+    spec: RunSpec,
+    out_dir: Path,
+    sweep: str,
+    values: list,
+    repetitions: int,
+    context: dict,
+    point_name: str = "",
 ) -> dict:
-    """Run every point `repetitions` times; write index.json; return it."""
+    """Run every point `repetitions` times; write index.json; return it.
+
+    `point_name` names a single point run by the caller (a configuration sweep redeploys
+    between points): its runs are added to the points already in index.json.
+    """
     index: dict = {"sweep": sweep, "repetitions": repetitions, "points": {}}
     planned = points(spec, sweep, values)
+    if point_name:
+        if sweep != "none":
+            raise ValueError("a named point cannot also sweep concurrency or rate")
+        planned = [(point_name, spec)]
+        previous = out_dir / "index.json"
+        if previous.is_file():
+            index = json.loads(previous.read_text())
+        index.update(sweep=context.get("sweep", "knob"), repetitions=repetitions)
     for _, point in planned:
         point.check()  # every point is valid before the first one runs
     for label, point in planned:
         runs = []
         for rep in range(1, repetitions + 1):
             run_dir = out_dir / label / f"rep-{rep}"
-            ctx = {**context, "point": label, "repetition": rep, "sweep": sweep}
+            ctx = {"sweep": sweep, **context, "point": label, "repetition": rep}
             summary = run(point, run_dir, context=ctx)
             runs.append(
                 {
