@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import stack_status
-from stack import Stack
+from stack import TOP, Stack
 
 PORTS = [
     "CONFIG_VLLM_ENGINE_BASE_PORT=18100",
@@ -122,6 +124,56 @@ def test_agreement_with_vllm_bench_serve(stack, tmp_path):
         assert 0.85 <= ratio <= 1.15, (metric, result)
 
 
+def test_configuration_sweep_redeploys_between_points(stack):
+    stack.configure(
+        "CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y",
+        'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME="vllm_router_policy"',
+        'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="round_robin session_affinity"',
+    )
+    stack.playbook("benchmark.yml", "--limit", "baseline", "-e", "servelab_run_id=knob")
+    stack.configure()
+    host_dir = stack.tmp / "results" / "knob" / "baseline" / "baseline-local"
+    index = json.loads((host_dir / "index.json").read_text())
+    assert index["sweep"] == "knob"
+    assert list(index["points"]) == ["router_policy-round_robin", "router_policy-session_affinity"]
+    for point in index["points"]:
+        summary = json.loads((host_dir / point / "rep-1" / "summary.json").read_text())
+        assert summary["completed"] == 8 and summary["point"] == point
+    router = json.loads((stack.tmp / "work/stacks/baseline/router/spec.json").read_text())
+    assert router["argv"][router["argv"].index("--policy") + 1] == "consistent_hash"
+    stack.playbook("deploy.yml")  # back to the configured policy
+
+
+def bench_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TOP / "bin/servelab-bench"), *args],
+                          capture_output=True, text=True)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "http://127.0.0.1:1"], "unreachable"),
+        (["--url", "http://127.0.0.1:18000", "--model", "gpt-9"], "'gpt-9' is not served"),
+        (["--url", "http://127.0.0.1:18000", "--request-rate", "0"], "expected > 0"),
+        (["--url", "http://127.0.0.1:18000", "--max-concurrency", "-1"], "expected >= 0"),
+        (
+            ["--url", "http://127.0.0.1:18000", "--dataset-path", "{tmp}/empty.json"],
+            "no usable conversation",
+        ),
+    ],
+    ids=["unreachable", "wrong-model", "zero-rate", "negative-concurrency", "empty-dataset"],
+)
+def test_benchmark_refuses_bad_input_before_any_load(stack, tmp_path, args, message):
+    (tmp_path / "empty.json").write_text("[]")
+    base = {"--model": "smollm2-135m-instruct", "--out": str(tmp_path / "out"),
+            "--num-prompts": "4"}  # fmt: skip
+    for key, value in zip(args[::2], args[1::2], strict=True):
+        base[key] = value.format(tmp=tmp_path)
+    proc = bench_cli(*[x for kv in base.items() for x in kv])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "requests.jsonl").exists()
+
+
 def test_second_deploy_changes_nothing(stack):
     before = pids(stack)
     run = stack.playbook("deploy.yml")
@@ -172,6 +224,24 @@ def test_bad_input_fails_clearly_and_leaves_running_stacks_alone(stack, lines, m
     assert message in run.output, run.output[-3000:]
     assert pids(stack) == before
     assert all(row["state"] == "up" for row in services(stack).values())
+
+
+def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
+    out = tmp_path / "dying"
+    proc = subprocess.Popen(
+        [sys.executable, str(TOP / "bin/servelab-bench"), "--url", "http://127.0.0.1:19100",
+         "--model", "smollm2-135m-instruct", "--dataset", "long", "--output-len", "64",
+         "--request-rate", "2", "--duration", "15", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(5)
+    stack.playbook("teardown.yml", "--limit", "dev")  # the dev engine goes away mid-run
+    output, _ = proc.communicate(timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] > 0 and summary["failed"] > 0, output
+    assert set(summary["errors"]) <= {"connection_reset", "invalid_response"}, summary["errors"]
+    records = (out / "requests.jsonl").read_text().splitlines()
+    assert len(records) == summary["completed"] + summary["failed"]
 
 
 def test_teardown_stops_everything_and_keeps_caches(stack):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -276,33 +277,9 @@ async def _run(
         deadline = start + spec.duration if spec.duration else None
 
         async def one(i: int, req: datasets.BenchRequest) -> None:
-            if limit is None:
-                outcome = await send(
-                    session,
-                    url,
-                    spec.endpoint,
-                    req,
-                    i,
-                    spec.model,
-                    headers,
-                    spec.request_timeout,
-                    start,
-                    ignore_eos,
-                )
-            else:
-                async with limit:
-                    outcome = await send(
-                        session,
-                        url,
-                        spec.endpoint,
-                        req,
-                        i,
-                        spec.model,
-                        headers,
-                        spec.request_timeout,
-                        start,
-                        ignore_eos,
-                    )
+            async with limit or contextlib.nullcontext():
+                outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
+                                     spec.request_timeout, start, ignore_eos)  # fmt: skip
             outcomes.append(outcome)
             failed = sum(not o.success for o in outcomes)
             progress.line(

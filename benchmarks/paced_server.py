@@ -1,0 +1,56 @@
+"""A local OpenAI-style streaming endpoint with no model: one chunk every GAP seconds.
+
+Usage: python paced_server.py PORT GAP_MS
+Serves /v1/models and streamed /v1/completions and /v1/chat/completions (with usage),
+so that a client's own timing error can be measured against a known pace.
+"""
+
+import asyncio
+import json
+import sys
+
+from aiohttp import web
+
+MODEL = "paced"
+
+
+async def models(_request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+
+
+def handler(gap: float, chat: bool):
+    async def stream(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(n):
+            # Paced against the start, so delays do not accumulate.
+            await asyncio.sleep(max(0.0, start + (i + 1) * gap - loop.time()))
+            if chat:
+                choice = {"index": 0, "delta": {"content": f" t{i}"}}
+            else:
+                choice = {"index": 0, "text": f" t{i}"}
+            chunk = {"id": "x", "object": "chunk", "model": MODEL, "choices": [choice]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
+        final = {"id": "x", "object": "chunk", "model": MODEL, "choices": [], "usage": usage}
+        await resp.write(b"data: " + json.dumps(final).encode() + b"\n\ndata: [DONE]\n\n")
+        return resp
+
+    return stream
+
+
+def main() -> None:
+    port, gap = int(sys.argv[1]), float(sys.argv[2]) / 1000
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/completions", handler(gap, chat=False))
+    app.router.add_post("/v1/chat/completions", handler(gap, chat=True))
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
