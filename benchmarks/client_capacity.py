@@ -32,11 +32,27 @@ def p99_error_ms(itls_s: list[float], gap_s: float) -> float:
 
 def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
     subprocess.run(
-        [sys.executable, str(TOP / "bin/servelab-bench"), "--url", f"http://127.0.0.1:{PORT}",
-         "--model", "paced", "--dataset", "short", "--output-len", str(tokens),
-         "--num-prompts", str(n), "--request-rate", str(rate), "--out", str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TOP / "bin/servelab-bench"),
+            "--url",
+            f"http://127.0.0.1:{PORT}",
+            "--model",
+            "paced",
+            "--dataset",
+            "short",
+            "--output-len",
+            str(tokens),
+            "--num-prompts",
+            str(n),
+            "--request-rate",
+            str(rate),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     itls = []
     for line in (out / "requests.jsonl").read_text().splitlines():
         itls += json.loads(line)["itl"]
@@ -45,14 +61,43 @@ def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
 
 def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: Path) -> list[float]:
     subprocess.run(
-        [python, str(TOP / "roles/vllm_engine/files/vllm_cli.py"), "bench", "serve",
-         "--backend", "vllm", "--base-url", f"http://127.0.0.1:{PORT}", "--model", tokenizer,
-         "--served-model-name", "paced", "--tokenizer", tokenizer, "--dataset-name", "random",
-         "--random-input-len", "8", "--random-output-len", str(tokens), "--num-prompts",
-         str(n), "--request-rate", str(rate), "--ignore-eos", "--save-result",
-         "--save-detailed", "--result-dir", str(out), "--result-filename", "r.json"],
-        check=True, capture_output=True, cwd=out,
-    )  # fmt: skip
+        [
+            python,
+            str(TOP / "roles/vllm_engine/files/vllm_cli.py"),
+            "bench",
+            "serve",
+            "--backend",
+            "vllm",
+            "--base-url",
+            f"http://127.0.0.1:{PORT}",
+            "--model",
+            tokenizer,
+            "--served-model-name",
+            "paced",
+            "--tokenizer",
+            tokenizer,
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            "8",
+            "--random-output-len",
+            str(tokens),
+            "--num-prompts",
+            str(n),
+            "--request-rate",
+            str(rate),
+            "--ignore-eos",
+            "--save-result",
+            "--save-detailed",
+            "--result-dir",
+            str(out),
+            "--result-filename",
+            "r.json",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=out,
+    )
     result = json.loads((out / "r.json").read_text())
     return [x for request in result["itls"] for x in request]
 
@@ -66,8 +111,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rates", default="5,10,20,40,80,160")
     args = ap.parse_args()
-    server = subprocess.Popen([sys.executable, str(TOP / "benchmarks/paced_server.py"),
-                               str(PORT), str(args.gap_ms)])  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT), str(args.gap_ms)]
+    )
     try:
         for _ in range(100):
             try:
@@ -77,29 +123,38 @@ def main() -> int:
                 time.sleep(0.1)
         gap = args.gap_ms / 1000
         best = {"servelab": 0.0, "vllm bench serve": 0.0}
-        print(f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
-              f"~{args.seconds:g} s per point")  # fmt: skip
-        print(f"{'rate req/s':>10} {'chunks/s':>9} {'servelab p99 err ms':>20} "
-              f"{'vllm p99 err ms':>16}")  # fmt: skip
+        print(
+            f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
+            f"~{args.seconds:g} s per point"
+        )
+        print(
+            f"{'rate req/s':>10} {'chunks/s':>9} {'servelab p99 err ms':>20} "
+            f"{'vllm p99 err ms':>16}"
+        )
         for rate in [float(r) for r in args.rates.split(",")]:
             n = max(10, int(rate * args.seconds))
             with tempfile.TemporaryDirectory() as tmp:
                 a = p99_error_ms(ours(rate, n, args.tokens, Path(tmp) / "ours"), gap)
                 b_dir = Path(tmp) / "vllm"
                 b_dir.mkdir()
-                b = p99_error_ms(theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens,
-                                        b_dir), gap)  # fmt: skip
+                b = p99_error_ms(
+                    theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir), gap
+                )
             chunks = rate * args.tokens
             print(f"{rate:>10g} {chunks:>9g} {a:>20.3f} {b:>16.3f}", flush=True)
             for tool, err in (("servelab", a), ("vllm bench serve", b)):
                 if err < 1.0:
                     best[tool] = max(best[tool], rate)
         for tool, rate in best.items():
-            print(f"{tool}: highest rate under 1 ms p99 error: {rate:g} req/s "
-                  f"({rate * args.tokens:g} chunks/s)")  # fmt: skip
+            print(
+                f"{tool}: highest rate under 1 ms p99 error: {rate:g} req/s "
+                f"({rate * args.tokens:g} chunks/s)"
+            )
         if best["vllm bench serve"]:
-            print(f"ratio servelab / vllm bench serve: "
-                  f"{best['servelab'] / best['vllm bench serve']:.2f}")  # fmt: skip
+            print(
+                f"ratio servelab / vllm bench serve: "
+                f"{best['servelab'] / best['vllm bench serve']:.2f}"
+            )
     finally:
         server.terminate()
         server.wait()

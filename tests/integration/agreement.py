@@ -27,10 +27,15 @@ def prompts_file(model: Path, out: Path, num: int, output_len: int) -> Path:
     reqs, _ = datasets.load_sharegpt(datasets.sharegpt_default_path(), num, 0, tok, output_len)
     reply = " ".join(["word"] * output_len)
     records = [
-        {"id": f"r{i}", "conversations": [{"from": "human", "value": r.prompt},
-                                          {"from": "gpt", "value": reply}]}
+        {
+            "id": f"r{i}",
+            "conversations": [
+                {"from": "human", "value": r.prompt},
+                {"from": "gpt", "value": reply},
+            ],
+        }
         for i, r in enumerate(reqs)
-    ]  # fmt: skip
+    ]
     path = out / "sharegpt-subset.json"
     path.write_text(json.dumps(records))
     return path
@@ -53,23 +58,76 @@ def compare_tools(
     for rep in range(repetitions):
         out = tmp / f"ours-{rep}"
         subprocess.run(
-            [sys.executable, str(TOP / "bin/servelab-bench"), "--url", url, "--model", name,
-             "--dataset", "sharegpt", "--dataset-path", str(data), "--tokenizer", str(model),
-             "--num-prompts", str(num), "--request-rate", str(rate), "--output-len",
-             str(output_len), "--ignore-eos", "--seed", str(rep), "--out", str(out)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                str(TOP / "bin/servelab-bench"),
+                "--url",
+                url,
+                "--model",
+                name,
+                "--dataset",
+                "sharegpt",
+                "--dataset-path",
+                str(data),
+                "--tokenizer",
+                str(model),
+                "--num-prompts",
+                str(num),
+                "--request-rate",
+                str(rate),
+                "--output-len",
+                str(output_len),
+                "--ignore-eos",
+                "--seed",
+                str(rep),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
         ours.append(json.loads((out / "summary.json").read_text()))
         subprocess.run(
-            [str(venv / "bin/python"), str(TOP / "roles/vllm_engine/files/vllm_cli.py"), "bench",
-             "serve", "--backend", "vllm", "--base-url", url, "--model", str(model),
-             "--served-model-name", name, "--tokenizer", str(model), "--dataset-name",
-             "sharegpt", "--dataset-path", str(data), "--num-prompts", str(num),
-             "--request-rate", str(rate), "--sharegpt-output-len", str(output_len),
-             "--ignore-eos", "--temperature", "0", "--seed", str(rep), "--save-result",
-             "--result-dir", str(tmp), "--result-filename", f"vllm-{rep}.json"],
-            check=True, capture_output=True, cwd=tmp,
-        )  # fmt: skip
+            [
+                str(venv / "bin/python"),
+                str(TOP / "roles/vllm_engine/files/vllm_cli.py"),
+                "bench",
+                "serve",
+                "--backend",
+                "vllm",
+                "--base-url",
+                url,
+                "--model",
+                str(model),
+                "--served-model-name",
+                name,
+                "--tokenizer",
+                str(model),
+                "--dataset-name",
+                "sharegpt",
+                "--dataset-path",
+                str(data),
+                "--num-prompts",
+                str(num),
+                "--request-rate",
+                str(rate),
+                "--sharegpt-output-len",
+                str(output_len),
+                "--ignore-eos",
+                "--temperature",
+                "0",
+                "--seed",
+                str(rep),
+                "--save-result",
+                "--result-dir",
+                str(tmp),
+                "--result-filename",
+                f"vllm-{rep}.json",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=tmp,
+        )
         theirs.append(json.loads((tmp / f"vllm-{rep}.json").read_text()))
     result = {}
     for metric in METRICS:

@@ -145,8 +145,9 @@ def test_configuration_sweep_redeploys_between_points(stack):
 
 
 def bench_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOP / "bin/servelab-bench"), *args],
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(TOP / "bin/servelab-bench"), *args], capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -165,8 +166,11 @@ def bench_cli(*args: str) -> subprocess.CompletedProcess:
 )
 def test_benchmark_refuses_bad_input_before_any_load(stack, tmp_path, args, message):
     (tmp_path / "empty.json").write_text("[]")
-    base = {"--model": "smollm2-135m-instruct", "--out": str(tmp_path / "out"),
-            "--num-prompts": "4"}  # fmt: skip
+    base = {
+        "--model": "smollm2-135m-instruct",
+        "--out": str(tmp_path / "out"),
+        "--num-prompts": "4",
+    }
     for key, value in zip(args[::2], args[1::2], strict=True):
         base[key] = value.format(tmp=tmp_path)
     proc = bench_cli(*[x for kv in base.items() for x in kv])
@@ -229,11 +233,28 @@ def test_bad_input_fails_clearly_and_leaves_running_stacks_alone(stack, lines, m
 def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
     out = tmp_path / "dying"
     proc = subprocess.Popen(
-        [sys.executable, str(TOP / "bin/servelab-bench"), "--url", "http://127.0.0.1:19100",
-         "--model", "smollm2-135m-instruct", "--dataset", "long", "--output-len", "64",
-         "--request-rate", "2", "--duration", "15", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TOP / "bin/servelab-bench"),
+            "--url",
+            "http://127.0.0.1:19100",
+            "--model",
+            "smollm2-135m-instruct",
+            "--dataset",
+            "long",
+            "--output-len",
+            "64",
+            "--request-rate",
+            "2",
+            "--duration",
+            "15",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(5)
     stack.playbook("teardown.yml", "--limit", "dev")  # the dev engine goes away mid-run
     output, _ = proc.communicate(timeout=300)

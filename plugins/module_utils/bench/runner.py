@@ -278,8 +278,18 @@ async def _run(
 
         async def one(i: int, req: datasets.BenchRequest) -> None:
             async with limit or contextlib.nullcontext():
-                outcome = await send(session, url, spec.endpoint, req, i, spec.model, headers,
-                                     spec.request_timeout, start, ignore_eos)  # fmt: skip
+                outcome = await send(
+                    session,
+                    url,
+                    spec.endpoint,
+                    req,
+                    i,
+                    spec.model,
+                    headers,
+                    spec.request_timeout,
+                    start,
+                    ignore_eos,
+                )
             outcomes.append(outcome)
             failed = sum(not o.success for o in outcomes)
             progress.line(

@@ -1,0 +1,117 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read a run's results from disk: groups, hosts, points, repetitions; problems noted."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RepResult:
+    group: str
+    host: str
+    point: str
+    rep: int
+    summary: dict
+    requests: list[dict]
+
+
+@dataclass
+class RunResults:
+    run_id: str
+    reps: list[RepResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def groups(self) -> list[str]:
+        return sorted({r.group for r in self.reps}, key=lambda g: (g != "baseline", g))
+
+    def points(self) -> list[str]:
+        seen: list[str] = []
+        for r in self.reps:
+            if r.point not in seen:
+                seen.append(r.point)
+        return seen
+
+    def select(self, group: str, point: str) -> list[RepResult]:
+        return [r for r in self.reps if r.group == group and r.point == point]
+
+
+def _read_requests(path: Path, problems: list[str]) -> list[dict]:
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            problems.append(f"{path}:{n}: not JSON; the rest of the file is ignored")
+            break
+    return out
+
+
+def load_run(run_dir: Path) -> RunResults:
+    """Every complete repetition under run_dir; each missing or broken piece is noted."""
+    run = RunResults(run_dir.name)
+    if not run_dir.is_dir():
+        run.problems.append(f"{run_dir}: no such run")
+        return run
+    for group_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name != "report"):
+        hosts = [p for p in group_dir.iterdir() if p.is_dir()]
+        if not hosts:
+            run.problems.append(f"{group_dir}: no host results")
+        for host_dir in sorted(hosts):
+            summaries = sorted(host_dir.glob("*/rep-*/summary.json"))
+            if not summaries:
+                run.problems.append(f"{host_dir}: no summary.json (missing or partial results)")
+            for summary_path in summaries:
+                rep_dir = summary_path.parent
+                where = f"{group_dir.name}/{host_dir.name}/{rep_dir.parent.name}/{rep_dir.name}"
+                try:
+                    summary = json.loads(summary_path.read_text())
+                except ValueError:
+                    run.problems.append(f"{where}: summary.json is corrupt; skipped")
+                    continue
+                if summary.get("schema_version") != SCHEMA_VERSION:
+                    run.problems.append(
+                        f"{where}: schema_version {summary.get('schema_version')!r}, expected "
+                        f"{SCHEMA_VERSION}; skipped"
+                    )
+                    continue
+                requests_path = rep_dir / "requests.jsonl"
+                if requests_path.is_file():
+                    requests = _read_requests(requests_path, run.problems)
+                else:
+                    run.problems.append(f"{where}: requests.jsonl missing; latencies not compared")
+                    requests = []
+                rep = int(rep_dir.name.removeprefix("rep-") or 0)
+                run.reps.append(
+                    RepResult(
+                        group_dir.name, host_dir.name, rep_dir.parent.name, rep, summary, requests
+                    )
+                )
+    if run.reps and "baseline" not in run.groups():
+        run.problems.append("no baseline results: nothing to compare against")
+    return run
+
+
+def list_runs(results_dir: Path) -> list[dict]:
+    """Runs with their time, config hash and groups, oldest first."""
+    out = []
+    if not results_dir.is_dir():
+        return out
+    for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        stamp, _, config_hash = run_dir.name.partition("-")
+        groups = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name != "report")
+        out.append(
+            {
+                "run_id": run_dir.name,
+                "time": stamp,
+                "config_hash": config_hash,
+                "groups": groups,
+                "report": (run_dir / "report" / "report.md").is_file(),
+            }
+        )
+    return out

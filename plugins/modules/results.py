@@ -1,0 +1,160 @@
+#!/usr/bin/python
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compare baseline and dev for one run, and write the report."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: results
+short_description: Compare baseline and dev with statistics and write the report
+description:
+  - Reads C(<results_dir>/<run_id>/<group>/<host>/<point>/rep-<n>/) as written by
+    M(servelab.vllm.benchmark), compares dev against baseline per sweep point and metric
+    (relative delta, bootstrap confidence interval of the difference, verdict), and writes
+    C(report/) with report.md, a self-contained report.html, summary.csv, compare.json and
+    PNG plots.
+  - Missing, partial or corrupt results are reported and what exists is compared; nothing
+    is deleted.
+  - With O(action=list), lists the runs; with O(fail_on_regression), fails when dev is
+    significantly worse on one of O(gate_metrics).
+version_added: "0.1.0"
+author: servelab developers (@servelab)
+options:
+  results_dir:
+    description: Controller results directory.
+    type: path
+    required: true
+  run_id:
+    description: Run to compare; empty for the latest.
+    type: str
+    default: ""
+  action:
+    description: What to do.
+    type: str
+    choices: [report, list]
+    default: report
+  confidence:
+    description: Confidence level of the intervals.
+    type: float
+    default: 0.95
+  threshold_pct:
+    description: Smallest relative change reported as better or worse.
+    type: float
+    default: 2
+  resamples:
+    description: Bootstrap resamples.
+    type: int
+    default: 2000
+  gate_metrics:
+    description: Metrics checked by O(fail_on_regression).
+    type: list
+    elements: str
+    default: []
+  fail_on_regression:
+    description: Fail when dev is significantly worse on a gate metric.
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Compare the latest run
+  servelab.vllm.results:
+    results_dir: results
+"""
+
+RETURN = r"""
+run_id:
+  description: The run compared.
+  returned: always
+  type: str
+table:
+  description: The comparison as text lines.
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: Missing, partial or corrupt results.
+  returned: always
+  type: list
+  elements: str
+regressions:
+  description: Gate metrics on which dev is significantly worse.
+  returned: always
+  type: list
+  elements: str
+runs:
+  description: The runs under O(results_dir).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from pathlib import Path  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils.results import (  # noqa: E402
+    collect,
+    compare,
+    report,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "results_dir": {"type": "path", "required": True},
+            "run_id": {"type": "str", "default": ""},
+            "action": {"type": "str", "default": "report", "choices": ["report", "list"]},
+            "confidence": {"type": "float", "default": 0.95},
+            "threshold_pct": {"type": "float", "default": 2},
+            "resamples": {"type": "int", "default": 2000},
+            "gate_metrics": {"type": "list", "elements": "str", "default": []},
+            "fail_on_regression": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    results_dir = Path(p["results_dir"])
+    runs = collect.list_runs(results_dir)
+    base = {"runs": runs, "table": [], "problems": [], "regressions": [], "run_id": ""}
+    if p["action"] == "list":
+        lines = [
+            f"{r['run_id']}  time {r['time']}  config {r['config_hash']}  groups "
+            f"{','.join(r['groups'])}{'  (report)' if r['report'] else ''}"
+            for r in runs
+        ]
+        module.exit_json(changed=False, **{**base, "table": lines or ["(no runs)"]})
+    if not 0 < p["confidence"] < 1:
+        module.fail_json(msg=f"confidence {p['confidence']}: expected 0 < x < 1")
+    run_id = p["run_id"] or (runs[-1]["run_id"] if runs else "")
+    if not run_id or not (results_dir / run_id).is_dir():
+        module.fail_json(
+            msg=f"no run {run_id!r} under {results_dir}: run `make vllm` first, or "
+            "pick one from `make vllm-results-list`",
+            **base,
+        )
+    if module.check_mode:
+        module.exit_json(changed=False, **{**base, "run_id": run_id})
+    settings = compare.Settings(p["confidence"], p["threshold_pct"], p["resamples"])
+    out = report.write_report(results_dir / run_id, settings, p["gate_metrics"])
+    result = {
+        **base,
+        "changed": True,
+        "run_id": run_id,
+        "report_dir": out["report_dir"],
+        "table": out["table"],
+        "problems": out["problems"],
+        "regressions": out["regressions"],
+    }
+    if p["fail_on_regression"] and out["regressions"]:
+        module.fail_json(
+            msg="dev is significantly worse than baseline on: " + "; ".join(out["regressions"]),
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
