@@ -99,10 +99,14 @@ vllm-compare: $(GENERATED) ## Print the comparison; FAIL_ON_REGRESSION=1 exits n
 	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=compare $(RESULTS_VARS)
 
 ##@ Development
-.PHONY: test test-unit test-lint test-sanity test-integration collection-build clean
+.PHONY: test test-deps test-unit test-lint test-sanity test-integration collection-build clean
 test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
 
-test-unit: $(VENV_STAMP) ## pytest on the unit tests
+test-deps: ## Install Debian's chromium and chromium-driver for the report test (root, apt)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test-unit: $(VENV_STAMP) test-deps ## pytest on the unit tests
 	$(VBIN)/pytest -q tests/unit
 
 test-lint: $(VENV_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)

@@ -50,7 +50,7 @@ options:
   max_concurrency: {description: Requests in flight at most; 0 for no limit., type: int, default: 0}
   input_len: {description: Prompt tokens (random workload)., type: int, default: 256}
   output_len: {description: Output tokens; 0 lets the workload decide., type: int, default: 0}
-  warmup: {description: Warm-up requests, excluded., type: int, default: 0}
+  warmup: {description: Warm-up requests (excluded from the figures)., type: int, default: 0}
   seed: {description: Seed of workload sampling and arrivals., type: int, default: 42}
   request_timeout: {description: Seconds per request., type: float, default: 3600}
   percentiles:
@@ -104,7 +104,7 @@ out_dir:
 
 from pathlib import Path  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # noqa: E402
     metrics,
     plan,
@@ -139,6 +139,7 @@ def main() -> None:
         "repetitions": ("int", 1),
     }
     spec = {k: {"type": t, "default": d} for k, (t, d) in doc_types.items()}
+    spec["tokenizer_path"]["no_log"] = False  # a directory, not a secret
     spec["url"] = {"type": "str", "required": True}
     spec["model"] = {"type": "str", "required": True}
     spec["endpoint"]["choices"] = ["completions", "chat"]
@@ -156,6 +157,10 @@ def main() -> None:
         context={"type": "dict", "default": {}},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    if runner.IMPORT_ERROR:
+        module.fail_json(
+            msg=missing_required_lib("aiohttp and tokenizers"), exception=runner.IMPORT_ERROR
+        )
     p = module.params
     try:
         rate = float(p["request_rate"])

@@ -93,11 +93,13 @@ runs:
 
 from pathlib import Path  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.results import (  # noqa: E402
     collect,
     compare,
+    plots,
     report,
+    stats,
 )
 
 
@@ -115,6 +117,10 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    if stats.IMPORT_ERROR or plots.plt is None:
+        module.fail_json(
+            msg=missing_required_lib("numpy and matplotlib"), exception=stats.IMPORT_ERROR
+        )
     p = module.params
     results_dir = Path(p["results_dir"])
     runs = collect.list_runs(results_dir)

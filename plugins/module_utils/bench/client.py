@@ -8,7 +8,10 @@ import asyncio
 import json
 import time
 
-import aiohttp
+try:
+    import aiohttp
+except ImportError:  # the module reports it with missing_required_lib
+    aiohttp = None
 
 from .datasets import BenchRequest, as_completion_prompt
 from .metrics import RequestOutcome

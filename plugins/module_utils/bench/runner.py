@@ -9,13 +9,19 @@ import contextlib
 import json
 import os
 import time
-import urllib.error
-import urllib.request
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
+try:
+    import aiohttp
 
+    IMPORT_ERROR = ""
+except ImportError:  # the module reports it with missing_required_lib
+    aiohttp = None
+    IMPORT_ERROR = traceback.format_exc()
+
+from .. import readiness
 from . import arrivals, datasets, metrics, server_metrics, telemetry
 from .client import send
 
@@ -70,14 +76,8 @@ class RunSpec:
 
 
 def _get(url: str, headers: dict, timeout: float = 10) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as err:
-        return 0, str(getattr(err, "reason", err))
+    status, body = readiness.probe(url, timeout=timeout, headers=headers)
+    return status, body.decode(errors="replace") if status else "no answer"
 
 
 def preflight(spec: RunSpec) -> None:

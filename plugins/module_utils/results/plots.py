@@ -7,14 +7,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-
 from .collect import RunResults
 from .compare import latency_samples
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+except ImportError:  # the module reports it with missing_required_lib
+    plt = np = None
 
 COLORS = {"baseline": "#1f77b4", "dev": "#d62728"}
 TITLES = {"ttft": "Time to first token", "itl": "Inter-token latency", "e2el": "End-to-end latency"}

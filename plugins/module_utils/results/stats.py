@@ -5,9 +5,16 @@
 from __future__ import annotations
 
 import math
+import traceback
 from dataclasses import asdict, dataclass
 
-import numpy as np
+try:
+    import numpy as np
+
+    IMPORT_ERROR = ""
+except ImportError:  # the module reports it with missing_required_lib
+    np = None
+    IMPORT_ERROR = traceback.format_exc()
 
 BETTER, WORSE, SAME, UNKNOWN = "better", "worse", "no significant change", "insufficient data"
 

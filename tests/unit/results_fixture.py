@@ -1,0 +1,73 @@
+"""Synthetic benchmark results on disk, laid out as the benchmark module writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def write_run(
+    root: Path,
+    run_id: str = "20261122T000000Z-abcdef123456",
+    dev_scale: float = 1.10,
+    reps: int = 3,
+    points: tuple[str, ...] = ("default",),
+    n: int = 40,
+    seed: int = 0,
+) -> Path:
+    """Baseline and dev results; dev's latencies are dev_scale times baseline's."""
+    rng = np.random.default_rng(seed)
+    run = root / run_id
+    for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
+        host = run / group / f"{group}-local"
+        host.mkdir(parents=True)
+        index = {"sweep": "none", "repetitions": reps, "points": {}}
+        for p_i, point in enumerate(points):
+            load = 1 + p_i * 0.5
+            for rep in range(1, reps + 1):
+                rep_dir = host / point / f"rep-{rep}"
+                rep_dir.mkdir(parents=True)
+                requests = []
+                for i in range(n):
+                    ttft = float(rng.lognormal(np.log(0.1 * load), 0.2)) * scale
+                    itl = [float(x) * scale for x in rng.lognormal(np.log(0.03 * load), 0.1, 31)]
+                    latency = ttft + sum(itl)
+                    requests.append(
+                        {
+                            "index": i,
+                            "start": i * 0.25,
+                            "success": True,
+                            "ttft": ttft,
+                            "latency": latency,
+                            "itl": itl,
+                            "prompt_tokens": 20,
+                            "output_tokens": 32,
+                            "tpot": (latency - ttft) / 31,
+                        }
+                    )
+                duration = 10.0 * scale * float(rng.normal(1, 0.01))
+                summary = {
+                    "schema_version": 1,
+                    "completed": n,
+                    "failed": 0,
+                    "errors": {},
+                    "duration": duration,
+                    "request_throughput": n / duration,
+                    "output_throughput": 32 * n / duration,
+                    "total_token_throughput": 52 * n / duration,
+                    "median_ttft_ms": 100.0,
+                    "median_tpot_ms": 30.0,
+                    "versions": {"engine": "0.32.0", "router": "0.1.17", "model": "m"},
+                    "config_hash": "abcdef123456",
+                    "point": point,
+                    "repetition": rep,
+                }
+                (rep_dir / "summary.json").write_text(json.dumps(summary))
+                (rep_dir / "requests.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in requests)
+                )
+                index["points"].setdefault(point, []).append({"dir": f"{point}/rep-{rep}"})
+        (host / "index.json").write_text(json.dumps(index))
+    return run

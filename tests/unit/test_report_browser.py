@@ -1,0 +1,46 @@
+"""report.html opened in headless Chromium: it loads, every image renders, no console errors."""
+
+import shutil
+
+from ansible_collections.servelab.vllm.plugins.module_utils.results import compare, report
+from results_fixture import write_run
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_path, (
+        "install Debian's chromium and chromium-driver (make test does)"
+    )
+    run = write_run(tmp_path, points=("concurrency-1", "concurrency-2"), reps=2, n=20)
+    report.write_report(run, compare.Settings(resamples=200), ["median_ttft_ms"])
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get((run / "report" / "report.html").as_uri())
+        assert driver.title.startswith("servelab report")
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
+        )
+        assert len(images) == 2 * 4 + 1  # 3 CDFs + throughput per point, and the sweep
+        assert all(done and width > 0 for _, done, width in images), images
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        tables = driver.find_elements("tag name", "table")
+        assert len(tables) == 2
+    finally:
+        driver.quit()

@@ -1,0 +1,92 @@
+"""The report of a run, from synthetic results with a known 10% latency regression."""
+
+import json
+import shutil
+
+from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
+from results_fixture import write_run
+
+SETTINGS = compare.Settings(confidence=0.95, threshold_pct=2, resamples=500)
+GATE = ["median_ttft_ms", "median_tpot_ms", "request_throughput"]
+
+
+def verdicts(out: dict, point: str = "default") -> dict:
+    return {r["metric"]: r["verdict"] for r in out["comparisons"][point]}
+
+
+def test_report_detects_the_regression_and_writes_every_file(tmp_path):
+    run = write_run(tmp_path)
+    out = report.write_report(run, SETTINGS, GATE)
+    v = verdicts(out)
+    assert v["median_ttft_ms"] == "worse" and v["median_tpot_ms"] == "worse"
+    assert v["request_throughput"] == "worse"
+    assert out["regressions"] and not out["problems"]
+    rdir = run / "report"
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.csv",
+        "compare.json",
+        "cdf_ttft_default.png",
+        "cdf_itl_default.png",
+        "cdf_e2el_default.png",
+        "throughput_default.png",
+    ):
+        assert (rdir / name).stat().st_size > 0, name
+    html = (rdir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html
+    assert len((rdir / "summary.csv").read_text().splitlines()) == 1 + 2 * 3
+    doc = json.loads((rdir / "compare.json").read_text())
+    assert doc["gate"]["regressions"] and doc["groups"]["dev"]["repetitions"] == 3
+    assert any("median_ttft_ms" in line and "worse" in line for line in out["table"])
+
+
+def test_identical_groups_give_no_verdict_and_no_regression(tmp_path):
+    out = report.write_report(write_run(tmp_path, dev_scale=1.0, seed=5), SETTINGS, GATE)
+    assert not out["regressions"]
+    assert verdicts(out)["median_ttft_ms"] == "no significant change"
+
+
+def test_sweep_points_get_their_own_comparison_and_a_sweep_plot(tmp_path):
+    points = ("concurrency-1", "concurrency-2", "concurrency-4")
+    run = write_run(tmp_path, points=points, reps=2, n=20)
+    out = report.write_report(run, SETTINGS, GATE)
+    assert list(out["comparisons"]) == list(points)
+    assert (run / "report" / "sweep.png").stat().st_size > 0
+
+
+def test_missing_partial_and_corrupt_results_are_reported_not_deleted(tmp_path):
+    run = write_run(tmp_path)
+    dev_host = run / "dev" / "dev-local"
+    (dev_host / "default" / "rep-2" / "summary.json").write_text("{not json")
+    (dev_host / "default" / "rep-3" / "requests.jsonl").unlink()
+    (run / "dev" / "dev-other").mkdir()
+    old = json.loads((dev_host / "default" / "rep-1" / "summary.json").read_text())
+    old["schema_version"] = 99
+    (dev_host / "default" / "rep-1" / "summary.json").write_text(json.dumps(old))
+    files_before = sorted(p for p in run.rglob("*") if "report" not in p.parts)
+    out = report.write_report(run, SETTINGS, GATE)
+    problems = "\n".join(out["problems"])
+    assert "rep-2: summary.json is corrupt" in problems
+    assert "rep-3: requests.jsonl missing" in problems
+    assert "dev-other: no summary.json" in problems
+    assert "schema_version 99" in problems
+    assert out["comparisons"]["default"]  # rep-3 of dev still compares throughputs
+    assert sorted(p for p in run.rglob("*") if "report" not in p.parts) == files_before
+    assert "Problems" in (run / "report" / "report.md").read_text()
+
+
+def test_a_group_missing_entirely_is_said(tmp_path):
+    run = write_run(tmp_path)
+    shutil.rmtree(run / "dev")
+    out = report.write_report(run, SETTINGS, GATE)
+    assert out["comparisons"] == {}
+    assert any("no dev results" in p for p in out["problems"])
+
+
+def test_runs_are_listed_with_time_hash_and_groups(tmp_path):
+    write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa")
+    write_run(tmp_path, run_id="20261123T000000Z-bbbbbbbbbbbb")
+    runs = collect.list_runs(tmp_path)
+    assert [r["config_hash"] for r in runs] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
+    assert runs[0]["time"] == "20261122T000000Z" and runs[0]["groups"] == ["baseline", "dev"]
