@@ -113,6 +113,34 @@ def test_benchmark_writes_results_for_both_groups(stack):
         assert (rep / "telemetry.csv").read_text().count(f"{group}-engine-0") >= 1
 
 
+def test_results_compare_the_run_and_write_the_report(stack):
+    results = stack.tmp / "controller-results"
+    args = ["-e", "servelab_results_run=itest", "-e", f"vllm_results_dir={results}"]
+    run = stack.playbook("results.yml", *args)
+    assert "point default:" in run.output and "median_ttft_ms" in run.output
+    report = results / "itest" / "report"
+    for name in ("report.md", "report.html", "summary.csv", "compare.json"):
+        assert (report / name).stat().st_size > 0
+    doc = json.loads((report / "compare.json").read_text())
+    assert {r["metric"] for r in doc["comparisons"]["default"]} >= {
+        "median_ttft_ms",
+        "median_tpot_ms",
+        "request_throughput",
+    }
+    assert doc["problems"] == []
+    assert (results / "itest" / "baseline" / "baseline-local" / "default" / "rep-1").is_dir()
+    # A second collection fetches nothing again and never overwrites what is there.
+    before = (results / "itest/dev/dev-local/default/rep-1/summary.json").stat().st_mtime_ns
+    again = stack.playbook("results.yml", *args)
+    after = (results / "itest/dev/dev-local/default/rep-1/summary.json").stat().st_mtime_ns
+    assert before == after
+    assert again.recap()["dev-local"]["changed"] == 0
+    listing = stack.playbook(
+        "results.yml", "-e", "servelab_results_action=list", "-e", f"vllm_results_dir={results}"
+    )
+    assert "itest" in listing.output
+
+
 def test_agreement_with_vllm_bench_serve(stack, tmp_path):
     """Ours and `vllm bench serve`, A B A B A B, same prompts and rate: medians within 15%."""
     from agreement import compare_tools

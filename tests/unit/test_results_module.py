@@ -1,0 +1,59 @@
+"""The results module through Ansible: report, list and the regression gate."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from results_fixture import write_run
+
+TOP = Path(__file__).resolve().parents[2]
+
+
+def ansible(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(TOP / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            "-m",
+            "servelab.vllm.results",
+            "-a",
+            " ".join(args),
+        ],
+        cwd=TOP,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_gate_fails_on_a_regression_and_passes_without_one(tmp_path):
+    write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa", dev_scale=1.10)
+    gate = [
+        "fail_on_regression=true",
+        "gate_metrics=median_ttft_ms,request_throughput",
+        "resamples=300",
+    ]
+    worse = ansible(f"results_dir={tmp_path}", *gate)
+    assert worse.returncode != 0
+    assert "significantly worse than baseline on: default: median_ttft_ms" in worse.stdout
+    assert (tmp_path / "20261122T000000Z-aaaaaaaaaaaa/report/report.html").is_file()
+    write_run(tmp_path, run_id="20261123T000000Z-bbbbbbbbbbbb", dev_scale=0.9, seed=3)
+    better = ansible(f"results_dir={tmp_path}", *gate)  # the latest run: dev is faster
+    assert better.returncode == 0, better.stdout
+    assert "20261123T000000Z-bbbbbbbbbbbb" in better.stdout
+
+
+def test_list_and_unknown_run(tmp_path):
+    write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa")
+    listing = ansible(f"results_dir={tmp_path}", "action=list")
+    assert listing.returncode == 0 and "config aaaaaaaaaaaa  groups baseline,dev" in listing.stdout
+    missing = ansible(f"results_dir={tmp_path}", "run_id=nope")
+    assert missing.returncode != 0 and "no run 'nope'" in missing.stdout
