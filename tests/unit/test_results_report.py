@@ -87,6 +87,7 @@ def test_a_group_missing_entirely_is_said(tmp_path):
 def test_runs_are_listed_with_time_hash_and_groups(tmp_path):
     write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa")
     write_run(tmp_path, run_id="20261123T000000Z-bbbbbbbbbbbb")
+    (tmp_path / ".incoming").mkdir()  # fetch's staging directory is not a run
     runs = collect.list_runs(tmp_path)
     assert [r["config_hash"] for r in runs] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     assert runs[0]["time"] == "20261122T000000Z" and runs[0]["groups"] == ["baseline", "dev"]

@@ -102,7 +102,7 @@ def list_runs(results_dir: Path) -> list[dict]:
     out = []
     if not results_dir.is_dir():
         return out
-    for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+    for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name[0] != "."):
         stamp, _, config_hash = run_dir.name.partition("-")
         groups = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name != "report")
         out.append(
