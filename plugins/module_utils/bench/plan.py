@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from .runner import RunSpec, run, write_atomic
+from .runner import RunSpec, build_workload, run, write_atomic
 
 SWEEPS = ("none", "concurrency", "rate")
 
@@ -68,12 +68,15 @@ def run_plan(
         index.update(sweep=context.get("sweep", "knob"), repetitions=repetitions)
     for _, point in planned:
         point.check()  # every point is valid before the first one runs
+    workload = None
     for label, point in planned:
         runs = []
         for rep in range(1, repetitions + 1):
             run_dir = out_dir / label / f"rep-{rep}"
             ctx = {"sweep": sweep, **context, "point": label, "repetition": rep}
-            summary = run(point, run_dir, context=ctx)
+            # Sweeps change load, not prompts: the workload is read once for the plan.
+            workload = workload or build_workload(point)
+            summary = run(point, run_dir, context=ctx, workload=workload)
             runs.append(
                 {
                     "dir": str(run_dir.relative_to(out_dir)),

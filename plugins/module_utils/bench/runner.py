@@ -321,15 +321,22 @@ async def _run(
     return outcomes, duration
 
 
-def run(spec: RunSpec, out_dir: Path, echo: bool = False, context: dict | None = None) -> dict:
+def run(
+    spec: RunSpec,
+    out_dir: Path,
+    echo: bool = False,
+    context: dict | None = None,
+    workload: tuple | None = None,
+) -> dict:
     """Run, write summary.json, requests.jsonl, metrics/ and telemetry.csv; return the summary.
 
+    `workload` is build_workload(spec)'s result, when the caller reuses one across runs.
     Raises BenchError before any load for bad input. A run whose requests failed still
     writes everything it has; the summary says how many failed and why.
     """
     spec.check()
     preflight(spec)
-    workload, dataset_info, ignore_eos = build_workload(spec)
+    workload, dataset_info, ignore_eos = workload or build_workload(spec)
     if spec.ignore_eos is not None:
         ignore_eos = spec.ignore_eos
     out_dir.mkdir(parents=True, exist_ok=True)
