@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,10 +143,11 @@ def test_results_compare_the_run_and_write_the_report(stack):
 
 
 def test_agreement_with_vllm_bench_serve(stack, tmp_path):
-    """Ours and `vllm bench serve`, A B A B A B, same prompts and rate: medians within 15%."""
+    """Ours and `vllm bench serve` alternately, same prompts and rate: medians within 15%."""
     from agreement import compare_tools
 
-    result = compare_tools(stack, tmp_path, url="http://127.0.0.1:18100", repetitions=3)
+    # Five each, not three: with three, the TPOT ratio ranged 0.88 to 1.04 over runs here.
+    result = compare_tools(stack, tmp_path, url="http://127.0.0.1:18100", repetitions=5)
     for metric, (ours, theirs, ratio) in result.items():
         print(f"{metric}: servelab {ours:.2f}, vllm bench serve {theirs:.2f}, ratio {ratio:.3f}")
     for metric, (_, _, ratio) in result.items():
@@ -283,9 +285,13 @@ def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(5)
-    stack.playbook("teardown.yml", "--limit", "dev")  # the dev engine goes away mid-run
+    time.sleep(4)
+    # The engine dies: SIGKILL to its process group. Its supervisor restarts it, but a
+    # start takes far longer than the rest of the run.
+    engine_pid = int((stack.tmp / "work/stacks/dev/engine-0/child.pid").read_text())
+    os.killpg(os.getpgid(engine_pid), signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
+    stack.playbook("teardown.yml", "--limit", "dev")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] > 0 and summary["failed"] > 0, output
     assert set(summary["errors"]) <= {"connection_reset", "invalid_response"}, summary["errors"]
