@@ -28,17 +28,7 @@ def comparison_lines(comparisons: dict, confidence: float) -> list[str]:
     lines = []
     header = ("metric", "baseline", "dev", "delta %", f"{confidence:.0%} CI of dev-base", "verdict")
     for point, rows in comparisons.items():
-        table = [header] + [
-            (
-                r["metric"],
-                stats.fmt(r["baseline"]),
-                stats.fmt(r["dev"]),
-                stats.fmt(None if r["relative"] is None else r["relative"] * 100, 1),
-                f"[{stats.fmt(r['ci_low'])}, {stats.fmt(r['ci_high'])}]",
-                r["verdict"],
-            )
-            for r in rows
-        ]
+        table = [header] + [tuple(row[:-1]) for row in _comparison_rows(rows)]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         lines.append(f"point {point}:")
         lines += [
