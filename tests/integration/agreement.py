@@ -47,7 +47,7 @@ def compare_tools(
     url: str,
     repetitions: int = 3,
     num: int = 32,
-    rate: float = 4.0,
+    rate: float = 2.0,
     output_len: int = 64,
 ) -> dict[str, tuple[float, float, float]]:
     venv, model = engine_paths(stack)

@@ -53,6 +53,8 @@ def test_sweep_points_get_their_own_comparison_and_a_sweep_plot(tmp_path):
     out = report.write_report(run, SETTINGS, GATE)
     assert list(out["comparisons"]) == list(points)
     assert (run / "report" / "sweep.png").stat().st_size > 0
+    md = (run / "report" / "report.md").read_text()
+    assert "## Sweep" in md and md.count("| concurrency-") >= 6
 
 
 def test_missing_partial_and_corrupt_results_are_reported_not_deleted(tmp_path):

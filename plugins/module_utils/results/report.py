@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import plots, stats
 from .collect import RunResults, load_run
-from .compare import Settings, compare_run, gate, group_table
+from .compare import Settings, compare_run, gate, group_table, latency_samples
 
 
 def _write(path: Path, text: str) -> None:
@@ -110,6 +110,23 @@ def _comparison_rows(rows: list[dict]) -> list[list[str]]:
     ]
 
 
+def sweep_rows(run: RunResults) -> list[list[str]]:
+    """Throughput and p95 latencies per point and group: the sweep's table."""
+    rows = []
+    for point in run.points():
+        for group in run.groups():
+            reps = run.select(group, point)
+            if not reps:
+                continue
+            thr = sum(r.summary["output_throughput"] for r in reps) / len(reps)
+            ttft = stats.np.percentile(latency_samples(reps, "ttft") or [float("nan")], 95)
+            itl = stats.np.percentile(latency_samples(reps, "itl") or [float("nan")], 95)
+            rows.append(
+                [point, group, stats.fmt(thr), stats.fmt(float(ttft)), stats.fmt(float(itl))]
+            )
+    return rows
+
+
 COMPARISON_HEADER = [
     "metric",
     "baseline",
@@ -144,6 +161,16 @@ def markdown(run, comparisons, context, images, s: Settings) -> str:
     for point, rows in comparisons.items():
         lines += [f"## Comparison: {point}", ""]
         lines += [*_md_table(COMPARISON_HEADER, _comparison_rows(rows)), ""]
+    if len(run.points()) > 1:
+        lines += [
+            "## Sweep",
+            "",
+            *_md_table(
+                ["point", "group", "output tok/s (mean)", "p95 TTFT ms", "p95 ITL ms"],
+                sweep_rows(run),
+            ),
+            "",
+        ]
     lines += ["## Runs", ""]
     keys = [
         "group",
