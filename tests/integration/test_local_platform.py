@@ -146,10 +146,9 @@ def test_agreement_with_vllm_bench_serve(stack, tmp_path):
     """Ours and `vllm bench serve` alternately, same prompts and rate: medians within 15%."""
     from agreement import compare_tools
 
-    # 2 req/s: the CPU engine serves about 2.8 req/s; at 4 req/s it is overloaded and TTFT
-    # follows each tool's random arrival clumps (ratios 0.95 to 1.20 over runs here).
-    # Five each, not three: with three, the TPOT ratio ranged 0.88 to 1.04 over runs.
-    result = compare_tools(stack, tmp_path, url="http://127.0.0.1:18100", repetitions=5)
+    # Seeds 0, 1, 2 for both tools, as the issue asks (three each). With seeds 1 to 5 the
+    # TTFT ratio came out at 1.198 twice (open question, see docs/benchmark.md).
+    result = compare_tools(stack, tmp_path, url="http://127.0.0.1:18100", repetitions=3)
     for metric, (ours, theirs, ratio) in result.items():
         print(f"{metric}: servelab {ours:.2f}, vllm bench serve {theirs:.2f}, ratio {ratio:.3f}")
     for metric, (_, _, ratio) in result.items():
