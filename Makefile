@@ -99,7 +99,7 @@ vllm-compare: $(GENERATED) ## Print the comparison; FAIL_ON_REGRESSION=1 exits n
 	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=compare $(RESULTS_VARS)
 
 ##@ Development
-.PHONY: test test-deps test-unit test-lint test-sanity test-integration collection-build clean
+.PHONY: test test-agreement test-deps test-unit test-lint test-sanity test-integration collection-build clean
 test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
 
 test-deps: ## Install Debian's chromium and chromium-driver for the report test (root, apt)
@@ -119,7 +119,10 @@ test-sanity: $(VENV_STAMP) ## ansible-test sanity on the plugins (the tests that
 	tests/sanity.sh
 
 test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both groups
-	$(VBIN)/pytest -q tests/integration
+	$(VBIN)/pytest -q -m "not agreement" tests/integration
+
+test-agreement: $(VENV_STAMP) ## servelab vs vllm bench serve on a real engine (not in make test yet)
+	$(VBIN)/pytest -q -s -m agreement tests/integration
 
 collection-build: $(VENV_STAMP) ## Build the servelab-vllm collection tarball
 	$(VBIN)/ansible-galaxy collection build --force .

@@ -142,6 +142,7 @@ def test_results_compare_the_run_and_write_the_report(stack):
     assert "itest" in listing.output
 
 
+@pytest.mark.agreement
 def test_agreement_with_vllm_bench_serve(stack, tmp_path):
     """Ours and `vllm bench serve` alternately, same prompts and rate: medians within 15%."""
     from agreement import compare_tools
