@@ -102,6 +102,7 @@ out_dir:
   type: str
 """
 
+import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
@@ -169,29 +170,12 @@ def main() -> None:
         module.fail_json(msg=f"request_rate {p['request_rate']!r} and sweep_values must be numbers")
     if p["repetitions"] < 1:
         module.fail_json(msg=f"repetitions {p['repetitions']}: expected >= 1")
+    # The module's options carry RunSpec's field names; only these few need converting.
+    same = {f.name for f in dataclasses.fields(runner.RunSpec)} & set(p)
     run_spec = runner.RunSpec(
-        url=p["url"],
-        model=p["model"],
-        endpoint=p["endpoint"],
-        dataset=p["dataset"],
-        dataset_path=p["dataset_path"],
-        tokenizer_path=p["tokenizer_path"],
-        num_prompts=p["num_prompts"],
-        duration=p["duration"],
+        **{name: p[name] for name in same - {"request_rate", "processes"}},
         request_rate=rate,
-        arrivals=p["arrivals"],
-        burstiness=p["burstiness"],
-        max_concurrency=p["max_concurrency"],
-        input_len=p["input_len"],
-        output_len=p["output_len"],
-        warmup=p["warmup"],
-        seed=p["seed"],
-        request_timeout=p["request_timeout"],
-        percentiles=p["percentiles"],
         slo=metrics.Slo(p["goodput_ttft_ms"], p["goodput_tpot_ms"], p["goodput_e2e_ms"]),
-        api_key=p["api_key"],
-        metrics_urls=p["metrics_urls"],
-        metrics_interval=p["metrics_interval"],
         processes={k: int(v) for k, v in p["processes"].items() if str(v).isdigit() and int(v)},
     )
     out_dir = Path(p["out_dir"])
