@@ -102,9 +102,10 @@ vllm-compare: $(GENERATED) ## Print the comparison; FAIL_ON_REGRESSION=1 exits n
 .PHONY: test test-agreement test-deps test-unit test-lint test-sanity test-integration collection-build clean
 test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
 
-test-deps: ## Install Debian's chromium and chromium-driver for the report test (root, apt)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit checks) (root, apt)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  && command -v systemd-analyze >/dev/null || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver systemd; }
 
 test-unit: $(VENV_STAMP) test-deps ## pytest on the unit tests
 	$(VBIN)/pytest -q tests/unit

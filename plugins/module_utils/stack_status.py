@@ -9,7 +9,11 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from ansible_collections.servelab.vllm.plugins.module_utils import readiness, supervisor
+from ansible_collections.servelab.vllm.plugins.module_utils import (
+    readiness,
+    service_manager,
+    supervisor,
+)
 
 
 @dataclass
@@ -43,7 +47,8 @@ def _router_version(argv: list[str]) -> str:
 
 def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
     spec = supervisor.read_json(os.path.join(service_dir, supervisor.SPEC))
-    state = supervisor.read_json(os.path.join(service_dir, supervisor.STATE))
+    manager = service_manager.for_dir(service_dir)
+    state = manager.state()
     argv = spec.get("argv", [])
     kind = "router" if any(a.endswith("vllm-router") for a in argv[:1]) else "engine"
     host = _client_host(_arg(argv, "--host"))
@@ -51,8 +56,8 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
     key = spec.get("env", {}).get("VLLM_API_KEY") or _arg(argv, "--api-key")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     base = f"http://{host}:{port}"
-    pid = supervisor.read_pid(os.path.join(service_dir, supervisor.CHILD_PID)) or 0
-    running = supervisor.supervisor_pid(service_dir) is not None and supervisor.alive(pid)
+    pid = manager.pid()
+    running = pid > 0
     health, _ = readiness.probe(base + "/health", timeout=3, headers=headers) if port else (0, b"")
     model = version = ""
     status, body = readiness.probe(base + "/v1/models", timeout=5, headers=headers)
@@ -78,7 +83,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         verdict, detail = "starting", f"/health answered {health or 'nothing'}"
     else:
         verdict = "down"
-        detail = f"supervisor {state.get('state', 'absent')}, last exit {state.get('last_exit')}"
+        detail = f"{manager.kind} {state['state']}, last exit {state['last_exit']}"
     return ServiceStatus(
         name=spec.get("name", os.path.basename(service_dir)),
         kind=kind,
@@ -88,7 +93,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         model=model,
         version=version,
         uptime_s=int(now - started) if started else 0,
-        restarts=int(state.get("restarts", 0)),
+        restarts=state["restarts"],
         detail=detail,
         model_path=_arg(argv, "--model"),
     )

@@ -10,8 +10,10 @@ DOCUMENTATION = r"""
 module: local_service
 short_description: Run a command as a supervised background service
 description:
-  - Runs a command under a small supervisor (restart on failure, process-group stop),
-    for hosts without systemd. The service is identified by its directory.
+  - Runs a command as a service that is restarted on failure, as a systemd unit where
+    systemd is the init system, otherwise a small supervisor of ours (restart with
+    backoff, start limit, process-group stop). The service is identified by its
+    directory, which holds its spec, log and (systemd) environment file.
   - A running service whose command line and environment are unchanged is left alone,
     a changed one is restarted, and a port taken by another process is an error.
 version_added: "0.1.0"
@@ -44,6 +46,21 @@ options:
     description: Address the service binds to, for the port check.
     type: str
     default: 127.0.0.1
+  manager:
+    description:
+      - Who supervises the service. V(auto) picks V(systemd) when systemd is running
+        (C(/run/systemd/system) exists), else V(process).
+      - V(systemd) writes C(servelab-<name>.service) into O(unit_dir), its environment
+        (secrets included) into an owner-only C(service.env) in O(service_dir), enables
+        and starts it. V(process) runs our supervisor in the background.
+      - A service is stopped with the manager it was started with.
+    type: str
+    choices: [auto, systemd, process]
+    default: auto
+  unit_dir:
+    description: Directory of systemd unit files, for O(manager=systemd).
+    type: path
+    default: /etc/systemd/system
   state:
     description: V(started) ensures it runs with this spec, V(stopped) stops it,
       V(restarted) always restarts it.
@@ -83,6 +100,11 @@ log:
   description: Path of the service's log file.
   returned: always
   type: str
+manager:
+  description: The service manager in charge, V(systemd) or V(process).
+  returned: always
+  type: str
+  sample: process
 """
 
 import inspect  # noqa: E402
@@ -90,10 +112,10 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
+    service_manager,
     supervisor,
 )
 from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import (  # noqa: E402
@@ -126,6 +148,12 @@ def main() -> None:
             "secret_env": {"type": "dict", "default": {}, "no_log": True},
             "port": {"type": "int"},
             "host": {"type": "str", "default": "127.0.0.1"},
+            "manager": {
+                "type": "str",
+                "default": "auto",
+                "choices": ["auto", "systemd", "process"],
+            },
+            "unit_dir": {"type": "path", "default": service_manager.DEFAULT_UNIT_DIR},
             "state": {
                 "type": "str",
                 "default": "started",
@@ -138,16 +166,26 @@ def main() -> None:
     p = module.params
     sdir = p["service_dir"]
     log = os.path.join(sdir, "service.log")
-    running = supervisor.supervisor_pid(sdir)
     result = {"changed": False, "action": "unchanged", "log": log, "pid": 0, "spec_hash": ""}
+    current = service_manager.for_dir(sdir, p["unit_dir"])
+    try:
+        running = current.running()
+    except (OSError, RuntimeError) as err:
+        module.fail_json(msg=f"{p['name']}: cannot ask its service manager: {err}", **result)
+    result["manager"] = current.kind
 
     if p["state"] == "stopped":
-        if running:
+        if running or (current.kind == "systemd" and os.path.exists(current.unit_path)):
             result.update(changed=True, action="stopped")
             if not module.check_mode:
-                supervisor.stop(sdir)
+                current.stop()
         module.exit_json(**result)
 
+    try:
+        kind = service_manager.choose(p["manager"])
+    except ValueError as err:
+        module.fail_json(msg=f"{p['name']}: {err}", **result)
+    result["manager"] = kind
     spec = ServiceSpec(
         name=p["name"],
         argv=p["argv"],
@@ -157,8 +195,9 @@ def main() -> None:
     )
     result["spec_hash"] = spec.digest()
     previous = supervisor.read_json(os.path.join(sdir, supervisor.SPEC))
-    if running and previous.get("hash") == spec.digest() and p["state"] == "started":
-        result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
+    same = previous.get("hash") == spec.digest() and current.kind == kind
+    if running and same and p["state"] == "started":
+        result["pid"] = current.pid()
         module.exit_json(**result)
 
     # A port held by anyone but the running instance itself is found before that
@@ -173,27 +212,28 @@ def main() -> None:
     result.update(changed=True, action="restarted" if running else "started")
     if module.check_mode:
         module.exit_json(**result)
-    if running:
-        supervisor.stop(sdir)
-        if p["port"] and not wait_port_free(p["host"], p["port"]):
+    if running or current.kind != kind:
+        current.stop()
+        if running and p["port"] and not wait_port_free(p["host"], p["port"]):
             module.fail_json(
                 msg=f"{p['name']}: port {p['port']} is still in use after stopping "
                 "the previous instance",
                 **result,
             )
     os.makedirs(sdir, mode=0o750, exist_ok=True)
-    script = os.path.join(sdir, "supervise.py")
-    source = inspect.getsource(supervisor)
-    if not os.path.exists(script) or Path(script).read_text() != source:
-        Path(script + ".tmp").write_text(source)
-        os.replace(script + ".tmp", script)
+    manager = service_manager.new(kind, sdir, p["name"], p["unit_dir"])
     # The spec holds secrets in its environment: owner-only.
-    record = {**spec.to_json(), "port": p["port"]}
+    record = {**spec.to_json(), "port": p["port"], "manager": kind}
+    if kind == "systemd":
+        record.update(unit=manager.unit, unit_dir=p["unit_dir"])
     supervisor.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
-    supervisor.start(sdir, sys.executable, script)
-    result["pid"] = supervisor.read_pid(os.path.join(sdir, supervisor.CHILD_PID)) or 0
+    try:
+        manager.start(record, sys.executable, inspect.getsource(supervisor))
+    except (OSError, RuntimeError) as err:
+        module.fail_json(msg=f"{p['name']}: could not start: {err}; see {log}", **result)
+    result["pid"] = manager.pid()
     if not result["pid"]:
-        module.fail_json(msg=f"{p['name']}: the supervisor did not start; see {log}", **result)
+        module.fail_json(msg=f"{p['name']}: the service did not start; see {log}", **result)
     module.exit_json(**result)
 
 

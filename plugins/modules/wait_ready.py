@@ -10,8 +10,9 @@ DOCUMENTATION = r"""
 module: wait_ready
 short_description: Wait until a service answers its health check
 description:
-  - Polls O(url) until it answers HTTP 200. Fails early when the service's supervisor
-    reports that it exited for good, and fails after O(timeout) seconds otherwise.
+  - Polls O(url) until it answers HTTP 200. Fails early when the service manager
+    (systemd or our supervisor) reports that it exited for good, and fails after
+    O(timeout) seconds otherwise.
   - The failure message carries the likely cause (port in use, model path missing, out
     of memory, engine crashed) and the last lines of the service's log.
 version_added: "0.1.0"
@@ -60,7 +61,7 @@ import os  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
     readiness,
-    supervisor,
+    service_manager,
 )
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     def given_up() -> bool:
         if not sdir:
             return False
-        state = supervisor.read_json(os.path.join(sdir, supervisor.STATE))
+        state = service_manager.for_dir(sdir).state()
         return state.get("state") in ("failed", "stopped") or (
             state.get("state") == "restarting" and state.get("restarts", 0) >= 1
         )

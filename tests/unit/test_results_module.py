@@ -10,7 +10,8 @@ from results_fixture import write_run
 TOP = Path(__file__).resolve().parents[2]
 
 
-def ansible(*args: str) -> subprocess.CompletedProcess:
+def ansible_module(module: str, args: str) -> subprocess.CompletedProcess:
+    """Run one of our modules on localhost through the real ansible command."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(TOP / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     return subprocess.run(
         [
@@ -23,15 +24,19 @@ def ansible(*args: str) -> subprocess.CompletedProcess:
             "-e",
             f"ansible_python_interpreter={sys.executable}",
             "-m",
-            "servelab.vllm.results",
+            module,
             "-a",
-            " ".join(args),
+            args,
         ],
         cwd=TOP,
         env=env,
         capture_output=True,
         text=True,
     )
+
+
+def ansible(*args: str) -> subprocess.CompletedProcess:
+    return ansible_module("servelab.vllm.results", " ".join(args))
 
 
 def test_gate_fails_on_a_regression_and_passes_without_one(tmp_path):

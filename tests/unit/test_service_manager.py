@@ -1,0 +1,169 @@
+"""Service managers: systemd units (verified by systemd-analyze) and our supervisor.
+
+systemd cannot run as init on these machines (no PID 1 of ours), so the calls to
+systemctl are checked against a recording stand-in; the unit files themselves are
+checked by the real `systemd-analyze verify`.
+"""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from ansible_collections.servelab.vllm.plugins.module_utils import service_manager
+from test_results_module import ansible_module
+
+ODD_ARGS = ["--prompt", 'say "hi" 100% of $HOME', "--path", "/a b/c\\d"]
+
+
+def test_unit_file_passes_systemd_analyze_verify(tmp_path):
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is missing: make test-deps installs Debian's systemd")
+    sdir = tmp_path / "engine-0"
+    sdir.mkdir()
+    (sdir / service_manager.ENV_FILE).write_text(service_manager.render_env_file({"A": "1"}))
+    unit = service_manager.unit_name("baseline-engine-0")
+    assert unit == "servelab-baseline-engine-0.service"
+    text = service_manager.render_unit(
+        "baseline-engine-0", [sys.executable, *ODD_ARGS], str(sdir), str(sdir / "service.log")
+    )
+    (tmp_path / unit).write_text(text)
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / unit)],
+        capture_output=True,
+        text=True,
+    )
+    # Complaints about this machine's own units (no systemd here) are not ours.
+    ours = [line for line in check.stderr.splitlines() if unit in line]
+    assert check.returncode == 0 and not ours, check.stderr
+    assert "Restart=on-failure" in text and "StartLimitBurst=5" in text
+    assert '"say \\"hi\\" 100%% of $$HOME"' in text  # quotes, % and $ escaped
+    assert f"StandardOutput=append:{sdir}/service.log" in text
+
+
+def test_a_broken_unit_is_caught_by_the_same_check(tmp_path):
+    unit = tmp_path / "servelab-broken.service"
+    unit.write_text("[Service]\nExecStart=relative/path --x\nRestart=sometimes\n")
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True
+    )
+    assert check.returncode != 0 or "servelab-broken.service" in check.stderr
+
+
+def test_env_file_is_owner_only_and_escaped(tmp_path):
+    text = service_manager.render_env_file({"VLLM_API_KEY": 's3"cr\\t', "B": "x y"})
+    assert text == 'B="x y"\nVLLM_API_KEY="s3\\"cr\\\\t"\n'
+
+
+FAKE_SYSTEMCTL = textwrap.dedent(
+    """\
+    #!{python}
+    import json, os, sys
+    path = os.environ["FAKE_SYSTEMD_STATE"]
+    state = json.load(open(path)) if os.path.exists(path) else {{"calls": [], "units": {{}}}}
+    args = sys.argv[1:]
+    state["calls"].append(args)
+    unit = args[1] if len(args) > 1 else ""
+    u = state["units"].setdefault(unit, {{"active": "inactive", "pid": 0, "restarts": 0}})
+    if args[0] == "restart":
+        u.update(active="active", pid=4242)
+    elif args[:2] == ["disable", "--now"]:
+        unit = args[2]
+        state["units"][unit] = {{"active": "inactive", "pid": 0, "restarts": 0}}
+    elif args[0] == "show":
+        print(f"ActiveState={{u['active']}}\\nSubState=running\\nMainPID={{u['pid']}}")
+        print(f"NRestarts={{u['restarts']}}\\nExecMainStatus=0")
+    json.dump(state, open(path, "w"))
+    """
+)
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "systemctl"
+    script.write_text(FAKE_SYSTEMCTL.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "systemd.json"
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SYSTEMD_STATE", str(state))
+    return lambda: json.loads(state.read_text())
+
+
+def test_systemd_manager_installs_enables_restarts_and_removes(tmp_path, fake_systemctl):
+    sdir, units = tmp_path / "svc", tmp_path / "units"
+    sdir.mkdir()
+    units.mkdir()
+    manager = service_manager.new("systemd", str(sdir), "dev-router", str(units))
+    spec = {
+        "name": "dev-router",
+        "argv": ["/opt/router/bin/vllm-router", "--port", "9000"],
+        "env": {"VLLM_API_KEY": "secret"},
+        "log": str(sdir / "service.log"),
+    }
+    manager.start(spec, sys.executable, "")
+    unit = units / "servelab-dev-router.service"
+    assert unit.is_file()
+    assert "secret" not in unit.read_text()
+    env_file = sdir / service_manager.ENV_FILE
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    calls = fake_systemctl()["calls"]
+    assert [c[0] for c in calls[:4]] == ["daemon-reload", "enable", "reset-failed", "restart"]
+    assert manager.pid() == 4242 and manager.state()["state"] == "running"
+    # for_dir finds the unit again from spec.json, as status and teardown do.
+    (sdir / "spec.json").write_text(
+        json.dumps({**spec, "manager": "systemd", "unit": manager.unit, "unit_dir": str(units)})
+    )
+    again = service_manager.for_dir(str(sdir))
+    assert again.kind == "systemd" and again.running()
+    assert again.stop() is True
+    assert not unit.exists()
+    assert ["disable", "--now", "servelab-dev-router.service"] in fake_systemctl()["calls"]
+    assert again.state()["state"] == "absent"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_service(**args) -> subprocess.CompletedProcess:
+    return ansible_module("servelab.vllm.local_service", json.dumps(args))
+
+
+def test_local_service_module_runs_keeps_and_stops_a_process(tmp_path):
+    port = free_port()
+    sdir = tmp_path / "web"
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    args = {"name": "web", "service_dir": str(sdir), "port": port, "argv": argv}
+    first = local_service(**args, manager="process")
+    assert '"action": "started"' in first.stdout, first.stdout
+    assert json.loads((sdir / "spec.json").read_text())["manager"] == "process"
+    pid = (sdir / "child.pid").read_text()
+    second = local_service(**args, manager="auto")  # auto is process on this host
+    assert '"changed": false' in second.stdout, second.stdout
+    assert (sdir / "child.pid").read_text() == pid
+    taken = local_service(**{**args, "name": "other", "service_dir": str(tmp_path / "other")})
+    assert f"port {port} on 127.0.0.1 is already in use" in taken.stdout
+    stopped = local_service(name="web", service_dir=str(sdir), state="stopped")
+    assert '"action": "stopped"' in stopped.stdout, stopped.stdout
+    assert not (sdir / "supervisor.pid").exists()
+
+
+@pytest.mark.skipif(service_manager.systemd_running(), reason="systemd runs on this host")
+def test_systemd_where_it_does_not_run_is_a_clear_error(tmp_path):
+    run = local_service(
+        name="x", service_dir=str(tmp_path / "x"), manager="systemd", argv=["/bin/true"]
+    )
+    assert run.returncode != 0
+    assert "systemd is not running on this host" in run.stdout
+    assert "VLLM_SERVICE_MANAGER" in run.stdout
+    assert not Path(tmp_path / "x" / "spec.json").exists()
