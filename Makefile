@@ -19,12 +19,18 @@ RUN ?=
 FAIL_ON_REGRESSION ?= 0
 RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION)
 
-$(VENV_STAMP): requirements.txt requirements-test.txt constraints.txt
+$(VENV_STAMP): requirements.txt requirements-test.txt constraints.txt scripts/fetch_deps.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VBIN)/pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+	$(VBIN)/python scripts/fetch_deps.py kubernetes-core collections
 	touch $@
+
+# helm 3 for rendering and linting the Kubernetes platforms (and for deploying to them).
+HELM := .tools/helm-3.17.3/helm
+$(HELM): scripts/fetch_deps.py
+	$(PYTHON) scripts/fetch_deps.py helm $(@D)
 
 $(GENERATED) &: $(CONFIG) $(KCONFIG_FILES) kconfig/scripts/servelab_config.py | $(VENV_STAMP)
 	$(SERVELAB_CONFIG) generate

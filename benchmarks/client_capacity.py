@@ -1,10 +1,13 @@
 """Client capacity: the highest load each benchmark client times to within 1 ms at p99.
 
-A local endpoint (paced_server.py, no model) streams one chunk every GAP ms. Any
-deviation of a client's measured inter-token latency from GAP is the client's (and the
-loopback's) timing error. For request rates rising by steps, both servelab's client and
-`vllm bench serve` run the same load; the script prints, per tool, the highest request
-rate and chunk rate whose p99 |ITL - GAP| stays under 1 ms, and the ratio.
+A local endpoint (paced_server.py, no model) streams one chunk every GAP ms, each
+chunk's text being its send time (CLOCK_MONOTONIC, ns). Both clients keep the answers'
+text (servelab --save-text, vllm --save-detailed), so each measured inter-token latency
+is compared with the server's actual send interval of the same two chunks: the
+difference is the client's (and the loopback's) timing error alone, free of the
+server's own jitter. For request rates rising by steps, both clients run the same load;
+the script prints, per tool, the highest request rate and chunk rate whose p99 error
+stays under 1 ms, and the ratio.
 
 Usage: .venv/bin/python benchmarks/client_capacity.py --vllm-python ENGINE_VENV/bin/python \
            --tokenizer MODEL_DIR [--gap-ms 20] [--tokens 50] [--seconds 8]
@@ -13,6 +16,7 @@ Usage: .venv/bin/python benchmarks/client_capacity.py --vllm-python ENGINE_VENV/
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -25,9 +29,18 @@ TOP = Path(__file__).resolve().parents[1]
 PORT = 18999
 
 
-def p99_error_ms(itls_s: list[float], gap_s: float) -> float:
-    errors = sorted(abs(x - gap_s) * 1000 for x in itls_s)
-    return errors[min(len(errors) - 1, int(0.99 * (len(errors) - 1) + 0.5))] if errors else 0.0
+def errors_ms(itls_s: list[float], text: str) -> list[float]:
+    """|measured ITL - server send interval| per chunk pair, in ms."""
+    sent = [int(x) for x in text.split()]
+    if len(sent) != len(itls_s) + 1:
+        raise SystemExit(f"{len(sent)} stamped chunks but {len(itls_s)} ITLs: lost chunks")
+    intervals = [(b - a) / 1e9 for a, b in itertools.pairwise(sent)]
+    return [abs(itl - gap) * 1000 for itl, gap in zip(itls_s, intervals, strict=True)]
+
+
+def p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(0.99 * (len(values) - 1) + 0.5))] if values else 0.0
 
 
 def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
@@ -47,16 +60,18 @@ def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
             str(n),
             "--request-rate",
             str(rate),
+            "--save-text",
             "--out",
             str(out),
         ],
         check=True,
         capture_output=True,
     )
-    itls = []
+    errors = []
     for line in (out / "requests.jsonl").read_text().splitlines():
-        itls += json.loads(line)["itl"]
-    return itls
+        record = json.loads(line)
+        errors += errors_ms(record["itl"], record["text"])
+    return errors
 
 
 def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: Path) -> list[float]:
@@ -99,7 +114,10 @@ def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: P
         cwd=out,
     )
     result = json.loads((out / "r.json").read_text())
-    return [x for request in result["itls"] for x in request]
+    errors = []
+    for itls, text in zip(result["itls"], result["generated_texts"], strict=True):
+        errors += errors_ms(itls, text)
+    return errors
 
 
 def main() -> int:
@@ -121,7 +139,6 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.1)
-        gap = args.gap_ms / 1000
         best = {"servelab": 0.0, "vllm bench serve": 0.0}
         print(
             f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
@@ -134,12 +151,10 @@ def main() -> int:
         for rate in [float(r) for r in args.rates.split(",")]:
             n = max(10, int(rate * args.seconds))
             with tempfile.TemporaryDirectory() as tmp:
-                a = p99_error_ms(ours(rate, n, args.tokens, Path(tmp) / "ours"), gap)
+                a = p99(ours(rate, n, args.tokens, Path(tmp) / "ours"))
                 b_dir = Path(tmp) / "vllm"
                 b_dir.mkdir()
-                b = p99_error_ms(
-                    theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir), gap
-                )
+                b = p99(theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir))
             chunks = rate * args.tokens
             print(f"{rate:>10g} {chunks:>9g} {a:>20.3f} {b:>16.3f}", flush=True)
             for tool, err in (("servelab", a), ("vllm bench serve", b)):

@@ -1,13 +1,17 @@
 """A local OpenAI-style streaming endpoint with no model: one chunk every GAP seconds.
 
 Usage: python paced_server.py PORT GAP_MS
-Serves /v1/models and streamed /v1/completions and /v1/chat/completions (with usage),
-so that a client's own timing error can be measured against a known pace.
+Serves /v1/models and streamed /v1/completions and /v1/chat/completions (with usage).
+Each chunk's text is " <send time>": CLOCK_MONOTONIC in nanoseconds, read just before
+the write. A client that keeps the answers' text can so compare its measured
+inter-token latencies with the server's real send intervals, which removes this
+server's own scheduling jitter from the client's timing error.
 """
 
 import asyncio
 import json
 import sys
+import time
 
 from aiohttp import web
 
@@ -29,10 +33,11 @@ def handler(gap: float, chat: bool):
         for i in range(n):
             # Paced against the start, so delays do not accumulate.
             await asyncio.sleep(max(0.0, start + (i + 1) * gap - loop.time()))
+            stamp = f" {time.monotonic_ns()}"
             if chat:
-                choice = {"index": 0, "delta": {"content": f" t{i}"}}
+                choice = {"index": 0, "delta": {"content": stamp}}
             else:
-                choice = {"index": 0, "text": f" t{i}"}
+                choice = {"index": 0, "text": stamp}
             chunk = {"id": "x", "object": "chunk", "model": MODEL, "choices": [choice]}
             await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}

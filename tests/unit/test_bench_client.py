@@ -37,7 +37,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def call(prompt: str, max_tokens: int, timeout: float = 30):
+async def call(prompt: str, max_tokens: int, timeout: float = 30, save_text: bool = False):
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
     runner = web.AppRunner(app)
@@ -58,6 +58,7 @@ async def call(prompt: str, max_tokens: int, timeout: float = 30):
                 {},
                 timeout,
                 time.perf_counter(),
+                save_text=save_text,
             )
     finally:
         await runner.cleanup()
@@ -71,6 +72,12 @@ def test_chunks_are_stamped_on_arrival():
     assert all(x == pytest.approx(GAP, abs=0.03) for x in out.itl)
     assert out.latency == pytest.approx(6 * GAP, abs=0.05)
     assert out.tpot == pytest.approx(GAP, abs=0.02)
+    assert out.text == "" and "text" not in out.to_record()
+
+
+def test_answers_are_kept_only_when_asked_for():
+    out = asyncio.run(call("ok", 3, save_text=True))
+    assert out.text == "t0 t1 t2 " and out.to_record()["text"] == "t0 t1 t2 "
 
 
 @pytest.mark.parametrize(

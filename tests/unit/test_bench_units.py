@@ -90,6 +90,24 @@ def test_gamma_shape_sets_burstiness():
     assert cv(0.25) > 1.5 > cv(1.0) > 0.8 > cv(4.0)
 
 
+def test_a_request_count_spans_exactly_count_over_rate_for_every_seed():
+    spans = set()
+    for seed in range(6):
+        times = arrivals.schedule(32, 4.0, seed)
+        assert len(times) == 32 and times == sorted(times) and times[0] > 0
+        spans.add(round(times[-1], 9))
+        raw = arrivals.intervals(4.0, seed)
+        gaps = [next(raw) for _ in range(32)]
+        ratios = {round(b / a, 9) for a, b in zip(gaps, _diffs(times), strict=True)}
+        assert len(ratios) == 1  # the seed's own gaps, scaled by one factor
+    assert spans == {8.0}
+    assert arrivals.schedule(4, float("inf"), 1) == [0.0] * 4
+
+
+def _diffs(times):
+    return [b - a for a, b in zip([0.0, *times], times, strict=False)]
+
+
 def test_arrivals_refuse_bad_rates():
     with pytest.raises(ValueError, match="rate must be > 0"):
         next(arrivals.intervals(0, seed=1))

@@ -29,3 +29,25 @@ def intervals(
             yield rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
         else:
             yield rng.expovariate(rate)
+
+
+def schedule(
+    count: int, rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0
+) -> list[float]:
+    """Send times (seconds from the start) of `count` requests, spanning exactly count/rate.
+
+    The gaps are drawn as in intervals(), then scaled so that their sum is count/rate, as
+    `vllm bench serve` does: the sum of 32 exponential gaps at 4 req/s ranges from about
+    6.5 to 10.3 s over seeds 0-5, so unscaled, each seed offered a different mean load
+    and runs of one configuration disagreed by the seed alone.
+    """
+    gaps = intervals(rate, seed, process, burstiness)
+    times: list[float] = []
+    total = 0.0
+    for _ in range(count):
+        total += next(gaps)
+        times.append(total)
+    if times and total > 0:
+        scale = count / rate / total
+        times = [t * scale for t in times]
+    return times

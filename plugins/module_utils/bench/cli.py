@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="generate exactly the output length (default: fixed-length workloads)",
     )
+    p.add_argument(
+        "--save-text", action="store_true", help="keep each answer's text in requests.jsonl"
+    )
     p.add_argument("--request-timeout", type=float, default=3600)
     p.add_argument("--percentiles", default="50,90,95,99")
     p.add_argument("--goodput-ttft-ms", type=float, default=0)
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         percentiles=percentiles,
         slo=metrics.Slo(args.goodput_ttft_ms, args.goodput_tpot_ms, args.goodput_e2e_ms),
         metrics_urls=metrics_urls,
+        save_text=args.save_text,
     )
     try:
         summary = run(spec, args.out, echo=True)

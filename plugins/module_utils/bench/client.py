@@ -61,6 +61,7 @@ async def send(
     timeout: float,
     run_start: float,
     ignore_eos: bool = False,
+    save_text: bool = False,
 ) -> RequestOutcome:
     """Send one streamed request; never raises for a failed request."""
     out = RequestOutcome(index=index, session=req.session)
@@ -96,7 +97,10 @@ async def send(
                     if chunk.get("usage"):
                         out.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
                         out.output_tokens = chunk["usage"].get("completion_tokens", 0)
-                    if _chunk_text(chunk, endpoint):
+                    text = _chunk_text(chunk, endpoint)
+                    if text:
+                        if save_text:
+                            out.text += text
                         if out.chunks == 0:
                             out.ttft = now - started
                         else:

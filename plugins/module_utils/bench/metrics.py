@@ -27,6 +27,7 @@ class RequestOutcome:
     )
     error: str = ""
     session: str = ""
+    text: str = ""  # the answer, only when asked for (save_text)
 
     @property
     def tpot(self) -> float | None:
@@ -38,6 +39,8 @@ class RequestOutcome:
     def to_record(self) -> dict:
         record = asdict(self)
         record["tpot"] = self.tpot
+        if not self.text:
+            del record["text"]
         return record
 
 

@@ -58,6 +58,7 @@ class RunSpec:
     metrics_urls: dict[str, str] = field(default_factory=dict)  # name -> /metrics URL
     metrics_interval: float = 5.0
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid, for telemetry
+    save_text: bool = False  # keep each answer's text in requests.jsonl
 
     def check(self) -> None:
         """Refuse bad input before any load starts."""
@@ -264,6 +265,7 @@ async def _run(
                 spec.request_timeout,
                 time.perf_counter(),
                 ignore_eos,
+                spec.save_text,
             )
         measured = workload[spec.warmup :]
         sampler.before = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
@@ -289,6 +291,7 @@ async def _run(
                     spec.request_timeout,
                     start,
                     ignore_eos,
+                    spec.save_text,
                 )
             outcomes.append(outcome)
             failed = sum(not o.success for o in outcomes)
@@ -297,6 +300,15 @@ async def _run(
                 f"{time.perf_counter() - start:.0f} s"
             )
 
+        # A request count is spread over exactly count/rate seconds; a duration runs an
+        # open process until the deadline.
+        fixed = (
+            arrivals.schedule(
+                len(measured), spec.request_rate, spec.seed, spec.arrivals, spec.burstiness
+            )
+            if deadline is None
+            else None
+        )
         i = 0
         next_send = start
         while True:
@@ -304,7 +316,7 @@ async def _run(
                 break
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-            next_send += next(gaps)
+            next_send = start + fixed[i] if fixed is not None else next_send + next(gaps)
             delay = next_send - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
