@@ -68,7 +68,7 @@ vllm-config-diff: $(GENERATED) ## Print the settings in which dev differs from b
 	@$(SERVELAB_CONFIG) diff-groups
 
 ##@ Stages
-.PHONY: bringup vllm vllm-deploy vllm-benchmark vllm-quick-test vllm-status vllm-logs vllm-teardown
+.PHONY: bringup vllm vllm-deploy vllm-benchmark vllm-quick-test vllm-status vllm-logs vllm-teardown vllm-render
 bringup: $(GENERATED) ## Prepare the nodes: packages, drivers, cluster (per platform)
 	$(PLAYBOOK) playbooks/bringup.yml
 
@@ -93,6 +93,9 @@ vllm-logs: $(GENERATED) ## Show the recent logs of every engine and router
 vllm-teardown: $(GENERATED) ## Stop and remove the stacks (results and caches are kept)
 	$(PLAYBOOK) playbooks/teardown.yml
 
+vllm-render: $(GENERATED) ## Kubernetes: write each group's values, manifests and cluster config to render/
+	$(PLAYBOOK) playbooks/render.yml
+
 ##@ Results
 .PHONY: vllm-results vllm-results-list vllm-compare
 vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
@@ -113,7 +116,7 @@ test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit
 	  && command -v systemd-analyze >/dev/null || { apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver systemd; }
 
-test-unit: $(VENV_STAMP) test-deps ## pytest on the unit tests
+test-unit: $(VENV_STAMP) $(HELM) test-deps ## pytest on the unit tests (Kubernetes render checks need helm)
 	$(VBIN)/pytest -q tests/unit
 
 test-lint: $(VENV_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)

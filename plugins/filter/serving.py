@@ -1,11 +1,11 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that turn the typed settings into engine and router command lines."""
+"""Filters that turn the typed settings into command lines and Kubernetes objects."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.servelab.vllm.plugins.module_utils import commands
+from ansible_collections.servelab.vllm.plugins.module_utils import commands, kube
 
 
 def _wrap(func):
@@ -30,4 +30,14 @@ class FilterModule:
             "engine_env": _wrap(commands.engine_env),
             "engine_urls": _wrap(commands.engine_urls),
             "router_argv": _wrap(commands.router_argv),
+            "k8s_stack_values": _wrap(kube.stack_values),
+            "k8s_claim_template": _wrap(kube.claim_template),
+            "k8s_kind_config": _wrap(kube.kind_config),
+            "k8s_minikube_args": _wrap(kube.minikube_args),
+            "k8s_ingress": _wrap(kube.ingress),
+            "k8s_release_name": _wrap(kube.release_name),
+            "k8s_secret_name": _wrap(kube.secret_name),
+            "k8s_claim_template_name": _wrap(kube.claim_template_name),
+            "k8s_uses_dra": _wrap(kube.uses_dra),
+            "k8s_post_renderer": _wrap(kube.post_renderer_script),
         }
