@@ -68,7 +68,7 @@ vllm-config-diff: $(GENERATED) ## Print the settings in which dev differs from b
 	@$(SERVELAB_CONFIG) diff-groups
 
 ##@ Stages
-.PHONY: bringup vllm vllm-deploy vllm-benchmark vllm-quick-test vllm-status vllm-logs vllm-teardown vllm-render
+.PHONY: bringup vllm vllm-deploy vllm-benchmark vllm-quick-test vllm-status vllm-logs vllm-teardown vllm-render vllm-monitor
 bringup: $(GENERATED) ## Prepare the nodes: packages, drivers, cluster (per platform)
 	$(PLAYBOOK) playbooks/bringup.yml
 
@@ -92,6 +92,9 @@ vllm-logs: $(GENERATED) ## Show the recent logs of every engine and router
 
 vllm-teardown: $(GENERATED) ## Stop and remove the stacks (results and caches are kept)
 	$(PLAYBOOK) playbooks/teardown.yml
+
+vllm-monitor: $(GENERATED) ## Kubernetes: port-forward Grafana and Prometheus and print their URLs
+	$(PLAYBOOK) playbooks/monitor.yml
 
 vllm-render: $(GENERATED) ## Kubernetes: write each group's values, manifests and cluster config to render/
 	$(PLAYBOOK) playbooks/render.yml

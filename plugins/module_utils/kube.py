@@ -130,7 +130,18 @@ def stack_values(cfg: dict) -> dict:
         key = {"secretName": secret_name(cfg), "secretKey": "vllm_api_key"}
         engine["vllmApiKey"] = key
         router["vllmApiKey"] = key
-    return {"servingEngineSpec": engine, "routerSpec": router}
+    values = {"servingEngineSpec": engine, "routerSpec": router}
+    if cfg.get("vllm_observability_enabled"):
+        # Every group's engines and router get ServiceMonitors; only the first group's
+        # release carries kube-prometheus-stack (its CRDs can have one owner), and its
+        # Prometheus selects the ServiceMonitors of both groups.
+        engine["serviceMonitor"] = {"enabled": True}
+        router["serviceMonitor"] = {"enabled": True}
+        groups = cfg.get("servelab_groups") or [cfg["servelab_group"]]
+        if cfg["servelab_group"] == groups[0]:
+            values["kube-prometheus-stack"] = {"enabled": True, "grafana": {"enabled": True}}
+            values["grafanaDashboards"] = {"enabled": True}
+    return values
 
 
 def claim_template(cfg: dict) -> dict:

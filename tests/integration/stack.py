@@ -50,13 +50,14 @@ class Stack:
             text=True,
         )
 
-    def playbook(self, name: str, *args: str, check: bool = True) -> Run:
+    def playbook(self, name: str, *args: str, check: bool = True, env: dict | None = None) -> Run:
         env = dict(
             os.environ,
             ANSIBLE_CONFIG=str(TOP / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_FORCE_COLOR="0",
             PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+            **(env or {}),
         )
         proc = subprocess.run(
             [

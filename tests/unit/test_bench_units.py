@@ -102,6 +102,7 @@ def test_a_request_count_spans_exactly_count_over_rate_for_every_seed():
         assert len(ratios) == 1  # the seed's own gaps, scaled by one factor
     assert spans == {8.0}
     assert arrivals.schedule(4, float("inf"), 1) == [0.0] * 4
+    assert arrivals.schedule(4, 4.0, 1, "gamma", float("inf")) == [0.25, 0.5, 0.75, 1.0]
 
 
 def _diffs(times):

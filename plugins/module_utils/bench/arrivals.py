@@ -15,7 +15,8 @@ def intervals(
     """Seconds to wait before each request: Poisson or gamma at `rate` per second.
 
     A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,
-    below 1 burstier, above 1 more regular. An infinite rate sends everything at once.
+    below 1 burstier, above 1 more regular, infinite a fixed pace (as in `vllm bench serve`).
+    An infinite rate sends everything at once.
     """
     if rate <= 0:
         raise ValueError(f"request rate must be > 0, got {rate}")
@@ -25,6 +26,8 @@ def intervals(
     while True:
         if math.isinf(rate):
             yield 0.0
+        elif math.isinf(burstiness):
+            yield 1.0 / rate  # the limit of ever more regular gamma gaps: a fixed pace
         elif process == "gamma":
             yield rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
         else:

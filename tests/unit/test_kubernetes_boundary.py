@@ -1,0 +1,113 @@
+"""The tasks that talk to a cluster, checked at the module boundary.
+
+No Kubernetes API server can run on these machines. The deploy and teardown playbooks
+run for real, with kubernetes.core replaced by a stand-in that records each call
+(tests/data/k8s_boundary); every recorded call is then validated against the argument
+spec of the real kubernetes.core module (6.2.0) of the same name, and its content checked.
+"""
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from stack import TOP, Stack
+
+BOUNDARY = TOP / "tests/data/k8s_boundary"
+SPECS = {
+    "helm": "argument_spec",
+    "k8s": "argspec",
+    "k8s_info": "argspec",
+    "k8s_cluster_info": "argspec",
+}
+
+
+def real_spec(module: str) -> dict:
+    real = importlib.import_module(f"ansible_collections.kubernetes.core.plugins.modules.{module}")
+    return getattr(real, SPECS[module])()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    stack = Stack(tmp_path, defconfig="vllm-kind-dra-mps")
+    stack.configure(
+        f'CONFIG_VLLM_WORK_DIR="{tmp_path}/work"',
+        "CONFIG_VLLM_ROUTER_PORT=18650",
+        'CONFIG_VLLM_API_KEY="k-boundary-secret"',
+    )
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    env = {
+        "K8S_BOUNDARY_LOG": str(log),
+        "ANSIBLE_COLLECTIONS_PATH": f"{BOUNDARY}:{TOP / 'collections'}",
+    }
+    extra = [
+        "-e",
+        f"k8s_render_dir={tmp_path}/render/{{{{ servelab_group }}}}",
+        "-e",
+        f"k8s_stack_render_dir={tmp_path}/render/{{{{ servelab_group }}}}",
+        "-e",
+        f"k8s_stack_kubectl={BOUNDARY / 'fake-kubectl'}",
+    ]
+
+    def run(playbook: str):
+        return stack.playbook(playbook, *extra, env=env)
+
+    def calls() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    yield run, calls, tmp_path
+    stack.playbook("teardown.yml", *extra, env=env, check=False)
+
+
+def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
+    run, calls, tmp = cluster
+    deploy = run("deploy.yml")
+    assert "k-boundary-secret" not in deploy.output
+    recorded = calls()
+    for call in recorded:
+        result = ArgumentSpecValidator(real_spec(call["module"])).validate(call["params"])
+        assert not result.error_messages, (call, result.error_messages)
+    helm = {c["params"]["name"]: c["params"] for c in recorded if c["module"] == "helm"}
+    assert set(helm) == {"vllm-baseline", "vllm-dev"}
+    for group, params in (("baseline", helm["vllm-baseline"]), ("dev", helm["vllm-dev"])):
+        assert params["chart_ref"] == "vllm-stack" and params["chart_version"] == "0.1.12"
+        assert params["values_files"] == [f"{tmp}/render/{group}/values.yaml"]
+        assert os.access(params["post_renderer"], os.X_OK)
+        assert Path(params["post_renderer"]).parent == tmp / "render" / group
+    applied = [c["params"].get("src") for c in recorded if c["module"] == "k8s"]
+    assert f"{tmp}/render/dev/resourceclaimtemplate.yaml" in applied
+    secrets = [
+        c["params"]["definition"]
+        for c in recorded
+        if c["module"] == "k8s" and (c["params"].get("definition") or {}).get("kind") == "Secret"
+    ]
+    assert {s["metadata"]["name"] for s in secrets} == {
+        "vllm-baseline-servelab",
+        "vllm-dev-servelab",
+    }
+    assert all(s["stringData"] == {"vllm_api_key": "k-boundary-secret"} for s in secrets)
+    # The router is reached through a port-forward kept running as a service.
+    spec = json.loads((tmp / "work/stacks/dev/router-port-forward/spec.json").read_text())
+    assert spec["argv"][-2:] == ["service/vllm-dev-router-service", "18650:80"]
+    values = yaml.safe_load((tmp / "render/dev/values.yaml").read_text())
+    assert values["servingEngineSpec"]["vllmApiKey"]["secretName"] == "vllm-dev-servelab"
+
+    before = len(recorded)
+    teardown = run("teardown.yml")
+    removed = calls()[before:]
+    for call in removed:
+        result = ArgumentSpecValidator(real_spec(call["module"])).validate(call["params"])
+        assert not result.error_messages, (call, result.error_messages)
+    assert {c["params"]["name"] for c in removed if c["module"] == "helm"} == {
+        "vllm-baseline",
+        "vllm-dev",
+    }
+    kinds = {c["params"]["kind"] for c in removed if c["module"] == "k8s"}
+    assert kinds == {"ResourceClaimTemplate", "Ingress", "Secret"}
+    assert all(c["params"]["state"] == "absent" for c in removed if c["module"] != "k8s_info")
+    assert not (tmp / "work/stacks/dev/router-port-forward/supervisor.pid").exists()
+    assert "kind delete" not in teardown.output  # servelab did not create this cluster
