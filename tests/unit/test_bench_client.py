@@ -29,7 +29,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
             request.transport.close()
             return resp
         await asyncio.sleep(GAP)
-        chunk = {"choices": [{"index": 0, "text": f"t{i} "}]}
+        # vLLM streams a token that decodes to no text yet as an empty-text chunk.
+        text = "" if mode == "empty-first" and i == 0 else f"t{i} "
+        chunk = {"choices": [{"index": 0, "text": text}]}
         await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
     usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
     await resp.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
@@ -73,6 +75,13 @@ def test_chunks_are_stamped_on_arrival():
     assert out.latency == pytest.approx(6 * GAP, abs=0.05)
     assert out.tpot == pytest.approx(GAP, abs=0.02)
     assert out.text == "" and "text" not in out.to_record()
+
+
+def test_a_token_with_empty_text_is_still_the_first_token():
+    out = asyncio.run(call("empty-first", 4, save_text=True))
+    assert out.chunks == 4 and len(out.itl) == 3
+    assert out.ttft == pytest.approx(GAP, abs=0.03)
+    assert out.text == "t1 t2 t3 "
 
 
 def test_answers_are_kept_only_when_asked_for():

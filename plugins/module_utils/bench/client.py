@@ -97,10 +97,13 @@ async def send(
                     if chunk.get("usage"):
                         out.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
                         out.output_tokens = chunk["usage"].get("completion_tokens", 0)
-                    text = _chunk_text(chunk, endpoint)
-                    if text:
+                    # A chunk with choices carries a generated token, even when its text
+                    # is empty (a special token, or bytes of a character still to come):
+                    # it is stamped like any other, as `vllm bench serve` does. Counting
+                    # only visible text put TTFT one decode step late.
+                    if chunk.get("choices"):
                         if save_text:
-                            out.text += text
+                            out.text += _chunk_text(chunk, endpoint)
                         if out.chunks == 0:
                             out.ttft = now - started
                         else:
