@@ -99,6 +99,15 @@ vllm-monitor: $(GENERATED) ## Kubernetes: port-forward Grafana and Prometheus an
 vllm-render: $(GENERATED) ## Kubernetes: write each group's values, manifests and cluster config to render/
 	$(PLAYBOOK) playbooks/render.yml
 
+##@ Offline installs
+# WHEELHOUSE=dir, and for another target than this machine, e.g.
+# WHEELHOUSE_ARGS="--python-version 3.12 --skip torch".
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_ARGS ?=
+.PHONY: wheelhouse
+wheelhouse: $(GENERATED) ## Download every wheel the nodes install (engine, router, benchmark, model) into WHEELHOUSE
+	$(VBIN)/python scripts/build_wheelhouse.py $(WHEELHOUSE) $(WHEELHOUSE_ARGS)
+
 ##@ Results
 .PHONY: vllm-results vllm-results-list vllm-compare
 vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
