@@ -140,10 +140,10 @@ test-lint: $(VENV_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (
 test-sanity: $(VENV_STAMP) ## ansible-test sanity on the plugins (the tests that need no containers)
 	tests/sanity.sh
 
-test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both groups
-	$(VBIN)/pytest -q -m "not agreement" tests/integration
+test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both groups (agreement test included)
+	$(VBIN)/pytest -q tests/integration
 
-test-agreement: $(VENV_STAMP) ## servelab vs vllm bench serve on a real engine (not in make test yet)
+test-agreement: $(VENV_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
 	$(VBIN)/pytest -q -s -m agreement tests/integration
 
 collection-build: $(VENV_STAMP) ## Build the servelab-vllm collection tarball
