@@ -139,7 +139,7 @@ METRIC = Pattern(re.compile(r"^[a-z0-9_]+$"), "metric names such as median_ttft_
 TYPED_STRINGS: dict[str, Any] = {
     "VLLM_GPU_MEMORY_UTILIZATION": Number(0, 1, low_open=True),
     "VLLM_BENCHMARK_REQUEST_RATE": Number(0, None, low_open=True, allow_inf=True),
-    "VLLM_BENCHMARK_BURSTINESS": Number(0, None, low_open=True),
+    "VLLM_BENCHMARK_BURSTINESS": Number(0, None, low_open=True, allow_inf=True),
     "VLLM_RESULTS_CONFIDENCE": Number(0, 1, low_open=True, high_open=True),
     "VLLM_RESULTS_THRESHOLD_PCT": Number(0, 100),
     "VLLM_LMCACHE_CPU_BUFFER_SIZE": Number(0, None, low_open=True),
@@ -150,6 +150,10 @@ TYPED_STRINGS: dict[str, Any] = {
         QUANTITY, "a Kubernetes memory quantity such as 10Gi", optional=True
     ),
     "VLLM_WORK_DIR": PATH,
+    "VLLM_ENGINE_INHERIT_SITE": Pattern(PATH.regex, PATH.what, optional=True),
+    "VLLM_ENGINE_ENV_LIST": ListOf(
+        Pattern(re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=\S*$"), "NAME=VALUE pairs")
+    ),
     "VLLM_CACHE_DIR": PATH,
     "VLLM_BENCHMARK_RESULTS_DIR": PATH,
     "VLLM_MODEL_NAME": Pattern(re.compile(r"^\S+$"), "a name without spaces"),

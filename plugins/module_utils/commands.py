@@ -82,6 +82,9 @@ def engine_env(cfg: dict[str, Any], mps_pipe_dir: str = "", mps_log_dir: str = "
         limit = cfg.get("vllm_mps_pinned_device_memory_limit")
         if limit:
             env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={_mps_memory(limit)}"
+    for pair in cfg.get("vllm_engine_env_list") or []:
+        name, _, value = pair.partition("=")
+        env[name] = value
     return env
 
 

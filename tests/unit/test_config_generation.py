@@ -156,6 +156,8 @@ BAD_INPUTS = [
     ('CONFIG_VLLM_DTYPE="fp7"', ["VLLM_DTYPE", "bfloat16"]),
     ('CONFIG_VLLM_BENCHMARK_PERCENTILES_LIST="50 abc"', ["PERCENTILES_LIST", "list"]),
     ('CONFIG_VLLM_WORK_DIR="relative/dir"', ["VLLM_WORK_DIR", "absolute path"]),
+    ('CONFIG_VLLM_ENGINE_ENV_LIST="A=1 not-a-pair"', ["VLLM_ENGINE_ENV_LIST", "NAME=VALUE"]),
+    ('CONFIG_VLLM_ENGINE_INHERIT_SITE="lib/site"', ["VLLM_ENGINE_INHERIT_SITE", "absolute"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_replica_count=0"', ["vllm_replica_count", "from 1 to 64"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_platform=kind"', ["vllm_platform", "per-group"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_nope=1"', ["vllm_nope", "no such setting"]),
@@ -220,6 +222,27 @@ def test_declared_hosts_become_ssh_hosts(tmp_path):
     assert "ansible_connection" not in hosts["gpu1"]
     dev = inv["all"]["children"]["dev"]["vars"]
     assert dev["vllm_router_port"] == 8000  # separate hosts: no port offset
+
+
+def test_engine_env_and_inherited_site_reach_the_engine(tmp_path):
+    from ansible_collections.servelab.vllm.plugins.module_utils import commands
+
+    config = make_config(
+        tmp_path,
+        "vllm-local-gpu-mps",
+        'CONFIG_VLLM_ENGINE_ENV_LIST="VLLM_USE_FLASHINFER_SAMPLER=0 X=a=b"',
+        'CONFIG_VLLM_ENGINE_INHERIT_SITE="/opt/torch/.venv/lib/python3.12/site-packages"',
+        "CONFIG_VLLM_BENCHMARK_ARRIVALS_GAMMA=y",
+        'CONFIG_VLLM_BENCHMARK_BURSTINESS="inf"',
+    )
+    rc, shared, hosts = generate(tmp_path, config)
+    assert rc == 0
+    dev = hosts["all"]["children"]["dev"]["vars"]
+    assert dev["vllm_engine_inherit_site"] == "/opt/torch/.venv/lib/python3.12/site-packages"
+    assert dev["vllm_benchmark_burstiness"] == float("inf")
+    env = commands.engine_env({**shared, **dev}, "/p", "/l")
+    assert env["VLLM_USE_FLASHINFER_SAMPLER"] == "0" and env["X"] == "a=b"
+    assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
 
 
 def test_single_group(tmp_path):
