@@ -66,13 +66,20 @@ def stack_values(cfg: dict) -> dict:
         "enableChunkedPrefill": bool(cfg["vllm_enable_chunked_prefill"]),
         "tensorParallelSize": int(cfg["vllm_tensor_parallel_size"]),
     }
-    extra = list(cfg.get("vllm_engine_extra_args") or [])
+    if cfg.get("vllm_model_source", "hf_id") != "hf_id":
+        raise KubeConfigError(
+            f"vllm_model_source={cfg.get('vllm_model_source')}: engine pods download their "
+            "model themselves, so the Kubernetes platforms need a Hugging Face id "
+            "(CONFIG_VLLM_MODEL_SOURCE_HF_ID and CONFIG_VLLM_MODEL_URL)"
+        )
+    # Served under the configured name, which the benchmark and quick test ask for.
+    extra = ["--served-model-name", cfg["vllm_model_name"]]
+    extra += list(cfg.get("vllm_engine_extra_args") or [])
     if not cpu:
         vllm_config["gpuMemoryUtilization"] = float(cfg["vllm_gpu_memory_utilization"])
     if cfg.get("vllm_enforce_eager"):
         extra.append("--enforce-eager")
-    if extra:
-        vllm_config["extraArgs"] = extra
+    vllm_config["extraArgs"] = extra
     model: dict = {
         "name": dns_label(cfg["vllm_model_name"]),
         "repository": cfg["vllm_prod_stack_engine_image"],

@@ -138,6 +138,8 @@ def test_ingress_lmcache_ray_and_secrets(tmp_path):
     assert model["lmcacheConfig"]["enabled"] is True and model["raySpec"]["enabled"] is True
     assert model["hf_token"] == {"secretName": "vllm-dev-servelab", "secretKey": "hf_token"}
     assert values["routerSpec"]["routingLogic"] == "session"
+    extra = model["vllmConfig"]["extraArgs"]
+    assert extra[extra.index("--served-model-name") + 1] == "qwen2.5-1.5b-instruct"
     ingress = yaml.safe_load((out / "dev" / "ingress.yaml").read_text())
     k8s_valid(ingress)
     annotations = ingress["metadata"]["annotations"]
@@ -174,6 +176,11 @@ def test_bad_input_is_named(tmp_path):
     stack.configure("CONFIG_VLLM_ROUTER_POWER_OF_TWO=y", "CONFIG_VLLM_REPLICA_COUNT=2")
     run = stack.playbook("render.yml", "-e", f"k8s_render_dir={tmp_path}/r", check=False)
     assert run.rc != 0 and "CONFIG_VLLM_ROUTER_POLICY" in run.output
+    gguf = Stack(tmp_path / "gguf", defconfig="vllm-kind-dra-mps")
+    (tmp_path / "gguf").mkdir()
+    gguf.configure("CONFIG_VLLM_MODEL_SOURCE_PYPI_GGUF=y")
+    run = gguf.playbook("render.yml", "-e", f"k8s_render_dir={tmp_path}/g", check=False)
+    assert run.rc != 0 and "CONFIG_VLLM_MODEL_SOURCE_HF_ID" in run.output
     (tmp_path / "local").mkdir()
     local = Stack(tmp_path / "local", defconfig="vllm-quick-test")
     local.configure()
