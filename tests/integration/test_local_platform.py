@@ -90,7 +90,9 @@ def test_status_and_logs_report_every_service(stack):
 
 def test_benchmark_writes_results_for_both_groups(stack):
     run = stack.playbook("benchmark.yml", "-e", "servelab_run_id=itest")
-    assert run.changed() == 2, run.recap()
+    # Both groups' benchmark tasks, and the first one's install of the benchmark venv.
+    assert run.changed() >= 2, run.recap()
+    assert run.output.count("Ensure the benchmark packages are installed") == 2
     for group in ("baseline", "dev"):
         host_dir = stack.tmp / "results" / "itest" / group / f"{group}-local"
         index = json.loads((host_dir / "index.json").read_text())
