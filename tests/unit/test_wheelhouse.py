@@ -110,3 +110,45 @@ def test_a_wheelhouse_without_a_package_is_a_clear_error(tmp_path, wheelhouse):
     assert run.returncode != 0
     assert f"(from the wheelhouse {partial})" in run.stdout
     assert "aiohttp" in run.stdout
+
+
+def builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bw", TOP / "scripts/build_wheelhouse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+METADATA = """Metadata-Version: 2.1
+Name: vllm
+Requires-Dist: numba==0.65.0
+Requires-Dist: llguidance<1.8.0,>=1.7.0; platform_machine == "x86_64"
+Requires-Dist: six>=1.16.0; python_version > "3.11"
+Requires-Dist: apache-tvm-ffi==0.1.9
+Requires-Dist: pytest; extra == "test"
+Requires-Dist: pywin32; sys_platform == "win32"
+"""
+
+
+def test_requirements_for_an_image_drop_override_and_evaluate_markers():
+    bw = builder()
+    reqs = bw.target_requires(
+        METADATA, "3.12", {"llguidance"}, {"apache-tvm-ffi": "apache-tvm-ffi==0.1.15.post2"}
+    )
+    assert reqs == ["numba==0.65.0", "six>=1.16.0", "apache-tvm-ffi==0.1.15.post2"]
+    assert "six>=1.16.0" not in bw.target_requires(METADATA, "3.11", set(), {})
+
+
+def test_only_what_the_image_lacks_is_carried():
+    bw = builder()
+    report = {
+        "install": [
+            {"metadata": {"name": "Numba", "version": "0.65.0"}},
+            {"metadata": {"name": "torch", "version": "2.11.0"}},
+            {"metadata": {"name": "six", "version": "1.17.0"}},
+        ]
+    }
+    present = {"numba": "0.68.0", "torch": "2.11.0", "six": "1.17.0"}
+    assert bw.missing_from(report, present) == [("numba", "0.65.0")]
