@@ -11,7 +11,10 @@ Secrets never appear here: values reference a Secret the deploy role creates.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import sys
 
 ROUTING_LOGIC = {
     "round_robin": "roundrobin",
@@ -302,9 +305,6 @@ def ingress(cfg: dict, timeout_s: int) -> dict:
 
 def post_renderer_script(cfg: dict, python: str) -> str:
     """The executable Helm 3 runs as --post-renderer for this group's release."""
-    import os
-    import shlex
-
     collections_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 5))
     argv = [
         python,
@@ -365,9 +365,7 @@ def add_claims(docs: list, release: str, template: str) -> list:
 
 def main(argv: list[str]) -> int:
     """Helm 3 post-renderer: manifests on stdin, the same with DRA claims on stdout."""
-    import sys
-
-    import yaml
+    import yaml  # only here: the controller has it, module targets need not
 
     if len(argv) != 2:
         print("usage: kube.py RELEASE CLAIM_TEMPLATE < manifests", file=sys.stderr)
@@ -383,6 +381,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

@@ -101,12 +101,17 @@ def test_mps_claims_differ_per_group_and_reach_the_engine_deployments(tmp_path):
     assert again.changed() == 0
 
 
-def test_time_slicing_and_device_plugin_allocation(tmp_path):
+def test_time_slicing_exclusive_and_device_plugin_allocation(tmp_path):
     _, out = render(tmp_path, "vllm-minikube-dra-timeslicing")
     claim = yaml.safe_load((out / "dev" / "resourceclaimtemplate.yaml").read_text())
     sharing = claim["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]
     assert sharing["strategy"] == "TimeSlicing"
     assert (out / "dev" / "minikube-start-args").read_text().count("DynamicResourceAllocation")
+    exclusive = ("CONFIG_VLLM_GPU_SHARING_EXCLUSIVE=y", 'CONFIG_VLLM_DEV_OVERRIDES=""')
+    _, out = render(tmp_path / "excl", "vllm-kind-dra-mps", *exclusive)
+    claim = yaml.safe_load((out / "dev" / "resourceclaimtemplate.yaml").read_text())
+    assert "config" not in claim["spec"]["spec"]["devices"]
+    k8s_valid(claim)
     _, out = render(
         tmp_path / "plugin", "vllm-kind-dra-mps", "CONFIG_VLLM_GPU_ALLOCATION_DEVICE_PLUGIN=y"
     )
