@@ -38,6 +38,9 @@ PER_GROUP_PREFIXES = ("VLLM_GPU_", "VLLM_MPS_", "VLLM_TIME_SLICING_", "VLLM_REQU
 # Secrets go to extra_vars.yaml (mode 0600) only, never to the inventory or the diff.
 SECRETS = ("VLLM_HF_TOKEN", "VLLM_API_KEY")
 PORT_SYMBOLS = ("VLLM_ROUTER_PORT", "VLLM_ROUTER_METRICS_PORT")
+# Platforms where both groups' local ports live on one host: the local stacks, or the
+# Kubernetes platforms' port-forwards on the controller.
+SHARED_HOST_PLATFORMS = ("local", "kind", "minikube", "existing_cluster")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
@@ -421,7 +424,7 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                     f"CONFIG_{key.upper()} is empty: the declared-hosts platform needs at least "
                     f"one host for the {group} group (space separated host names)"
                 )
-    if platform == "local" and "dev" in groups:
+    if platform in SHARED_HOST_PLATFORMS and "dev" in groups:
         offset = shared["vllm_local_dev_port_offset"]
         for key, port in ports(groups["dev"]).items():
             if port + offset > 65535:
@@ -458,7 +461,7 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                 f"CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME={knob!r}: expected a per-group setting "
                 "that is in effect, e.g. vllm_mps_active_thread_percentage"
             )
-    if platform == "local" and "dev" in groups:
+    if platform in SHARED_HOST_PLATFORMS and "dev" in groups:
         dev = {p + shared["vllm_local_dev_port_offset"] for p in ports(groups["dev"]).values()}
         clash = dev & set(ports(groups["baseline"]).values())
         if clash:
@@ -471,7 +474,7 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
 def effective_group(shared: dict[str, Any], cfg: dict[str, Any], group: str) -> dict[str, Any]:
     """The per-group settings as the group's hosts see them (ports moved on a shared host)."""
     cfg = dict(cfg)
-    if group == "dev" and shared["vllm_platform"] == "local":
+    if group == "dev" and shared["vllm_platform"] in SHARED_HOST_PLATFORMS:
         offset = shared["vllm_local_dev_port_offset"]
         cfg["vllm_engine_base_port"] += offset
         for name in PORT_SYMBOLS:
@@ -552,12 +555,13 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
 
 
 def diff_groups(config: Path) -> int:
-    shared, groups = build(config)
+    _, groups = build(config)
     if "dev" not in groups:
         print("only the baseline group is enabled (CONFIG_VLLM_BASELINE_AND_DEV is not set)")
         return 0
-    base = effective_group(shared, groups["baseline"], "baseline")
-    dev = effective_group(shared, groups["dev"], "dev")
+    # The settings as configured: dev's ports moved by the shared-host offset are not a
+    # difference anyone chose.
+    base, dev = groups["baseline"], groups["dev"]
     keys = sorted(k for k in base.keys() | dev.keys() if base.get(k) != dev.get(k))
     if not keys:
         print("baseline and dev have the same configuration")

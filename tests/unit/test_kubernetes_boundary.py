@@ -92,7 +92,10 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
     assert all(s["stringData"] == {"vllm_api_key": "k-boundary-secret"} for s in secrets)
     # The router is reached through a port-forward kept running as a service.
     spec = json.loads((tmp / "work/stacks/dev/router-port-forward/spec.json").read_text())
-    assert spec["argv"][-2:] == ["service/vllm-dev-router-service", "18650:80"]
+    # Both groups' port-forwards run on this host: dev's port is moved by the offset.
+    assert spec["argv"][-2:] == ["service/vllm-dev-router-service", "19650:80"]
+    base = json.loads((tmp / "work/stacks/baseline/router-port-forward/spec.json").read_text())
+    assert base["argv"][-1] == "18650:80"
     values = yaml.safe_load((tmp / "render/dev/values.yaml").read_text())
     assert values["servingEngineSpec"]["vllmApiKey"]["secretName"] == "vllm-dev-servelab"
 
