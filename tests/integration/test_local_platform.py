@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -298,9 +299,20 @@ def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(4)
-    # The engine dies: SIGKILL to its process group. Its supervisor restarts it, but a
-    # start takes far longer than the rest of the run.
+    # Wait for a first completed request (long prompts on 2 cores take several seconds),
+    # then the engine dies: SIGKILL to its process group. Its supervisor restarts it, but
+    # a start takes far longer than the rest of the run.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = out / "progress.log"
+        done = (
+            re.findall(r"(\d+) done \((\d+) failed\)", progress.read_text())
+            if progress.exists()
+            else []
+        )
+        if done and int(done[-1][0]) > int(done[-1][1]):
+            break
+        time.sleep(0.2)
     engine_pid = int((stack.tmp / "work/stacks/dev/engine-0/child.pid").read_text())
     os.killpg(os.getpgid(engine_pid), signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
