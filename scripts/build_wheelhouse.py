@@ -203,9 +203,9 @@ def main() -> int:
     parts = set(args.only.split(","))
     if not parts <= set(PARTS):
         sys.exit(f"error: --only takes {', '.join(PARTS)}; got {args.only}")
-    reqs = requirements(args.inventory, parts) if parts - {"bench"} else []
     if (parts - {"bench"}) and not args.inventory.exists():
         sys.exit(f"error: {args.inventory} missing: run `make defconfig-...` first")
+    reqs = requirements(args.inventory, parts) if parts - {"bench"} else []
     args.out.mkdir(parents=True, exist_ok=True)
     install = None
     if reqs and args.assume_present:

@@ -49,15 +49,15 @@ def unit_name(name: str) -> str:
     return "servelab-" + re.sub(r"[^A-Za-z0-9:_.-]", "-", name) + ".service"
 
 
-def _quote_exec(arg: str) -> str:
-    """One ExecStart word: double-quoted, C escapes, % and $ doubled (systemd.service(5))."""
-    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return '"' + escaped.replace("%", "%%").replace("$", "$$") + '"'
-
-
 def _quote_env(value: str) -> str:
+    """Double-quoted, with backslash, quote and newline escaped (systemd's C escapes)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+def _quote_exec(arg: str) -> str:
+    """One ExecStart word: quoted as above, % and $ doubled (systemd.service(5))."""
+    return _quote_env(arg).replace("%", "%%").replace("$", "$$")
 
 
 def render_env_file(env: dict[str, str]) -> str:
@@ -93,13 +93,13 @@ def render_unit(name: str, argv: list[str], service_dir: str, log: str) -> str:
     )
 
 
-def _write_atomic(path: str, text: str, mode: int) -> bool:
-    """Write text to path unless it already holds it; True when written."""
+def _write_atomic(path: str, text: str, mode: int) -> None:
+    """Write text to path (temporary name, then rename) unless it already holds it."""
     try:
         with open(path) as handle:
             if handle.read() == text:
                 os.chmod(path, mode)
-                return False
+                return
     except OSError:
         pass
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -107,7 +107,6 @@ def _write_atomic(path: str, text: str, mode: int) -> bool:
     with os.fdopen(fd, "w") as out:
         out.write(text)
     os.replace(tmp, path)
-    return True
 
 
 class ProcessManager:

@@ -76,9 +76,6 @@ def test_every_kubernetes_defconfig_renders_valid_files(tmp_path, defconfig):
         if (gdir / "kind-config.yaml").exists():
             kind = yaml.safe_load((gdir / "kind-config.yaml").read_text())
             jsonschema.validate(kind, json.loads(KIND_SCHEMA.read_text()))
-        assert "hf_token" not in (gdir / "values.yaml").read_text() or "secretName" in values[
-            "servingEngineSpec"
-        ]["modelSpec"][0].get("hf_token", {})
 
 
 def test_mps_claims_differ_per_group_and_reach_the_engine_deployments(tmp_path):
