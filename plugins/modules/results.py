@@ -119,7 +119,7 @@ def main() -> None:
     )
     if stats.IMPORT_ERROR or plots.plt is None:
         module.fail_json(
-            msg=missing_required_lib("numpy and matplotlib"), exception=stats.IMPORT_ERROR
+            msg=missing_required_lib("numpy, scipy and matplotlib"), exception=stats.IMPORT_ERROR
         )
     p = module.params
     results_dir = Path(p["results_dir"])

@@ -63,6 +63,7 @@ def write_run(
                     "config_hash": "abcdef123456",
                     "point": point,
                     "repetition": rep,
+                    "started_at": 1_795_000_000.0 + 100 * p_i + rep,  # points run in order
                 }
                 (rep_dir / "summary.json").write_text(json.dumps(summary))
                 (rep_dir / "requests.jsonl").write_text(

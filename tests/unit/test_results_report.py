@@ -57,6 +57,24 @@ def test_sweep_points_get_their_own_comparison_and_a_sweep_plot(tmp_path):
     assert "## Sweep" in md and md.count("| concurrency-") >= 6
 
 
+def test_a_sweep_of_one_group_compares_each_point_with_the_first_in_run_order(tmp_path):
+    points = ("mps-100", "mps-50", "mps-20")  # run order; by name 20 would come first
+    run = write_run(tmp_path, points=points, reps=3, n=30)
+    shutil.rmtree(run / "dev")
+    out = report.write_report(run, SETTINGS, GATE)
+    assert list(out["comparisons"]) == ["mps-50 against mps-100", "mps-20 against mps-100"]
+    assert not out["problems"]
+    # The fixture's later points are slower (load 1.5x, 2x): the first point plays baseline.
+    assert verdicts(out, "mps-20 against mps-100")["median_ttft_ms"] == "worse"
+    md = (run / "report" / "report.md").read_text()
+    assert "the first point plays baseline" in md
+    assert (
+        md.index("| mps-100 | baseline")
+        < md.index("| mps-50 | baseline")
+        < md.index("| mps-20 | baseline")
+    )
+
+
 def test_missing_partial_and_corrupt_results_are_reported_not_deleted(tmp_path):
     run = write_run(tmp_path)
     dev_host = run / "dev" / "dev-local"

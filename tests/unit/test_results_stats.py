@@ -62,3 +62,42 @@ def test_percentile_statistics():
     assert stats.statistic("p99_9")(np.arange(1001.0)) == pytest.approx(999.0)
     with pytest.raises(ValueError):
         stats.statistic("mode")
+
+
+def clusters(rng, offsets, n=300):
+    """One list of samples per repetition; each repetition runs at its own speed."""
+    return [lognormal(rng, n, scale=o) for o in offsets]
+
+
+def test_run_to_run_variation_widens_latency_intervals():
+    rng = np.random.default_rng(3)
+    # No real change: the repetitions of both groups scatter by +-15%, dev's by chance higher.
+    base = clusters(rng, [0.85, 1.0, 1.15])
+    dev = clusters(rng, [1.05, 0.9, 1.25])
+    flat_base, flat_dev = np.concatenate(base).tolist(), np.concatenate(dev).tolist()
+    pooled = stats.compare("median_ttft_ms", flat_base, flat_dev, "median", True)
+    assert pooled.verdict == stats.WORSE  # requests as if independent: falsely confident
+    clustered = stats.compare("median_ttft_ms", base, dev, "median", True, clustered=True)
+    assert clustered.verdict == stats.SAME
+    assert clustered.n_baseline == 900 and clustered.baseline == pytest.approx(pooled.baseline)
+    # A change every repetition shows stays visible through the same run-to-run scatter.
+    shifted = clusters(rng, [0.99 * 1.1, 1.0 * 1.1, 1.01 * 1.1])
+    steady = clusters(rng, [0.99, 1.0, 1.01])
+    real = stats.compare("median_ttft_ms", steady, shifted, "median", True, clustered=True)
+    assert real.verdict == stats.WORSE and real.ci_low > 0
+
+
+def test_throughputs_of_three_repetitions_use_welch_intervals():
+    from scipy import stats as scipy_stats
+
+    base, dev = [63.9, 72.1, 57.7], [74.3, 80.2, 68.4]
+    c = stats.compare("request_throughput", base, dev, "mean", False, method="welch")
+    ci = scipy_stats.ttest_ind(dev, base, equal_var=False).confidence_interval(0.95)
+    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
+    assert c.verdict == stats.SAME  # +16% on three scattered runs is not established
+    clear = stats.compare(
+        "request_throughput", [100, 101, 99], [120, 121, 119], "mean", False, method="welch"
+    )
+    assert clear.verdict == stats.BETTER
+    flat = stats.compare("request_throughput", [5, 5, 5], [5, 5, 5], "mean", False, method="welch")
+    assert flat.verdict == stats.SAME and flat.ci_low == flat.ci_high == 0

@@ -92,6 +92,8 @@ def load_run(run_dir: Path) -> RunResults:
                         group_dir.name, host_dir.name, rep_dir.parent.name, rep, summary, requests
                     )
                 )
+    # Points in the order they ran (a sweep's order), not the directories' names.
+    run.reps.sort(key=lambda r: r.summary.get("started_at") or 0)  # stable: old runs keep theirs
     if run.reps and "baseline" not in run.groups():
         run.problems.append("no baseline results: nothing to compare against")
     return run

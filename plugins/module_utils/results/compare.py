@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from . import stats
 from .collect import RepResult, RunResults
 
-# Latency metrics compare per-request samples pooled over hosts and repetitions.
+# Latency metrics compare per-request samples pooled over hosts and repetitions; their
+# intervals resample repetitions, then requests within each (stats.clustered_bootstrap_ci).
 LATENCY = [(name, stat) for name in ("ttft", "tpot", "itl", "e2el") for stat in ("median", "p99")]
-# Throughput metrics compare one value per repetition (and host).
+# Throughput metrics compare one value per repetition (and host), with Welch's t interval.
 THROUGHPUT = [
     "request_throughput",
     "output_throughput",
@@ -52,14 +53,15 @@ def compare_point(base: list[RepResult], dev: list[RepResult], s: Settings) -> l
         rows.append(
             stats.compare(
                 f"{stat}_{name}_ms",
-                latency_samples(base, name),
-                latency_samples(dev, name),
+                [latency_samples([rep], name) for rep in base],
+                [latency_samples([rep], name) for rep in dev],
                 stat,
                 lower_is_better=True,
                 confidence=s.confidence,
                 threshold_pct=s.threshold_pct,
                 resamples=s.resamples,
                 seed=s.seed,
+                clustered=True,
             ).to_dict()
         )
     for metric in THROUGHPUT:
@@ -78,15 +80,25 @@ def compare_point(base: list[RepResult], dev: list[RepResult], s: Settings) -> l
                 threshold_pct=s.threshold_pct,
                 resamples=s.resamples,
                 seed=s.seed,
+                method="welch",
             ).to_dict()
         )
     return rows
 
 
 def compare_run(run: RunResults, s: Settings) -> dict:
-    """{point: [comparison rows]} for every point both groups ran."""
+    """{title: [comparison rows]}: dev against baseline at every point both groups ran; for
+    a sweep of one group, every later point against the first."""
     out: dict = {}
-    for point in run.points():
+    points = run.points()
+    if run.groups() == ["baseline"] and len(points) > 1:
+        first = run.select("baseline", points[0])
+        for point in points[1:]:
+            out[f"{point} against {points[0]}"] = compare_point(
+                first, run.select("baseline", point), s
+            )
+        return out
+    for point in points:
         base, dev = run.select("baseline", point), run.select("dev", point)
         if base and dev:
             out[point] = compare_point(base, dev, s)

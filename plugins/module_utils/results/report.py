@@ -138,6 +138,15 @@ COMPARISON_HEADER = [
 ]
 
 
+ONE_GROUP_NOTE = (
+    "A sweep of one group: the first point plays baseline and each later point plays dev."
+)
+
+
+def single_group_sweep(run) -> bool:
+    return run.groups() == ["baseline"] and len(run.points()) > 1
+
+
 def markdown(run, comparisons, context, images, s: Settings) -> str:
     lines = [f"# servelab report: {run.run_id}", ""]
     for group, ctx in context.items():
@@ -152,10 +161,13 @@ def markdown(run, comparisons, context, images, s: Settings) -> str:
         f"Verdicts: dev against baseline, {s.confidence:.0%} bootstrap interval "
         f"({s.resamples} resamples) of the difference; a change counts when the interval "
         f"excludes 0 and reaches {s.threshold_pct:g}%. Lower is better for latencies, "
-        "higher for throughputs. Latencies compare per-request samples; throughputs, "
-        "repetitions.",
+        "higher for throughputs. Latencies compare per-request samples, with intervals that "
+        "resample repetitions and then requests within each, so run-to-run variation counts; "
+        "throughputs compare the means of repetitions with Welch's t interval.",
         "",
     ]
+    if single_group_sweep(run):
+        lines += [ONE_GROUP_NOTE, ""]
     if run.problems:
         lines += ["## Problems", ""] + [f"- {p}" for p in run.problems] + [""]
     for point, rows in comparisons.items():
@@ -215,9 +227,12 @@ def to_html(run, comparisons, context, images, s: Settings) -> str:
             f"{ctx['repetitions']} repetition(s)</li>"
         )
     parts.append(
-        f"</ul><p>{s.confidence:.0%} bootstrap interval of dev - baseline; threshold "
-        f"{s.threshold_pct:g}%.</p>"
+        f"</ul><p>{s.confidence:.0%} bootstrap interval of dev - baseline (latencies: "
+        f"repetitions, then requests, resampled; throughputs: Welch's t interval); "
+        f"threshold {s.threshold_pct:g}%.</p>"
     )
+    if single_group_sweep(run):
+        parts.append(f"<p>{e(ONE_GROUP_NOTE)}</p>")
     if run.problems:
         parts.append(
             "<h2>Problems</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in run.problems) + "</ul>"
