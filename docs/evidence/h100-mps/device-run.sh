@@ -46,10 +46,12 @@ $CFG defconfig vllm-h100-mps-offline && $CFG generate
 time $PLAY playbooks/vllm.yml
 save 1-fixed-rate
 
-stamp "run 2: the same stacks, a concurrency sweep"
-setcfg CONFIG_VLLM_BENCHMARK_SWEEP_CONCURRENCY=y 'CONFIG_VLLM_BENCHMARK_SWEEP_CONCURRENCY_LIST="4 16 64 256"' \
+stamp "run 2: baseline MPS 100 vs dev MPS 50, a concurrency sweep (128 requests a point)"
+$PLAY playbooks/teardown.yml
+$CFG defconfig vllm-h100-mps-offline
+setcfg CONFIG_VLLM_BENCHMARK_SWEEP_CONCURRENCY=y 'CONFIG_VLLM_BENCHMARK_SWEEP_CONCURRENCY_LIST="16 64 256"' \
   'CONFIG_VLLM_BENCHMARK_REQUEST_RATE="inf"' CONFIG_VLLM_BENCHMARK_NUM_PROMPTS=128
-time $PLAY playbooks/benchmark.yml
+time $PLAY playbooks/vllm.yml
 save 2-concurrency
 
 stamp "run 3: one group, MPS 100/50/20 as a sweep, 64 requests in flight"
@@ -57,7 +59,6 @@ $PLAY playbooks/teardown.yml
 setcfg '# CONFIG_VLLM_BASELINE_AND_DEV is not set' CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y \
   'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME="vllm_mps_active_thread_percentage"' \
   'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="100 50 20"' CONFIG_VLLM_BENCHMARK_CONCURRENT_USERS=64
-$CFG generate
 time $PLAY playbooks/vllm.yml
 save 3-mps-sweep
 $PLAY playbooks/teardown.yml || true
