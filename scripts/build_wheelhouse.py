@@ -19,11 +19,12 @@ Set CONFIG_VLLM_ENGINE_WHEELHOUSE to OUT's path on the nodes to install from it 
 no index.
 
 For a target image that already holds most packages (a CUDA image with torch, say),
---assume-present takes its `pip freeze`: the top-level packages' own requirements
-(minus --drop, with --override pins) are resolved with the image's versions as
-constraints (--add: a package taken as is, when its own pins contradict the image's),
-only what the image lacks is downloaded, and OUT/install.txt lists exactly
-the wheels to install there with `pip install --no-index --no-deps`.
+--assume-present takes its `pip freeze`: the engine's requirements (minus --drop, with
+--override pins) are walked against the image's versions (see curated()), only what the
+image lacks is downloaded (--add: a package taken as is, when its own pins contradict the
+image's), and OUT/install.txt lists exactly the wheels the engine venv installs there
+with `pip install --no-index --no-deps`. The router's and the benchmark's venvs do not
+see the image: their closures come whole.
 """
 
 from __future__ import annotations
