@@ -147,7 +147,8 @@ def test_results_compare_the_run_and_write_the_report(stack):
 
 @pytest.mark.agreement
 def test_agreement_with_vllm_bench_serve(stack, tmp_path):
-    """Ours and `vllm bench serve` alternately, same prompts and rate: medians within 15%.
+    """Ours and `vllm bench serve` alternately, same prompts and rate: each tool's best run
+    (lowest median TTFT and TPOT, highest throughput) within 15% of the other's.
 
     Both tools send the same 96 prompts in the same order (the same seeded shuffle) at a
     fixed pace (--burstiness inf) of 2 req/s, below this 2-core engine's capacity (about
