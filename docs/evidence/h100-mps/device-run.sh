@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The H100 evidence run, on the lent GPU machine (no index), after the wheels were carried
-# to /tmp/carry (see README.md beside this file). Runs from a copy of the checkout, writes
+# to /tmp/carry (see docs/evidence/h100-mps.md). Runs from a copy of the checkout, writes
 # everything under /tmp/evidence, and packs it into /tmp/evidence.tar.gz as it goes.
 set -euo pipefail
 export PATH=/usr/local/nvidia/bin:$PATH LANG=C.UTF-8 LC_ALL=C.UTF-8 PYTHONUNBUFFERED=1
