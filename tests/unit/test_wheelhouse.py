@@ -40,6 +40,19 @@ def test_manifest_lists_every_wheel_with_its_hash(wheelhouse):
         assert hashlib.sha256(data).hexdigest() == wheel["sha256"]
 
 
+def play(tmp_path, playbook):
+    """ansible-playbook on localhost, pip pointed at an index that does not exist."""
+    env = {
+        "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"),
+        "PIP_INDEX_URL": DEAD_INDEX,
+        "PATH": f"{TOP / '.venv/bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+    argv = [str(TOP / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local"]
+    argv += ["-e", f"ansible_python_interpreter={sys.executable}", str(playbook)]
+    return subprocess.run(argv, cwd=TOP, env=env, capture_output=True, text=True)
+
+
 def run_install(tmp_path, wheelhouse_dir):
     playbook = tmp_path / "install.yml"
     playbook.write_text(
@@ -61,28 +74,7 @@ def run_install(tmp_path, wheelhouse_dir):
             """
         )
     )
-    env = {
-        "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"),
-        "PIP_INDEX_URL": DEAD_INDEX,
-        "PATH": f"{TOP / '.venv/bin'}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
-    return subprocess.run(
-        [
-            str(TOP / ".venv/bin/ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(playbook),
-        ],
-        cwd=TOP,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    return play(tmp_path, playbook)
 
 
 def test_the_benchmark_venv_installs_from_the_wheelhouse_with_no_index(tmp_path, wheelhouse):
@@ -278,15 +270,7 @@ def run_engine_install(tmp_path, wheelhouse_dir, image_site):
             """
         )
     )
-    env = {
-        "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"),
-        "PIP_INDEX_URL": DEAD_INDEX,
-        "PATH": f"{TOP / '.venv/bin'}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
-    argv = [str(TOP / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local"]
-    argv += ["-e", f"ansible_python_interpreter={sys.executable}", str(playbook)]
-    return subprocess.run(argv, cwd=TOP, env=env, capture_output=True, text=True)
+    return play(tmp_path, playbook)
 
 
 def test_the_engine_installs_the_image_aware_list_with_no_index(tmp_path):
