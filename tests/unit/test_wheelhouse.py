@@ -9,10 +9,10 @@ import hashlib
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from stack import TOP
 
 DEAD_INDEX = "http://127.0.0.1:9/simple"
@@ -40,8 +40,16 @@ def test_manifest_lists_every_wheel_with_its_hash(wheelhouse):
         assert hashlib.sha256(data).hexdigest() == wheel["sha256"]
 
 
-def play(tmp_path, playbook):
-    """ansible-playbook on localhost, pip pointed at an index that does not exist."""
+def play(tmp_path, role, role_vars, extra_tasks=()):
+    """A role's install tasks on localhost, pip pointed at an index that does not exist."""
+    include = {"ansible.builtin.include_role": {"name": role, "tasks_from": "install"}}
+    tasks = [{**include, "vars": role_vars}, *extra_tasks]
+    playbook = tmp_path / f"{role.rsplit('.', 1)[-1]}.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [{"hosts": "localhost", "gather_facts": True, "gather_subset": ["min"], "tasks": tasks}]
+        )
+    )
     env = {
         "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"),
         "PIP_INDEX_URL": DEAD_INDEX,
@@ -54,27 +62,14 @@ def play(tmp_path, playbook):
 
 
 def run_install(tmp_path, wheelhouse_dir):
-    playbook = tmp_path / "install.yml"
-    playbook.write_text(
-        textwrap.dedent(
-            f"""\
-            - hosts: localhost
-              gather_facts: true
-              gather_subset: [min]
-              tasks:
-                - ansible.builtin.include_role:
-                    name: servelab.vllm.bench
-                    tasks_from: install
-                  vars:
-                    vllm_cache_dir: {tmp_path}/cache
-                    vllm_node_python: {sys.executable}
-                    vllm_engine_wheelhouse: {wheelhouse_dir}
-                - ansible.builtin.debug:
-                    msg: "wheels={{{{ bench_wheelhouse.manifest.wheels | length }}}}"
-            """
-        )
-    )
-    return play(tmp_path, playbook)
+    role_vars = {
+        "vllm_cache_dir": f"{tmp_path}/cache",
+        "vllm_node_python": sys.executable,
+        "vllm_engine_wheelhouse": str(wheelhouse_dir),
+    }
+    report = {"msg": "wheels={{ bench_wheelhouse.manifest.wheels | length }}"}
+    extra = [{"ansible.builtin.debug": report}]
+    return play(tmp_path, "servelab.vllm.bench", role_vars, extra)
 
 
 def test_the_benchmark_venv_installs_from_the_wheelhouse_with_no_index(tmp_path, wheelhouse):
@@ -246,31 +241,18 @@ def make_wheel(directory: Path, name: str, version: str, module: str) -> Path:
 
 
 def run_engine_install(tmp_path, wheelhouse_dir, image_site):
-    playbook = tmp_path / "engine.yml"
-    playbook.write_text(
-        textwrap.dedent(
-            f"""\
-            - hosts: localhost
-              gather_facts: true
-              gather_subset: [min]
-              tasks:
-                - ansible.builtin.include_role:
-                    name: servelab.vllm.vllm_engine
-                    tasks_from: install
-                  vars:
-                    servelab_group: baseline
-                    vllm_use_cpu_inference: false
-                    vllm_engine_version: "0.0.1"
-                    vllm_engine_torch_version: ""
-                    vllm_engine_wheelhouse: {wheelhouse_dir}
-                    vllm_engine_inherit_site: {image_site}
-                    vllm_node_python: {sys.executable}
-                    vllm_cache_dir: {tmp_path}/cache
-                    vllm_work_dir: {tmp_path}/work
-            """
-        )
-    )
-    return play(tmp_path, playbook)
+    role_vars = {
+        "servelab_group": "baseline",
+        "vllm_use_cpu_inference": False,
+        "vllm_engine_version": "0.0.1",
+        "vllm_engine_torch_version": "",
+        "vllm_engine_wheelhouse": str(wheelhouse_dir),
+        "vllm_engine_inherit_site": str(image_site),
+        "vllm_node_python": sys.executable,
+        "vllm_cache_dir": f"{tmp_path}/cache",
+        "vllm_work_dir": f"{tmp_path}/work",
+    }
+    return play(tmp_path, "servelab.vllm.vllm_engine", role_vars)
 
 
 def test_the_engine_installs_the_image_aware_list_with_no_index(tmp_path):

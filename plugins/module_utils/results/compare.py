@@ -86,12 +86,17 @@ def compare_point(base: list[RepResult], dev: list[RepResult], s: Settings) -> l
     return rows
 
 
+def single_group_sweep(run: RunResults) -> bool:
+    """A sweep of baseline alone: its points are compared with its first."""
+    return run.groups() == ["baseline"] and len(run.points()) > 1
+
+
 def compare_run(run: RunResults, s: Settings) -> dict:
     """{title: [comparison rows]}: dev against baseline at every point both groups ran; for
     a sweep of one group, every later point against the first."""
     out: dict = {}
     points = run.points()
-    if run.groups() == ["baseline"] and len(points) > 1:
+    if single_group_sweep(run):
         first = run.select("baseline", points[0])
         for point in points[1:]:
             out[f"{point} against {points[0]}"] = compare_point(

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from . import plots, stats
 from .collect import RunResults, load_run
-from .compare import Settings, compare_run, gate, group_table, latency_samples
+from .compare import (
+    Settings,
+    compare_run,
+    gate,
+    group_table,
+    latency_samples,
+    single_group_sweep,
+)
 
 
 def _write(path: Path, text: str) -> None:
@@ -141,10 +148,6 @@ COMPARISON_HEADER = [
 ONE_GROUP_NOTE = (
     "A sweep of one group: the first point plays baseline and each later point plays dev."
 )
-
-
-def single_group_sweep(run) -> bool:
-    return run.groups() == ["baseline"] and len(run.points()) > 1
 
 
 def markdown(run, comparisons, context, images, s: Settings) -> str:
