@@ -109,7 +109,13 @@ wheelhouse: $(GENERATED) ## Download every wheel the nodes install (engine, rout
 	$(VBIN)/python scripts/build_wheelhouse.py $(WHEELHOUSE) $(WHEELHOUSE_ARGS)
 
 ##@ Results
-.PHONY: vllm-results vllm-results-list vllm-compare
+.PHONY: vllm-results vllm-results-list vllm-compare vllm-calibrate
+vllm-calibrate: $(GENERATED) ## A/A run (dev with baseline's settings): run-to-run spread, MDE per metric
+	$(SERVELAB_CONFIG) generate-calibration
+	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VBIN)/ansible-playbook -i $(dir $(HOSTS))calibration.yml \
+	  -e @$(EXTRA_VARS) -e servelab_run_kind=calibration playbooks/calibrate.yml
+
+
 vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
 	$(PLAYBOOK) playbooks/results.yml $(RESULTS_VARS)
 

@@ -2,7 +2,7 @@
 """Kconfig glue: defconfigs, strict .config loading, typed extra_vars.yaml and inventory.
 
 Usage: servelab_config.py {defconfig NAME|olddefconfig|savedefconfig|list-defconfigs|
-                            generate|diff-groups}
+                            generate|generate-calibration|diff-groups}
 
 Every value is checked before anything is written; the generated files are written to a
 temporary file and renamed, so a bad .config leaves the previous files untouched.
@@ -58,15 +58,19 @@ class Number:
     high_open: bool = False
     allow_inf: bool = False
     integer: bool = False
+    allow_auto: bool = False
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
         lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
         hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
         bounds = " and ".join(b for b in (lo, hi) if b)
-        return f"{kind}{' ' + bounds if bounds else ''}{' or inf' if self.allow_inf else ''}"
+        tail = (" or inf" if self.allow_inf else "") + (" or auto" if self.allow_auto else "")
+        return f"{kind}{' ' + bounds if bounds else ''}{tail}"
 
-    def parse(self, text: str) -> float | int:
+    def parse(self, text: str) -> float | int | str:
+        if self.allow_auto and text == "auto":
+            return text
         try:
             value = float(text)
         except ValueError:
@@ -141,7 +145,15 @@ METRIC = Pattern(re.compile(r"^[a-z0-9_]+$"), "metric names such as median_ttft_
 # are shell-quoted argument lists; other names ending in _LIST are lists of words.
 TYPED_STRINGS: dict[str, Any] = {
     "VLLM_GPU_MEMORY_UTILIZATION": Number(0, 1, low_open=True),
-    "VLLM_BENCHMARK_REQUEST_RATE": Number(0, None, low_open=True, allow_inf=True),
+    "VLLM_BENCHMARK_REQUEST_RATE": Number(0, None, low_open=True, allow_inf=True, allow_auto=True),
+    "VLLM_BENCHMARK_LOAD_FRACTION": Number(0, 1, low_open=True),
+    "VLLM_BENCHMARK_WARMUP_TOLERANCE": Number(0, 1, low_open=True),
+    "VLLM_CPU_ENGINE_CPUS": Pattern(
+        re.compile(r"^[0-9][0-9,-]*$"), "a CPU list such as 1-3,5", optional=True
+    ),
+    "VLLM_CPU_FRONTEND_CPUS": Pattern(
+        re.compile(r"^[0-9][0-9,-]*$"), "a CPU list such as 0", optional=True
+    ),
     "VLLM_BENCHMARK_BURSTINESS": Number(0, None, low_open=True, allow_inf=True),
     "VLLM_RESULTS_CONFIDENCE": Number(0, 1, low_open=True, high_open=True),
     "VLLM_RESULTS_THRESHOLD_PCT": Number(0, 100),
@@ -167,6 +179,7 @@ TYPED_STRINGS: dict[str, Any] = {
     "VLLM_DECLARED_HOSTS_BASELINE_LIST": ListOf(HOST),
     "VLLM_DECLARED_HOSTS_DEV_LIST": ListOf(HOST),
     "VLLM_RESULTS_GATE_METRICS_LIST": ListOf(METRIC),
+    "VLLM_RESULTS_PRIMARY_METRICS_LIST": ListOf(METRIC, nonempty=True),
 }
 
 
@@ -455,6 +468,14 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                 f"{group}: vllm_router_policy=power_of_two needs at least 2 engines "
                 "(CONFIG_VLLM_REPLICA_COUNT >= 2); vllm-router refuses it with one"
             )
+        if (
+            cfg.get("vllm_benchmark_sweep") == "knob"
+            and cfg.get("vllm_benchmark_request_rate") == "auto"
+        ):
+            raise ConfigError(
+                f"{group}: a configuration sweep redeploys between points and has no capacity "
+                "probe: set CONFIG_VLLM_BENCHMARK_REQUEST_RATE to a number (or inf)"
+            )
         knob = cfg.get("vllm_benchmark_sweep_knob_name")
         if knob is not None and knob not in cfg:
             raise ConfigError(
@@ -554,6 +575,21 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
     )
 
 
+def generate_calibration(config: Path, hosts: Path) -> None:
+    """An inventory beside hosts.yml in which dev carries baseline's settings: the A/A run
+    of `make vllm-calibrate` (same hosts and ports, same config hash as the real run)."""
+    shared, groups = build(config)
+    if "dev" not in groups:
+        raise ConfigError(
+            "calibration compares dev with baseline's own configuration: enable "
+            "CONFIG_VLLM_BASELINE_AND_DEV"
+        )
+    groups = {"baseline": groups["baseline"], "dev": dict(groups["baseline"])}
+    path = hosts.with_name("calibration.yml")
+    write_atomic(path, dump(inventory(shared, groups)))
+    print(f"wrote {path} (dev with baseline's settings)")
+
+
 def diff_groups(config: Path) -> int:
     _, groups = build(config)
     if "dev" not in groups:
@@ -606,7 +642,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=Path, default=TOP / "inventories/generated/hosts.yml")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("defconfig").add_argument("name")
-    for name in ("olddefconfig", "savedefconfig", "list-defconfigs", "generate", "diff-groups"):
+    for name in (
+        "olddefconfig",
+        "savedefconfig",
+        "list-defconfigs",
+        "generate",
+        "generate-calibration",
+        "diff-groups",
+    ):
         sub.add_parser(name)
     args = parser.parse_args(argv)
     try:
@@ -622,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_defconfigs()))
         elif args.cmd == "generate":
             generate(args.config, args.extra_vars, args.hosts)
+        elif args.cmd == "generate-calibration":
+            generate_calibration(args.config, args.hosts)
         elif args.cmd == "diff-groups":
             return diff_groups(args.config)
     except ConfigError as err:

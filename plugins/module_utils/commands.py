@@ -35,9 +35,25 @@ def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
     return [f"http://{host}:{base_port + i}" for i in range(count)]
 
 
+def cpu_pin(cfg: dict[str, Any]) -> list[str]:
+    """taskset prefix that keeps a CPU host's frontends (API servers, routers) off the
+    engines' cores; the engines' workers bind themselves (VLLM_CPU_OMP_THREADS_BIND)."""
+    placement = cfg.get("vllm_engine_placement") or {}
+    if not cfg.get("vllm_use_cpu_inference") or not placement.get("frontend_cpus"):
+        return []
+    return ["taskset", "-c", ",".join(str(c) for c in placement["frontend_cpus"])]
+
+
+def engine_dtype(cfg: dict[str, Any]) -> str:
+    """The configured dtype, or on a CPU host the one chosen for its CPU (auto)."""
+    placement = cfg.get("vllm_engine_placement") or {}
+    return placement.get("dtype") or cfg["vllm_dtype"]
+
+
 def engine_argv(cfg: dict[str, Any], venv: str, model_path: str, port: int) -> list[str]:
     """The vLLM OpenAI server command line for one replica (secrets go in the env)."""
     argv = [
+        *cpu_pin(cfg),
         f"{venv}/bin/python",
         "-m",
         "vllm.entrypoints.openai.api_server",
@@ -52,7 +68,7 @@ def engine_argv(cfg: dict[str, Any], venv: str, model_path: str, port: int) -> l
         "--max-model-len",
         str(cfg["vllm_max_model_len"]),
         "--dtype",
-        cfg["vllm_dtype"],
+        engine_dtype(cfg),
         "--tensor-parallel-size",
         str(cfg["vllm_tensor_parallel_size"]),
         _flag("enable-prefix-caching", cfg["vllm_enable_prefix_caching"]),
@@ -65,7 +81,9 @@ def engine_argv(cfg: dict[str, Any], venv: str, model_path: str, port: int) -> l
     return argv + list(cfg.get("vllm_engine_extra_args", []))
 
 
-def engine_env(cfg: dict[str, Any], mps_pipe_dir: str = "", mps_log_dir: str = "") -> dict:
+def engine_env(
+    cfg: dict[str, Any], mps_pipe_dir: str = "", mps_log_dir: str = "", replica: int = 0
+) -> dict:
     """Environment of an engine replica (without secrets)."""
     env = {
         "HF_HUB_OFFLINE": "1",  # the model is staged on disk
@@ -75,6 +93,10 @@ def engine_env(cfg: dict[str, Any], mps_pipe_dir: str = "", mps_log_dir: str = "
     }
     if cfg["vllm_use_cpu_inference"]:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg["vllm_cpu_kvcache_space"])
+        sets = (cfg.get("vllm_engine_placement") or {}).get("engine_cpus") or []
+        if sets:
+            # vLLM's automatic binding gives every engine on a host the same core.
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sets[replica % len(sets)])
     elif cfg.get("vllm_gpu_sharing") == "mps":
         env["CUDA_MPS_PIPE_DIRECTORY"] = mps_pipe_dir
         env["CUDA_MPS_LOG_DIRECTORY"] = mps_log_dir
@@ -101,6 +123,7 @@ def router_argv(cfg: dict[str, Any], venv: str, worker_urls: list[str]) -> list[
     if not worker_urls:
         raise ValueError("the router needs at least one engine URL")
     argv = [
+        *cpu_pin(cfg),
         f"{venv}/bin/vllm-router",
         "--worker-urls",
         *worker_urls,

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ansible_collections.servelab.vllm.plugins.module_utils import (
+    freeze,
     readiness,
     service_manager,
     supervisor,
@@ -20,7 +21,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils import (
 class ServiceStatus:
     name: str
     kind: str
-    state: str  # up, down, starting
+    state: str  # up, down, starting, frozen
     pid: int
     port: int
     model: str
@@ -39,9 +40,17 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
+def _program(argv: list[str]) -> str:
+    """The served program, past a launcher such as `taskset -c 0`."""
+    return next(
+        (a for a in argv if a.endswith(("/python", "/vllm-router"))), argv[0] if argv else ""
+    )
+
+
 def _router_version(argv: list[str]) -> str:
     # The router venv is named vllm-router-<version> by the vllm_router role.
-    parent = os.path.basename(os.path.dirname(os.path.dirname(argv[0]))) if argv else ""
+    program = _program(argv)
+    parent = os.path.basename(os.path.dirname(os.path.dirname(program))) if program else ""
     return parent.removeprefix("vllm-router-") if parent.startswith("vllm-router-") else ""
 
 
@@ -50,7 +59,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
     manager = service_manager.for_dir(service_dir)
     state = manager.state()
     argv = spec.get("argv", [])
-    kind = "router" if any(a.endswith("vllm-router") for a in argv[:1]) else "engine"
+    kind = "router" if _program(argv).endswith("vllm-router") else "engine"
     host = _client_host(_arg(argv, "--host"))
     port = int(_arg(argv, "--port") or 0)
     key = spec.get("env", {}).get("VLLM_API_KEY") or _arg(argv, "--api-key")
@@ -58,6 +67,13 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
     base = f"http://{host}:{port}"
     pid = manager.pid()
     running = pid > 0
+    if running and freeze.is_frozen(pid):  # stopped while the other group is measured
+        return ServiceStatus(
+            name=spec.get("name", os.path.basename(service_dir)), kind=kind, state="frozen",
+            pid=pid, port=port, model="", version="", uptime_s=0, restarts=state["restarts"],
+            detail="stopped (SIGSTOP) by a benchmark; continued when its block ends",
+            model_path=_arg(argv, "--model"),
+        )  # fmt: skip
     health, _ = readiness.probe(base + "/health", timeout=3, headers=headers) if port else (0, b"")
     model = version = ""
     status, body = readiness.probe(base + "/v1/models", timeout=5, headers=headers)

@@ -13,6 +13,8 @@ description:
   - Sends a seeded workload (ShareGPT, random, short, long, multi-turn) with streaming,
     at a request rate (Poisson or gamma arrivals) and/or a maximum concurrency, for a
     request count or a duration, after a warm-up that is excluded from the figures.
+  - Runs one block (one repetition at one sweep point) per call; the play orders the
+    blocks of both groups (ABBA) and freezes the idle group on a shared host.
   - Writes, per sweep point and repetition, C(summary.json) (with C(schema_version)),
     C(requests.jsonl), C(metrics/) (the servers' /metrics snapshots) and C(telemetry.csv)
     under O(out_dir), and C(index.json) listing them. Metric names follow
@@ -68,14 +70,32 @@ options:
     description: Name to pid of processes whose CPU and memory are sampled.
     type: dict
     default: {}
-  sweep: {description: Swept setting., type: str, choices: [none, concurrency, rate], default: none}
-  sweep_values: {description: Values of the swept setting., type: list, elements: str, default: []}
-  repetitions: {description: Runs per point., type: int, default: 1}
-  point:
-    description: Name of the single point this call runs, for configuration sweeps that
-      redeploy between points; its runs join those already in C(index.json).
+  warmup_tolerance:
+    description: Warm-up ends when two rounds' median TPOT differ by less than this fraction.
+    type: float
+    default: 0.05
+  warmup_concurrency:
+    description: Requests in flight during warm-up; 0 for O(max_concurrency), or 4.
+    type: int
+    default: 0
+  action:
+    description:
+      - C(run) runs one repetition at one point (the play interleaves the groups' blocks).
+      - C(probe) measures the server's capacity in closed loop at O(max_concurrency) and
+        returns it; the play sets the request rate to a fraction of it.
     type: str
-    default: ""
+    choices: [run, probe]
+    default: run
+  point: {description: Name of the point this block runs., type: str, default: default}
+  repetition: {description: Number of this repetition at the point., type: int, default: 1}
+  freeze:
+    description:
+      - Stacks to freeze (SIGSTOP) for the duration of this block, as a list of
+        C({stack_dir, pids}); they are continued when the block ends, fails or is
+        interrupted, and a C(frozen.json) in each stack dir records them meanwhile.
+    type: list
+    elements: dict
+    default: []
   out_dir: {description: Results directory of this host., type: path, required: true}
   context: {description: Recorded in every summary (config and versions)., type: dict, default: {}}
 """
@@ -92,10 +112,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-index:
-  description: Points and repetitions run, with their key figures.
+summary:
+  description: Key figures of the block run.
   returned: always
   type: dict
+capacity:
+  description: Completed requests per second in closed loop (O(action=probe)).
+  returned: when action is probe
+  type: float
 out_dir:
   description: Where the results are.
   returned: always
@@ -103,14 +127,20 @@ out_dir:
 """
 
 import dataclasses  # noqa: E402
+import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils import freeze  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # noqa: E402
     metrics,
     plan,
     runner,
 )
+
+
+def _interrupted(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -130,14 +160,16 @@ def main() -> None:
         "input_len": ("int", 256),
         "output_len": ("int", 0),
         "warmup": ("int", 0),
+        "warmup_tolerance": ("float", 0.05),
+        "warmup_concurrency": ("int", 0),
         "seed": ("int", 42),
         "request_timeout": ("float", 3600),
         "goodput_ttft_ms": ("float", 0),
         "goodput_tpot_ms": ("float", 0),
         "goodput_e2e_ms": ("float", 0),
         "metrics_interval": ("float", 5),
-        "sweep": ("str", "none"),
-        "repetitions": ("int", 1),
+        "point": ("str", "default"),
+        "repetition": ("int", 1),
     }
     spec = {k: {"type": t, "default": d} for k, (t, d) in doc_types.items()}
     spec["tokenizer_path"]["no_log"] = False  # a directory, not a secret
@@ -146,16 +178,15 @@ def main() -> None:
     spec["endpoint"]["choices"] = ["completions", "chat"]
     spec["dataset"]["choices"] = ["sharegpt", "random", "short", "long", "multi_turn"]
     spec["arrivals"]["choices"] = ["poisson", "gamma"]
-    spec["sweep"]["choices"] = list(plan.SWEEPS)
     spec.update(
         percentiles={"type": "list", "elements": "float", "default": [50, 90, 95, 99]},
         api_key={"type": "str", "default": "", "no_log": True},
         metrics_urls={"type": "dict", "default": {}},
         processes={"type": "dict", "default": {}},
-        sweep_values={"type": "list", "elements": "str", "default": []},
         out_dir={"type": "path", "required": True},
-        point={"type": "str", "default": ""},
         context={"type": "dict", "default": {}},
+        action={"type": "str", "default": "run", "choices": ["run", "probe"]},
+        freeze={"type": "list", "elements": "dict", "default": []},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     if runner.IMPORT_ERROR:
@@ -165,11 +196,10 @@ def main() -> None:
     p = module.params
     try:
         rate = float(p["request_rate"])
-        values = [float(v) for v in p["sweep_values"]]
     except ValueError:
-        module.fail_json(msg=f"request_rate {p['request_rate']!r} and sweep_values must be numbers")
-    if p["repetitions"] < 1:
-        module.fail_json(msg=f"repetitions {p['repetitions']}: expected >= 1")
+        module.fail_json(msg=f"request_rate {p['request_rate']!r}: expected a number or inf")
+    if p["repetition"] < 1:
+        module.fail_json(msg=f"repetition {p['repetition']}: expected >= 1")
     # The module's options carry RunSpec's field names; only these few need converting.
     same = {f.name for f in dataclasses.fields(runner.RunSpec)} & set(p)
     run_spec = runner.RunSpec(
@@ -180,24 +210,57 @@ def main() -> None:
     )
     out_dir = Path(p["out_dir"])
     if module.check_mode:
-        module.exit_json(changed=False, out_dir=str(out_dir), index={})
+        module.exit_json(changed=False, out_dir=str(out_dir), summary={})
+    if p["action"] == "probe":
+        _probe(module, run_spec, out_dir)
+    frozen = []
+    # A playbook stopped by the user (SIGINT/SIGTERM) must not leave a group frozen.
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
-        index = plan.run_plan(
-            run_spec, out_dir, p["sweep"], values, p["repetitions"], p["context"], p["point"]
-        )
+        for stack in p["freeze"]:
+            freeze.freeze_stack(stack["stack_dir"], [int(x) for x in stack.get("pids", [])])
+            frozen.append(stack["stack_dir"])
+        summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], {
+            **p["context"], "frozen": frozen,
+        })  # fmt: skip
     except (runner.BenchError, ValueError) as err:
         module.fail_json(msg=f"benchmark not started: {err}", out_dir=str(out_dir))
-    runs = [r for point in index["points"].values() for r in point]
-    died = [r for r in runs if r["errors"].get("connection_reset") or not r["completed"]]
-    if died:
+    except KeyboardInterrupt as err:
+        module.fail_json(msg=f"benchmark interrupted ({err})", out_dir=str(out_dir))
+    finally:
+        for stack_dir in frozen:
+            freeze.thaw_stack(stack_dir)
+    keys = ("completed", "failed", "errors", "request_throughput", "median_tpot_ms", "saturated")
+    brief = {k: summary.get(k) for k in keys}
+    if summary["errors"].get("connection_reset") or not summary["completed"]:
         module.fail_json(
-            msg=f"{sum(r['failed'] for r in runs)} requests failed "
-            f"({', '.join(sorted({e for r in died for e in r['errors']}))}); "
+            msg=f"{summary['failed']} requests failed "
+            f"({', '.join(sorted(summary['errors']))}); "
             f"the partial results are saved in {out_dir}",
-            index=index,
+            summary=brief,
             out_dir=str(out_dir),
         )
-    module.exit_json(changed=True, index=index, out_dir=str(out_dir))
+    module.exit_json(changed=True, summary=brief, out_dir=str(out_dir))
+
+
+def _probe(module: AnsibleModule, spec: runner.RunSpec, out_dir: Path) -> None:
+    """Closed loop at spec.max_concurrency: the completed requests per second."""
+    probe = dataclasses.replace(
+        spec, request_rate=float("inf"), max_concurrency=spec.max_concurrency or 4
+    )
+    try:
+        summary = runner.run(probe, out_dir / "probe", workload=runner.build_workload(probe))
+    except (runner.BenchError, ValueError) as err:
+        module.fail_json(msg=f"capacity probe not started: {err}", out_dir=str(out_dir))
+    if not summary["completed"]:
+        module.fail_json(msg=f"capacity probe: no request completed ({summary['errors']})")
+    module.exit_json(
+        changed=True,
+        capacity=summary["request_throughput"],
+        concurrency=probe.max_concurrency,
+        summary={k: summary[k] for k in ("completed", "failed", "duration", "median_tpot_ms")},
+        out_dir=str(out_dir),
+    )
 
 
 if __name__ == "__main__":

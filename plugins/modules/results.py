@@ -36,17 +36,20 @@ options:
     choices: [report, list]
     default: report
   confidence:
-    description: Confidence level of the intervals.
+    description: Family-wise confidence over the primary metrics of a point.
     type: float
     default: 0.95
+  primary_metrics:
+    description:
+      - The metrics the verdict and the gate rest on; each is tested at
+        (1 - O(confidence)) / their number (Bonferroni).
+    type: list
+    elements: str
+    default: [median_ttft_ms, median_tpot_ms, output_throughput]
   threshold_pct:
     description: Smallest relative change reported as better or worse.
     type: float
     default: 2
-  resamples:
-    description: Bootstrap resamples.
-    type: int
-    default: 2000
   gate_metrics:
     description: Metrics checked by O(fail_on_regression).
     type: list
@@ -70,7 +73,7 @@ run_id:
   returned: always
   type: str
 table:
-  description: The comparison as text lines.
+  description: The verdict and the comparison as text lines.
   returned: always
   type: list
   elements: str
@@ -111,7 +114,11 @@ def main() -> None:
             "action": {"type": "str", "default": "report", "choices": ["report", "list"]},
             "confidence": {"type": "float", "default": 0.95},
             "threshold_pct": {"type": "float", "default": 2},
-            "resamples": {"type": "int", "default": 2000},
+            "primary_metrics": {
+                "type": "list",
+                "elements": "str",
+                "default": list(compare.DEFAULT_PRIMARY),
+            },
             "gate_metrics": {"type": "list", "elements": "str", "default": []},
             "fail_on_regression": {"type": "bool", "default": False},
         },
@@ -143,8 +150,14 @@ def main() -> None:
         )
     if module.check_mode:
         module.exit_json(changed=False, **{**base, "run_id": run_id})
-    settings = compare.Settings(p["confidence"], p["threshold_pct"], p["resamples"])
-    out = report.write_report(results_dir / run_id, settings, p["gate_metrics"])
+    unknown = sorted(set(p["primary_metrics"] + p["gate_metrics"]) - set(compare.metric_names()))
+    if unknown:
+        module.fail_json(
+            msg=f"unknown metric(s) {', '.join(unknown)} in VLLM_RESULTS_PRIMARY_METRICS_LIST or "
+            f"VLLM_RESULTS_GATE_METRICS_LIST: expected some of {', '.join(compare.metric_names())}"
+        )
+    settings = compare.Settings(p["confidence"], p["threshold_pct"], list(p["primary_metrics"]))
+    out = report.write_report(results_dir / run_id, settings, p["gate_metrics"], results_dir)
     result = {
         **base,
         "changed": True,

@@ -20,6 +20,14 @@ options:
     description: Directory of the group's stack.
     type: path
     required: true
+  thaw:
+    description:
+      - C(stale) continues the stack's processes that a benchmark froze (C(frozen.json))
+        when that benchmark is no longer running: a killed run must not leave a group
+        stopped. C(always) continues them in any case (teardown).
+    type: str
+    choices: [never, stale, always]
+    default: never
 """
 
 EXAMPLES = r"""
@@ -29,6 +37,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+thawed:
+  description: Pids continued because the run that froze them had ended.
+  returned: always
+  type: list
+  elements: int
 services:
   description: One entry per service.
   returned: always
@@ -46,17 +59,29 @@ all_up:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.servelab.vllm.plugins.module_utils import stack_status  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
+    freeze,
+    stack_status,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"stack_dir": {"type": "path", "required": True}},
+        argument_spec={
+            "stack_dir": {"type": "path", "required": True},
+            "thaw": {"type": "str", "default": "never", "choices": ["never", "stale", "always"]},
+        },
         supports_check_mode=True,
     )
-    rows = stack_status.stack_status(module.params["stack_dir"])
+    stack_dir = module.params["stack_dir"]
+    thawed = []
+    if module.params["thaw"] != "never" and not module.check_mode:
+        thaw = freeze.thaw_stale if module.params["thaw"] == "stale" else freeze.thaw_stack
+        thawed = thaw(stack_dir)
+    rows = stack_status.stack_status(stack_dir)
     module.exit_json(
-        changed=False,
+        changed=bool(thawed),
+        thawed=thawed,
         services=rows,
         table=stack_status.format_table(rows) if rows else ["(no stack deployed)"],
         all_up=bool(rows) and all(r["state"] == "up" for r in rows),

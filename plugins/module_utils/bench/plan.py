@@ -1,6 +1,6 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Points of a sweep and repetitions of each: where each run goes and what it changes."""
+"""Points of a sweep, the interleaved order of a run's blocks, and one block's run."""
 
 from __future__ import annotations
 
@@ -24,70 +24,70 @@ def point_label(sweep: str, value: float | str) -> str:
     return f"{sweep}-{value}"
 
 
-def points(spec: RunSpec, sweep: str, values: list) -> list[tuple[str, RunSpec]]:
-    """One RunSpec per sweep point."""
+def points(sweep: str, values: list) -> list[dict]:
+    """[{label, max_concurrency or request_rate}] per sweep point."""
     if sweep not in SWEEPS:
         raise ValueError(f"sweep {sweep!r}: expected one of {', '.join(SWEEPS)}")
     if sweep == "none":
-        return [("default", spec)]
+        return [{"label": "default"}]
     if not values:
         raise ValueError(f"a {sweep} sweep needs at least one value")
+    key = "max_concurrency" if sweep == "concurrency" else "request_rate"
+    return [
+        {
+            "label": point_label(sweep, float(v)),
+            key: int(float(v)) if key == "max_concurrency" else float(v),
+        }
+        for v in values
+    ]
+
+
+def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> list[dict]:
+    """The order of a run's blocks: round r runs every point, and at each point the
+    groups in order on odd rounds and reversed on even rounds (ABBA), so that a drift of
+    the machine over the run falls on both groups alike."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions {repetitions}: expected >= 1")
     out = []
-    for value in values:
-        if sweep == "concurrency":
-            point = dataclasses.replace(spec, max_concurrency=int(value))
-        else:
-            point = dataclasses.replace(spec, request_rate=float(value))
-        out.append((point_label(sweep, value), point))
+    for rep in range(1, repetitions + 1):
+        for point in sweep_points:
+            order = groups if rep % 2 else list(reversed(groups))
+            for group in order:
+                out.append({"group": group, "rep": rep, **point, "order": len(out) + 1})
     return out
 
 
-def run_plan(
+def run_block(
     spec: RunSpec,
     out_dir: Path,
-    sweep: str,
-    values: list,
-    repetitions: int,
+    point: str,
+    rep: int,
     context: dict,
-    point_name: str = "",
 ) -> dict:
-    """Run every point `repetitions` times; write index.json; return it.
+    """One repetition at one point; its summary joins index.json in out_dir."""
+    spec.check()
+    run_dir = out_dir / point / f"rep-{rep}"
+    ctx = {**context, "point": point, "repetition": rep}
+    summary = run(spec, run_dir, context=ctx, workload=build_workload(spec))
+    index_path = out_dir / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {"points": {}}
+    entry = {
+        "dir": str(run_dir.relative_to(out_dir)),
+        "order": context.get("order"),
+        "completed": summary["completed"],
+        "failed": summary["failed"],
+        "errors": summary["errors"],
+        "request_throughput": summary["request_throughput"],
+        "median_ttft_ms": summary["median_ttft_ms"],
+        "median_tpot_ms": summary["median_tpot_ms"],
+    }
+    runs = [r for r in index["points"].get(point, []) if r["dir"] != entry["dir"]]
+    index["points"][point] = [*runs, entry]
+    write_atomic(index_path, json.dumps(index, indent=1))
+    return summary
 
-    `point_name` names a single point run by the caller (a configuration sweep redeploys
-    between points): its runs are added to the points already in index.json.
-    """
-    index: dict = {"sweep": sweep, "repetitions": repetitions, "points": {}}
-    planned = points(spec, sweep, values)
-    if point_name:
-        if sweep != "none":
-            raise ValueError("a named point cannot also sweep concurrency or rate")
-        planned = [(point_name, spec)]
-        previous = out_dir / "index.json"
-        if previous.is_file():
-            index = json.loads(previous.read_text())
-        index.update(sweep=context.get("sweep", "knob"), repetitions=repetitions)
-    for _, point in planned:
-        point.check()  # every point is valid before the first one runs
-    workload = None
-    for label, point in planned:
-        runs = []
-        for rep in range(1, repetitions + 1):
-            run_dir = out_dir / label / f"rep-{rep}"
-            ctx = {"sweep": sweep, **context, "point": label, "repetition": rep}
-            # Sweeps change load, not prompts: the workload is read once for the plan.
-            workload = workload or build_workload(point)
-            summary = run(point, run_dir, context=ctx, workload=workload)
-            runs.append(
-                {
-                    "dir": str(run_dir.relative_to(out_dir)),
-                    "completed": summary["completed"],
-                    "failed": summary["failed"],
-                    "errors": summary["errors"],
-                    "request_throughput": summary["request_throughput"],
-                    "median_ttft_ms": summary["median_ttft_ms"],
-                    "median_tpot_ms": summary["median_tpot_ms"],
-                }
-            )
-        index["points"][label] = runs
-        write_atomic(out_dir / "index.json", json.dumps(index, indent=1))
-    return index
+
+def with_point(spec: RunSpec, point: dict) -> RunSpec:
+    """The spec at one sweep point."""
+    changes = {k: point[k] for k in ("max_concurrency", "request_rate") if k in point}
+    return dataclasses.replace(spec, **changes)

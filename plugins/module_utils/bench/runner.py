@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import time
 import traceback
@@ -48,7 +49,9 @@ class RunSpec:
     max_concurrency: int = 0
     input_len: int = 256
     output_len: int = 0
-    warmup: int = 0
+    warmup: int = 0  # the most warm-up requests (0: none); warm-up stops earlier when steady
+    warmup_tolerance: float = 0.05  # steady: median TPOT of two rounds differ by less
+    warmup_concurrency: int = 0  # requests in flight during warm-up (0: max_concurrency or 4)
     ignore_eos: bool | None = None  # None: the workload decides (fixed lengths ignore EOS)
     seed: int = 42
     request_timeout: float = 3600.0
@@ -252,21 +255,7 @@ async def _run(
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
-        # Warm-up: sequential, excluded from the figures.
-        for i, req in enumerate(workload[: spec.warmup]):
-            await send(
-                session,
-                url,
-                spec.endpoint,
-                req,
-                -1 - i,
-                spec.model,
-                headers,
-                spec.request_timeout,
-                time.perf_counter(),
-                ignore_eos,
-                spec.save_text,
-            )
+        warm = await _warm_up(spec, session, url, headers, ignore_eos, workload[: spec.warmup])
         measured = workload[spec.warmup :]
         sampler.before = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
         limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
@@ -324,13 +313,69 @@ async def _run(
                 break
             tasks.append(asyncio.create_task(one(i, measured[i % len(measured)])))
             i += 1
+        last_scheduled = time.perf_counter() - start
         await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
         done_event.set()
         await sampler_task
         sampler.after = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
     outcomes.sort(key=lambda o: o.index)
-    return outcomes, duration
+    return outcomes, duration, {**warm, "send_span_s": last_scheduled}
+
+
+def _median_tpot(outcomes: list) -> float | None:
+    tpots = sorted(t for o in outcomes if o.success and (t := o.tpot) is not None)
+    return tpots[len(tpots) // 2] if tpots else None
+
+
+async def _warm_up(spec, session, url, headers, ignore_eos, pool) -> dict:
+    """Warm until steady: rounds of `concurrency` requests in flight at once, until the
+    median TPOT of a round is within spec.warmup_tolerance of the round before, or the
+    pool (spec.warmup requests) is spent. Excluded from the figures, recorded in them."""
+    started = time.perf_counter()
+    concurrency = spec.warmup_concurrency or spec.max_concurrency or 4
+    rounds: list[float | None] = []
+    sent, steady = 0, False
+    while pool and sent + concurrency <= max(len(pool), concurrency) and not steady:
+        batch = [pool[(sent + k) % len(pool)] for k in range(concurrency)]
+        outcomes = await asyncio.gather(
+            *(
+                send(session, url, spec.endpoint, req, -1 - sent - k, spec.model, headers,
+                     spec.request_timeout, time.perf_counter(), ignore_eos, False)
+                for k, req in enumerate(batch)
+            )
+        )  # fmt: skip
+        sent += len(batch)
+        rounds.append(_median_tpot(outcomes))
+        last, prev = rounds[-1], rounds[-2] if len(rounds) > 1 else None
+        steady = bool(last and prev and abs(last - prev) / prev < spec.warmup_tolerance)
+    return {
+        "warmup_requests": sent,
+        "warmup_seconds": time.perf_counter() - started,
+        "warmup_steady": steady,
+        "warmup_concurrency": concurrency,
+        "warmup_round_tpot_ms": [None if r is None else r * 1000 for r in rounds],
+    }
+
+
+def load_figures(outcomes: list, duration: float, spec: RunSpec, send_span: float) -> dict:
+    """Offered vs achieved request rate, and whether the server kept up.
+
+    The achieved rate is the completion rate between the first and the last completion,
+    which under a steady load follows the arrival rate; a server that cannot keep up
+    completes at its capacity instead, below what was offered."""
+    ends = sorted(o.start + o.latency for o in outcomes if o.success)
+    offered = spec.request_rate if math.isfinite(spec.request_rate) else None
+    achieved = (
+        (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 2 and ends[-1] > ends[0] else None
+    )
+    saturated = bool(offered and achieved is not None and achieved < 0.95 * offered)
+    return {
+        "offered_rate": offered,
+        "achieved_rate": achieved,
+        "saturated": saturated,
+        "send_span_s": send_span,
+    }
 
 
 def run(
@@ -361,7 +406,7 @@ def run(
         force=True,
     )
     with telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes):
-        outcomes, duration = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
+        outcomes, duration, extra = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
     sampler.save()
     write_atomic(
         out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes)
@@ -371,6 +416,8 @@ def run(
         "started_at": started_at,
         "ended_at": time.time(),
         **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
+        **load_figures(outcomes, duration, spec, extra.pop("send_span_s")),
+        "warmup": extra,
         "server": sampler.deltas(),
         "dataset": dataset_info,
         "spec": {

@@ -4,29 +4,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import stats
 from .collect import RepResult, RunResults
 
-# Latency metrics compare per-request samples pooled over hosts and repetitions; their
-# intervals resample repetitions, then requests within each (stats.clustered_bootstrap_ci).
+# Every metric is compared on one value per repetition (and host): latencies take the
+# statistic over that repetition's requests, throughputs its summary's figure.
 LATENCY = [(name, stat) for name in ("ttft", "tpot", "itl", "e2el") for stat in ("median", "p99")]
-# Throughput metrics compare one value per repetition (and host), with Welch's t interval.
 THROUGHPUT = [
     "request_throughput",
     "output_throughput",
     "total_token_throughput",
     "request_goodput",
 ]
+DEFAULT_PRIMARY = ["median_ttft_ms", "median_tpot_ms", "output_throughput"]
 
 
 @dataclass
 class Settings:
-    confidence: float = 0.95
+    confidence: float = 0.95  # family-wise over the primary metrics of one point
     threshold_pct: float = 2.0
-    resamples: int = 2000
-    seed: int = 0
+    primary: list[str] = field(default_factory=lambda: list(DEFAULT_PRIMARY))
+    # metric -> relative run-to-run spread (cv) from a calibration run, and its name
+    calibration: dict = field(default_factory=dict)
+    calibration_run: str = ""
+
+    def alpha(self, metric: str) -> float:
+        """The level a metric is tested at: the family-wise level split among the primary
+        metrics (Bonferroni), the nominal level for the others."""
+        alpha = 1 - self.confidence
+        return alpha / max(len(self.primary), 1) if metric in self.primary else alpha
 
 
 def latency_samples(reps: list[RepResult], name: str) -> list[float]:
@@ -47,43 +55,63 @@ def latency_samples(reps: list[RepResult], name: str) -> list[float]:
     return out
 
 
+def rep_values(reps: list[RepResult], metric: str) -> list[float]:
+    """One value per repetition, in run order."""
+    out = []
+    for rep in reps:
+        if metric in THROUGHPUT:
+            if metric in rep.summary:
+                out.append(float(rep.summary[metric]))
+            continue
+        stat, _, name = metric.removesuffix("_ms").partition("_")
+        samples = latency_samples([rep], name)
+        if samples:
+            out.append(float(stats.statistic(stat)(stats.np.asarray(samples))))
+    return out
+
+
+def metric_names() -> list[str]:
+    return [f"{stat}_{name}_ms" for name, stat in LATENCY] + THROUGHPUT
+
+
 def compare_point(base: list[RepResult], dev: list[RepResult], s: Settings) -> list[dict]:
     rows = []
-    for name, stat in LATENCY:
-        rows.append(
-            stats.compare(
-                f"{stat}_{name}_ms",
-                [latency_samples([rep], name) for rep in base],
-                [latency_samples([rep], name) for rep in dev],
-                stat,
-                lower_is_better=True,
-                confidence=s.confidence,
-                threshold_pct=s.threshold_pct,
-                resamples=s.resamples,
-                seed=s.seed,
-                clustered=True,
-            ).to_dict()
-        )
-    for metric in THROUGHPUT:
-        b = [r.summary[metric] for r in base if metric in r.summary]
-        d = [r.summary[metric] for r in dev if metric in r.summary]
-        if not b and not d:
+    primaries = [m for m in metric_names() if m in s.primary]
+    ordered = primaries + [m for m in metric_names() if m not in s.primary]
+    for metric in ordered:
+        b, d = rep_values(base, metric), rep_values(dev, metric)
+        if metric in THROUGHPUT and not b and not d:
             continue
+        cal = s.calibration.get(metric)
         rows.append(
             stats.compare(
                 metric,
                 b,
                 d,
-                "mean",
-                lower_is_better=False,
-                confidence=s.confidence,
+                lower_is_better=metric not in THROUGHPUT,
+                alpha=s.alpha(metric),
                 threshold_pct=s.threshold_pct,
-                resamples=s.resamples,
-                seed=s.seed,
-                method="welch",
+                primary=metric in s.primary,
+                spread_cv=cal,
+                spread_source=f"calibration {s.calibration_run}" if cal is not None else "",
             ).to_dict()
         )
     return rows
+
+
+def calibration_spread(run: RunResults) -> dict:
+    """metric -> relative run-to-run spread (pooled sd / mean) of an A/A run's default point."""
+    out = {}
+    point = run.points()[0] if run.points() else None
+    if point is None:
+        return out
+    base, dev = run.select("baseline", point), run.select("dev", point)
+    for metric in metric_names():
+        b, d = rep_values(base, metric), rep_values(dev, metric)
+        values = b + d
+        if len(values) > 2 and sum(values):
+            out[metric] = stats.pooled_sd(b, d) / (sum(values) / len(values))
+    return out
 
 
 def single_group_sweep(run: RunResults) -> bool:
@@ -140,7 +168,8 @@ def group_table(run: RunResults) -> list[dict]:
 
 
 def gate(comparisons: dict, metrics: list[str]) -> list[str]:
-    """The comparisons on the gate metrics that are significantly worse."""
+    """The comparisons on the gate metrics that are significantly worse (at the level each
+    was tested at: the gate uses the report's family-wise rule)."""
     return [
         f"{point}: {row['metric']} ({stats.fmt((row['relative'] or 0) * 100, 1)}%)"
         for point, rows in comparisons.items()

@@ -48,8 +48,12 @@ def cdf(run: RunResults, point: str, name: str, out: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
+    if all(min(line.get_xdata()) > 0 for line in ax.get_lines()):
+        ax.set_xscale("log")  # latencies span orders of magnitude between median and tail
     ax.set(
-        xlabel=f"{name.upper()} (ms)",
+        xlabel=f"{name.upper()} (ms, log scale)"
+        if ax.get_xscale() == "log"
+        else f"{name.upper()} (ms)",
         ylabel="fraction of requests",
         title=f"{TITLES[name]}: {point}",
     )

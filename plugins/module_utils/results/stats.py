@@ -1,12 +1,20 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Baseline vs dev: relative delta, bootstrap confidence interval, direction-aware verdict."""
+"""Baseline vs dev on one value per repetition: Welch's t interval, a family-wise level over
+the primary metrics (Bonferroni), and the minimum detectable effect (MDE).
+
+Why one value per repetition: requests of one repetition share its conditions (the
+engine's state, the machine's other load), so the repetition is the unit that varies
+from run to run. Resampling requests, or even repetitions then requests, with three
+repetitions a side understates that spread (benchmarks/false_alarm.py measures it); a t
+interval on the repetitions' values holds its nominal rate with as few as two a side.
+"""
 
 from __future__ import annotations
 
 import math
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 try:
     import numpy as np
@@ -18,21 +26,30 @@ except ImportError:  # the module reports it with missing_required_lib
     IMPORT_ERROR = traceback.format_exc()
 
 BETTER, WORSE, SAME, UNKNOWN = "better", "worse", "no significant change", "insufficient data"
+POWER = 0.8  # the MDE is the change found 80% of the time
 
 
 @dataclass
 class Comparison:
     metric: str
-    baseline: float
+    baseline: float  # mean over the repetitions of the per-repetition value
     dev: float
     delta: float  # dev - baseline
     relative: float | None  # delta / baseline
-    ci_low: float | None  # of dev - baseline
+    ci_low: float | None  # of dev - baseline, at `level`
     ci_high: float | None
+    p_value: float | None
     verdict: str
     lower_is_better: bool
-    n_baseline: int
+    n_baseline: int  # repetitions (times hosts)
     n_dev: int
+    primary: bool = True
+    level: float = 0.95  # confidence of this interval (family-wise level / primaries)
+    mde_pct: float | None = None  # smallest relative change this comparison would find
+    mde_source: str = ""  # "calibration <run>" or "this run"
+    reps_for_5pct: int | None = None  # repetitions a side that would find a 5% change
+    baseline_reps: list = field(default_factory=list)  # per-repetition values, run order
+    dev_reps: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,113 +67,102 @@ def statistic(name: str):
     raise ValueError(f"unknown statistic {name!r}")
 
 
-def bootstrap_ci(
-    base: np.ndarray, dev: np.ndarray, stat, confidence: float, resamples: int, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of stat(dev) - stat(base), resampling each group."""
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples)
-    # Batches keep memory bounded for large sample counts.
-    batch = max(1, int(4_000_000 // max(len(base), len(dev))))
-    for start in range(0, resamples, batch):
-        k = min(batch, resamples - start)
-        b = base[rng.integers(0, len(base), (k, len(base)))]
-        d = dev[rng.integers(0, len(dev), (k, len(dev)))]
-        diffs[start : start + k] = stat(d) - stat(b)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    return float(low), float(high)
+def welch(base: list, dev: list, confidence: float) -> tuple[float, float, float]:
+    """Welch's t interval of mean(dev) - mean(base), and the two-sided p value."""
+    b, d = np.asarray(base, dtype=float), np.asarray(dev, dtype=float)
+    delta = float(d.mean() - b.mean())
+    if b.var() == 0 and d.var() == 0:  # identical repetitions: no spread to test against
+        return delta, delta, 1.0 if delta == 0 else 0.0
+    res = scipy_stats.ttest_ind(d, b, equal_var=False)
+    ci = res.confidence_interval(confidence)
+    return float(ci.low), float(ci.high), float(res.pvalue)
 
 
-def clustered_bootstrap_ci(
-    base: list, dev: list, stat, confidence: float, resamples: int, seed: int = 0
-) -> tuple[float, float]:
-    """Two-level percentile bootstrap of stat(dev) - stat(base) for samples that come in
-    clusters (the requests of one repetition): each resample draws the clusters with
-    replacement, then the samples within each drawn cluster, so that run-to-run variation
-    widens the interval as it should. One cluster per side is the plain bootstrap."""
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples)
-
-    def draw(clusters: list) -> np.ndarray:
-        picks = rng.integers(0, len(clusters), len(clusters))
-        return np.concatenate(
-            [clusters[i][rng.integers(0, len(clusters[i]), len(clusters[i]))] for i in picks]
-        )
-
-    for i in range(resamples):
-        diffs[i] = stat(draw(dev)) - stat(draw(base))
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    return float(low), float(high)
+def pooled_sd(base: list, dev: list) -> float:
+    """Run-to-run standard deviation of one repetition's value, both groups pooled."""
+    b, d = np.asarray(base, dtype=float), np.asarray(dev, dtype=float)
+    dof = max(len(b) - 1, 0) + max(len(d) - 1, 0)
+    if dof == 0:
+        return float("nan")
+    ss = (((b - b.mean()) ** 2).sum() if len(b) else 0.0) + (
+        ((d - d.mean()) ** 2).sum() if len(d) else 0.0
+    )
+    return math.sqrt(ss / dof)
 
 
-def welch_ci(base: np.ndarray, dev: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Welch's t interval of mean(dev) - mean(base): for a few values per side (one per
-    repetition), where a bootstrap of three values would understate the spread."""
-    delta = float(np.mean(dev) - np.mean(base))
-    if np.var(base) == 0 and np.var(dev) == 0:
-        return delta, delta
-    ci = scipy_stats.ttest_ind(dev, base, equal_var=False).confidence_interval(confidence)
-    return float(ci.low), float(ci.high)
+def mde(sd: float, n_base: int, n_dev: int, alpha: float, power: float = POWER) -> float:
+    """Smallest true difference that a two-sided test at alpha finds with this power,
+    for a per-repetition standard deviation sd (t approximation, n_base + n_dev - 2 dof)."""
+    dof = n_base + n_dev - 2
+    if dof < 1 or not math.isfinite(sd):
+        return float("nan")
+    t = scipy_stats.t
+    return (t.ppf(1 - alpha / 2, dof) + t.ppf(power, dof)) * sd * math.sqrt(1 / n_base + 1 / n_dev)
+
+
+def reps_needed(cv: float, change: float, alpha: float, power: float = POWER, cap: int = 200):
+    """Repetitions a side for an MDE at or below `change` (relative), given the relative
+    run-to-run spread cv; None beyond cap."""
+    if not math.isfinite(cv):
+        return None
+    for n in range(2, cap + 1):
+        if mde(cv, n, n, alpha, power) <= change:
+            return n
+    return None
 
 
 def compare(
     metric: str,
     base: list,
     dev: list,
-    stat_name: str,
     lower_is_better: bool,
-    confidence: float = 0.95,
+    alpha: float = 0.05,
     threshold_pct: float = 0.0,
-    resamples: int = 2000,
-    seed: int = 0,
-    clustered: bool = False,
-    method: str = "bootstrap",
+    primary: bool = True,
+    spread_cv: float | None = None,
+    spread_source: str = "this run",
 ) -> Comparison:
-    """Compare one metric; better/worse needs the interval to exclude 0 and the change to
-    reach threshold_pct. clustered: base and dev are lists of sample lists (one per
-    repetition), compared on their pooled samples with a two-level bootstrap. method
-    "welch": the interval of a difference of means is Welch's t interval."""
-    if clustered:
-        base_clusters = [np.asarray(c, dtype=float) for c in base if len(c)]
-        dev_clusters = [np.asarray(c, dtype=float) for c in dev if len(c)]
-        b = np.concatenate(base_clusters) if base_clusters else np.empty(0)
-        d = np.concatenate(dev_clusters) if dev_clusters else np.empty(0)
-    else:
-        b = np.asarray(base, dtype=float)
-        d = np.asarray(dev, dtype=float)
-    if len(b) == 0 or len(d) == 0:
+    """Compare one metric given one value per repetition and side, tested at `alpha`
+    (the caller divides the family-wise level among the primary metrics).
+
+    better/worse needs the interval to exclude 0 and the change to reach threshold_pct.
+    spread_cv: the relative run-to-run spread from a calibration, for the MDE; without it
+    the MDE comes from this run's own repetitions."""
+    b = [float(x) for x in base if x is not None and math.isfinite(x)]
+    d = [float(x) for x in dev if x is not None and math.isfinite(x)]
+    level = 1 - alpha
+    if not b or not d:
         nan = float("nan")
         return Comparison(
-            metric, nan, nan, nan, None, None, None, UNKNOWN, lower_is_better, len(b), len(d)
-        )
-    stat = statistic(stat_name)
-    vb, vd = float(stat(b)), float(stat(d))
+            metric, nan, nan, nan, None, None, None, None, UNKNOWN, lower_is_better,
+            len(b), len(d), primary, level, baseline_reps=b, dev_reps=d,
+        )  # fmt: skip
+    vb, vd = sum(b) / len(b), sum(d) / len(d)
     delta = vd - vb
     relative = delta / vb if vb else None
+    cv = spread_cv
+    if cv is None:
+        sd = pooled_sd(b, d)
+        cv, spread_source = (sd / abs(vb) if vb else float("nan")), "this run"
+    mde_rel = mde(cv, len(b), len(d), alpha) if len(b) + len(d) > 2 else float("nan")
+    needed = reps_needed(cv, 0.05, alpha)
+    row = Comparison(
+        metric, vb, vd, delta, relative, None, None, None, UNKNOWN, lower_is_better,
+        len(b), len(d), primary, level,
+        mde_pct=None if math.isnan(mde_rel) else mde_rel * 100,
+        mde_source=spread_source, reps_for_5pct=needed, baseline_reps=b, dev_reps=d,
+    )  # fmt: skip
     if len(b) < 2 or len(d) < 2:
-        return Comparison(
-            metric, vb, vd, delta, relative, None, None, UNKNOWN, lower_is_better, len(b), len(d)
-        )
-    if method == "welch":
-        low, high = welch_ci(b, d, confidence)
-    elif clustered:
-        low, high = clustered_bootstrap_ci(
-            base_clusters, dev_clusters, stat, confidence, resamples, seed
-        )
-    else:
-        low, high = bootstrap_ci(b, d, stat, confidence, resamples, seed)
-    significant = low > 0 or high < 0
+        return row
+    row.ci_low, row.ci_high, row.p_value = welch(b, d, level)
+    significant = row.ci_low > 0 or row.ci_high < 0
     big_enough = relative is None or abs(relative) * 100 >= threshold_pct
     if not (significant and big_enough):
-        verdict = SAME
+        row.verdict = SAME
     else:
         improved = delta < 0 if lower_is_better else delta > 0
-        verdict = BETTER if improved else WORSE
-    return Comparison(
-        metric, vb, vd, delta, relative, low, high, verdict, lower_is_better, len(b), len(d)
-    )
+        row.verdict = BETTER if improved else WORSE
+    return row
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
