@@ -96,7 +96,7 @@ def thaw_stale(stack_dir: str) -> list[int]:
             by = int(json.load(handle).get("by", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return []
-    if by and by != os.getpid() and state(by) not in ("", "Z"):
+    if by and state(by) not in ("", "Z"):
         return []
     return thaw_stack(stack_dir)
 

@@ -73,7 +73,7 @@ options:
   warmup_tolerance:
     description: Warm-up ends when two rounds' median TPOT differ by less than this fraction.
     type: float
-    default: 0.05
+    default: 0.1
   warmup_concurrency:
     description: Requests in flight during warm-up; 0 for O(max_concurrency), or 4.
     type: int
@@ -160,7 +160,7 @@ def main() -> None:
         "input_len": ("int", 256),
         "output_len": ("int", 0),
         "warmup": ("int", 0),
-        "warmup_tolerance": ("float", 0.05),
+        "warmup_tolerance": ("float", 0.1),
         "warmup_concurrency": ("int", 0),
         "seed": ("int", 42),
         "request_timeout": ("float", 3600),
@@ -211,8 +211,6 @@ def main() -> None:
     out_dir = Path(p["out_dir"])
     if module.check_mode:
         module.exit_json(changed=False, out_dir=str(out_dir), summary={})
-    if p["action"] == "probe":
-        _probe(module, run_spec, out_dir)
     frozen = []
     # A playbook stopped by the user (SIGINT/SIGTERM) must not leave a group frozen.
     signal.signal(signal.SIGTERM, _interrupted)
@@ -220,9 +218,11 @@ def main() -> None:
         for stack in p["freeze"]:
             freeze.freeze_stack(stack["stack_dir"], [int(x) for x in stack.get("pids", [])])
             frozen.append(stack["stack_dir"])
-        summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], {
-            **p["context"], "frozen": frozen,
-        })  # fmt: skip
+        if p["action"] == "probe":
+            result = _probe(run_spec, out_dir)
+        else:
+            context = {**p["context"], "frozen": frozen}
+            summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], context)
     except (runner.BenchError, ValueError) as err:
         module.fail_json(msg=f"benchmark not started: {err}", out_dir=str(out_dir))
     except KeyboardInterrupt as err:
@@ -230,6 +230,10 @@ def main() -> None:
     finally:
         for stack_dir in frozen:
             freeze.thaw_stack(stack_dir)
+    if p["action"] == "probe":
+        if not result["summary"]["completed"]:
+            module.fail_json(msg=f"capacity probe: no request completed ({result['summary']})")
+        module.exit_json(changed=True, out_dir=str(out_dir), **result)
     keys = ("completed", "failed", "errors", "request_throughput", "median_tpot_ms", "saturated")
     brief = {k: summary.get(k) for k in keys}
     if summary["errors"].get("connection_reset") or not summary["completed"]:
@@ -243,24 +247,18 @@ def main() -> None:
     module.exit_json(changed=True, summary=brief, out_dir=str(out_dir))
 
 
-def _probe(module: AnsibleModule, spec: runner.RunSpec, out_dir: Path) -> None:
+def _probe(spec: runner.RunSpec, out_dir: Path) -> dict:
     """Closed loop at spec.max_concurrency: the completed requests per second."""
     probe = dataclasses.replace(
         spec, request_rate=float("inf"), max_concurrency=spec.max_concurrency or 4
     )
-    try:
-        summary = runner.run(probe, out_dir / "probe", workload=runner.build_workload(probe))
-    except (runner.BenchError, ValueError) as err:
-        module.fail_json(msg=f"capacity probe not started: {err}", out_dir=str(out_dir))
-    if not summary["completed"]:
-        module.fail_json(msg=f"capacity probe: no request completed ({summary['errors']})")
-    module.exit_json(
-        changed=True,
-        capacity=summary["request_throughput"],
-        concurrency=probe.max_concurrency,
-        summary={k: summary[k] for k in ("completed", "failed", "duration", "median_tpot_ms")},
-        out_dir=str(out_dir),
-    )
+    summary = runner.run(probe, out_dir / "probe", workload=runner.build_workload(probe))
+    keys = ("completed", "failed", "errors", "duration", "median_tpot_ms")
+    return {
+        "capacity": summary["request_throughput"],
+        "concurrency": probe.max_concurrency,
+        "summary": {k: summary[k] for k in keys},
+    }
 
 
 if __name__ == "__main__":

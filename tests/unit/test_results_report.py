@@ -6,7 +6,7 @@ import shutil
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
 from results_fixture import write_run
 
-SETTINGS = compare.Settings(confidence=0.95, threshold_pct=2, resamples=500)
+SETTINGS = compare.Settings(confidence=0.95, threshold_pct=2)
 GATE = ["median_ttft_ms", "median_tpot_ms", "request_throughput"]
 
 
@@ -37,8 +37,13 @@ def test_report_detects_the_regression_and_writes_every_file(tmp_path):
     assert html.count("data:image/png;base64,") == 4 and "src='http" not in html
     assert len((rdir / "summary.csv").read_text().splitlines()) == 1 + 2 * 3
     doc = json.loads((rdir / "compare.json").read_text())
-    assert doc["gate"]["regressions"] and doc["groups"]["dev"]["repetitions"] == 3
-    assert any("median_ttft_ms" in line and "worse" in line for line in out["table"])
+    assert doc["gate"]["regressions"] and doc["comparisons"]["default"][0]["n_dev"] == 3
+    assert any("median_ttft_ms is WORSE" in line for line in out["table"])
+    md = (rdir / "report.md").read_text()
+    # The answer comes first: the verdict before the tables, the MDE beside each verdict.
+    assert md.index("## Verdict") < md.index("## Comparison: default") < md.index("## Plots")
+    assert "MDE %" in md and "## Repetitions in run order" in md and "## Warnings" in md
+    assert "## Verdict" in html and "Repetitions in run order" in html
 
 
 def test_identical_groups_give_no_verdict_and_no_regression(tmp_path):

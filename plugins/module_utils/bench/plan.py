@@ -68,7 +68,10 @@ def run_block(
     spec.check()
     run_dir = out_dir / point / f"rep-{rep}"
     ctx = {**context, "point": point, "repetition": rep}
-    summary = run(spec, run_dir, context=ctx, workload=build_workload(spec))
+    # Each repetition draws its own prompts (the same for every group): a prompt sent in an
+    # earlier repetition would hit the prefix cache and make later repetitions faster.
+    workload = build_workload(dataclasses.replace(spec, seed=spec.seed + rep - 1))
+    summary = run(spec, run_dir, context=ctx, workload=workload)
     index_path = out_dir / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"points": {}}
     entry = {

@@ -1,0 +1,117 @@
+"""CPU placement from the CPU's flags, the interleaved order, and freezing a stack."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from ansible_collections.servelab.vllm.plugins.filter.bench import bench_blocks_by_host
+from ansible_collections.servelab.vllm.plugins.module_utils import commands, freeze, hardware
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
+
+AVX2 = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
+AMX = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+def test_dtype_auto_follows_native_bfloat16_support():
+    avx2 = hardware.read_facts(AVX2, cpus=[0, 1])
+    amx = hardware.read_facts(AMX, cpus=[0, 1])
+    assert avx2.flags == ["avx2"] and not avx2.bf16_native
+    assert hardware.choose_dtype("auto", avx2)[0] == "float32"
+    assert hardware.choose_dtype("auto", amx)[0] == "bfloat16"
+    assert hardware.choose_dtype("bfloat16", avx2) == ("bfloat16", "set by VLLM_DTYPE")
+
+
+def test_core_sets_keep_frontends_off_the_engines_and_are_equal_per_replica():
+    facts = hardware.read_facts(AVX2, cpus=[0, 1])
+    two = hardware.place(facts, 1)
+    assert two.frontend_cpus == [0] and two.engine_cpus == [[1]]
+    big = hardware.place(hardware.read_facts(AVX2, cpus=list(range(8))), 3)
+    assert big.frontend_cpus == [0] and big.engine_cpus == [[1, 2], [3, 4], [5, 6]]
+    chosen = hardware.place(facts, 1, engine_cpus_setting="0", frontend_cpus_setting="1")
+    assert chosen.engine_cpus == [[0]] and chosen.frontend_cpus == [1]
+    with pytest.raises(hardware.PlacementError, match="CONFIG_VLLM_CPU_ENGINE_CPUS names CPU"):
+        hardware.place(facts, 1, engine_cpus_setting="5")
+    with pytest.raises(hardware.PlacementError, match="CONFIG_VLLM_REPLICA_COUNT"):
+        hardware.place(facts, 2)
+    with pytest.raises(hardware.PlacementError, match="not a CPU list"):
+        hardware.place(facts, 1, engine_cpus_setting="one")
+    assert hardware.format_cpu_list(hardware.parse_cpu_list("0-2,5,7-8")) == "0-2,5,7-8"
+
+
+def test_the_placement_reaches_the_engine_and_router_command_lines():
+    cfg = {
+        "vllm_use_cpu_inference": True, "vllm_dtype": "auto", "vllm_model_name": "m",
+        "vllm_engine_bind_address": "127.0.0.1", "vllm_max_model_len": 2048,
+        "vllm_tensor_parallel_size": 1, "vllm_enable_prefix_caching": True,
+        "vllm_enable_chunked_prefill": True, "vllm_cpu_kvcache_space": 1,
+        "vllm_engine_placement": {"dtype": "float32", "frontend_cpus": [0],
+                                  "engine_cpus": [[1], [2]]},
+    }  # fmt: skip
+    argv = commands.engine_argv(cfg, "/v", "/m", 8100)
+    assert argv[:3] == ["taskset", "-c", "0"] and argv[argv.index("--dtype") + 1] == "float32"
+    assert commands.engine_env(cfg, replica=1)["VLLM_CPU_OMP_THREADS_BIND"] == "2"
+
+
+def test_blocks_alternate_abba_at_every_point():
+    points = plan.points("concurrency", ["1", "4"])
+    blocks = plan.schedule(["baseline", "dev"], points, 3)
+    at1 = [b["group"][0] for b in blocks if b["label"] == "concurrency-1"]
+    assert at1 == list("bddbbd")  # A B, B A, A B
+    assert [b["order"] for b in blocks] == list(range(1, 13))
+    assert all(b["max_concurrency"] in (1, 4) for b in blocks)
+    hosts = bench_blocks_by_host(
+        blocks[:2], [{"group": "baseline", "host": "b1"}, {"group": "dev", "host": "d1"},
+                     {"group": "dev", "host": "d2"}]
+    )  # fmt: skip
+    assert [b["host"] for b in hosts] == ["b1", "d1", "d2"]
+
+
+def test_a_frozen_stack_takes_no_cpu_and_is_thawed(tmp_path):
+    # A parent that spins and a child that spins: both stop, both continue.
+    code = "import os,time\nif os.fork()==0:\n  while True: pass\nwhile True: pass"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        pids = freeze.tree(proc.pid)
+        assert len(pids) == 2
+        freeze.freeze_stack(str(tmp_path), [proc.pid])
+        time.sleep(0.2)
+        assert all(freeze.is_frozen(p) for p in pids)
+        assert (tmp_path / freeze.MARKER).is_file()
+        ticks = [_cpu_ticks(p) for p in pids]
+        time.sleep(0.5)
+        assert [_cpu_ticks(p) for p in pids] == ticks  # no CPU while frozen
+        # Frozen by this (live) process: a stale thaw leaves it alone.
+        assert freeze.thaw_stale(str(tmp_path)) == []
+        assert sorted(freeze.thaw_stack(str(tmp_path))) == sorted(pids)
+        time.sleep(0.2)
+        assert not any(freeze.is_frozen(p) for p in pids)
+        assert not (tmp_path / freeze.MARKER).exists()
+    finally:
+        for pid in freeze.tree(proc.pid)[::-1]:
+            os.kill(pid, 9)
+        proc.wait()
+
+
+def test_a_freeze_left_by_a_dead_benchmark_is_thawed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        freeze.freeze_stack(str(tmp_path), [proc.pid])
+        record = (tmp_path / freeze.MARKER).read_text().replace(
+            f'"by": {os.getpid()}', '"by": 999999999'
+        )
+        (tmp_path / freeze.MARKER).write_text(record)  # the freezer is gone
+        assert freeze.thaw_stale(str(tmp_path)) == [proc.pid]
+        time.sleep(0.1)
+        assert not freeze.is_frozen(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
