@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collections"))
-from ansible_collections.servelab.vllm.plugins.module_utils.results import stats  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils.results import stats
 
 
 def two_level_bootstrap(base, dev, rng, resamples=400, confidence=0.95):
@@ -28,7 +28,9 @@ def two_level_bootstrap(base, dev, rng, resamples=400, confidence=0.95):
 
     def draw(clusters):
         picks = rng.integers(0, len(clusters), len(clusters))
-        return np.concatenate([clusters[i][rng.integers(0, len(clusters[i]), len(clusters[i]))] for i in picks])
+        return np.concatenate(
+            [clusters[i][rng.integers(0, len(clusters[i]), len(clusters[i]))] for i in picks]
+        )
 
     diffs = np.array([np.median(draw(dev)) - np.median(draw(base)) for _ in range(resamples)])
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
@@ -46,7 +48,10 @@ def main() -> int:
     ap.add_argument("--cv", type=float, nargs="+", default=[0.03, 0.15])
     args = ap.parse_args()
     rng = np.random.default_rng(7)
-    print(f"{'cv between reps':>16} {'reps/side':>9} {'bootstrap 2-level':>18} {'Welch per rep':>14} {'3 primaries, Bonferroni':>24}")
+    print(
+        f"{'cv between reps':>16} {'reps/side':>9} {'bootstrap 2-level':>18} "
+        f"{'Welch per rep':>14} {'3 primaries, Bonferroni':>24}"
+    )
     for cv in args.cv:
         for reps in (3, 5):
             boot = welch = family = 0

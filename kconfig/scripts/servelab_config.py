@@ -468,14 +468,6 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                 f"{group}: vllm_router_policy=power_of_two needs at least 2 engines "
                 "(CONFIG_VLLM_REPLICA_COUNT >= 2); vllm-router refuses it with one"
             )
-        if (
-            cfg.get("vllm_benchmark_sweep") == "knob"
-            and cfg.get("vllm_benchmark_request_rate") == "auto"
-        ):
-            raise ConfigError(
-                f"{group}: a configuration sweep redeploys between points and has no capacity "
-                "probe: set CONFIG_VLLM_BENCHMARK_REQUEST_RATE to a number (or inf)"
-            )
         knob = cfg.get("vllm_benchmark_sweep_knob_name")
         if knob is not None and knob not in cfg:
             raise ConfigError(

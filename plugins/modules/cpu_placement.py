@@ -10,12 +10,12 @@ DOCUMENTATION = r"""
 module: cpu_placement
 short_description: Choose a CPU engine's dtype and core sets from the host's CPU
 description:
-  - Reads C(/proc/cpuinfo) (avx2, avx512f, avx512_bf16, amx_bf16), the CPUs this process
-    may use and the NUMA node count.
+  - Reads the flags avx2, avx512f, avx512_bf16 and amx_bf16 from C(/proc/cpuinfo), the
+    CPUs this process may use and the NUMA node count.
   - Resolves O(dtype) C(auto) to C(bfloat16) where the CPU computes it natively and
     C(float32) elsewhere; any other value is kept.
-  - Gives the API servers, routers and benchmark client O(frontend_cpus) (default: the
-    first usable CPU) and splits O(engine_cpus) (default: the rest) evenly between the
+  - Gives the API servers, routers and benchmark client O(frontend_cpus), by default the
+    first usable CPU) and splits O(engine_cpus), by default the rest, evenly between the
     replicas. Both groups get the same sets (they are measured one at a time).
   - Fails with a message naming the setting when a CPU named is not usable or there are
     fewer engine CPUs than replicas.

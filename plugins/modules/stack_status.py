@@ -22,9 +22,9 @@ options:
     required: true
   thaw:
     description:
-      - C(stale) continues the stack's processes that a benchmark froze (C(frozen.json))
-        when that benchmark is no longer running: a killed run must not leave a group
-        stopped. C(always) continues them in any case (teardown).
+      - C(stale) continues the stack's processes that a benchmark froze (listed in
+        C(frozen.json)) when that benchmark is no longer running, so that a killed run
+        does not leave a group stopped. C(always) continues them in any case (teardown).
     type: str
     choices: [never, stale, always]
     default: never

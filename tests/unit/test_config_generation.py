@@ -59,7 +59,8 @@ def test_every_defconfig_generates_typed_vars(tmp_path, name):
         assert isinstance(gv["vllm_benchmark_percentiles_list"], list)
         assert all(isinstance(p, (int, float)) for p in gv["vllm_benchmark_percentiles_list"])
         assert isinstance(gv["vllm_engine_extra_args"], list)
-        assert isinstance(gv["vllm_benchmark_request_rate"], (int, float))
+        rate = gv["vllm_benchmark_request_rate"]
+        assert rate == "auto" or isinstance(rate, (int, float)), rate
 
 
 def test_quick_test_is_local_cpu_with_two_groups_on_distinct_ports(tmp_path):

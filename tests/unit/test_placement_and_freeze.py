@@ -99,8 +99,10 @@ def test_a_freeze_left_by_a_dead_benchmark_is_thawed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         freeze.freeze_stack(str(tmp_path), [proc.pid])
-        record = (tmp_path / freeze.MARKER).read_text().replace(
-            f'"by": {os.getpid()}', '"by": 999999999'
+        record = (
+            (tmp_path / freeze.MARKER)
+            .read_text()
+            .replace(f'"by": {os.getpid()}', '"by": 999999999')
         )
         (tmp_path / freeze.MARKER).write_text(record)  # the freezer is gone
         assert freeze.thaw_stale(str(tmp_path)) == [proc.pid]

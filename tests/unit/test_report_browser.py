@@ -14,7 +14,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
         "install Debian's chromium and chromium-driver (make test does)"
     )
     run = write_run(tmp_path, points=("concurrency-1", "concurrency-2"), reps=2, n=20)
-    report.write_report(run, compare.Settings(resamples=200), ["median_ttft_ms"])
+    report.write_report(run, compare.Settings(), ["median_ttft_ms"])
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (

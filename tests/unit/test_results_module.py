@@ -44,7 +44,6 @@ def test_gate_fails_on_a_regression_and_passes_without_one(tmp_path):
     gate = [
         "fail_on_regression=true",
         "gate_metrics=median_ttft_ms,request_throughput",
-        "resamples=300",
     ]
     worse = ansible(f"results_dir={tmp_path}", *gate)
     assert worse.returncode != 0

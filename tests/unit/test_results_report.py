@@ -43,7 +43,7 @@ def test_report_detects_the_regression_and_writes_every_file(tmp_path):
     # The answer comes first: the verdict before the tables, the MDE beside each verdict.
     assert md.index("## Verdict") < md.index("## Comparison: default") < md.index("## Plots")
     assert "MDE %" in md and "## Repetitions in run order" in md and "## Warnings" in md
-    assert "## Verdict" in html and "Repetitions in run order" in html
+    assert "<h2>Verdict</h2>" in html and "Repetitions in run order" in html
 
 
 def test_identical_groups_give_no_verdict_and_no_regression(tmp_path):

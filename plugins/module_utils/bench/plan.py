@@ -74,6 +74,7 @@ def run_block(
     summary = run(spec, run_dir, context=ctx, workload=workload)
     index_path = out_dir / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"points": {}}
+    index["sweep"] = context.get("sweep", "none")
     entry = {
         "dir": str(run_dir.relative_to(out_dir)),
         "order": context.get("order"),
