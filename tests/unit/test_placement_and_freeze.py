@@ -117,3 +117,19 @@ def _cpu_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def test_gpu_preflight_names_what_cannot_work():
+    from ansible_collections.servelab.vllm.plugins.module_utils import gpu
+
+    h100 = gpu.parse("0, NVIDIA H100 80GB HBM3, 9.0, 81559, 80000\n")
+    assert gpu.check(h100, 0.4, 2, 0)[0].startswith("GPU 0 NVIDIA H100")
+    with pytest.raises(gpu.PreflightError, match=r"CONFIG_VLLM_GPU_MEMORY_UTILIZATION=0\.9 x 2"):
+        gpu.check(h100, 0.9, 2, 0)
+    with pytest.raises(gpu.PreflightError, match="MiB free"):
+        gpu.check(gpu.parse("0, H100, 9.0, 81559, 20000"), 0.4, 2, 0)
+    assert gpu.check(gpu.parse("0, H100, 9.0, 81559, 20000"), 0.4, 2, 2)  # a redeploy
+    with pytest.raises(gpu.PreflightError, match=r"compute capability 7\.5"):
+        gpu.check(gpu.parse("0, Tesla T4, 7.5, 15360, 15000"), 0.4, 1, 0)
+    with pytest.raises(gpu.PreflightError, match="nvidia-smi is not on this host"):
+        gpu.query("nvidia-smi-that-does-not-exist")
