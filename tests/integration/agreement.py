@@ -18,7 +18,8 @@ def engine_paths(stack) -> tuple[Path, Path]:
     """The engine venv and the staged model of the running baseline engine."""
     spec = json.loads((stack.tmp / "work/stacks/baseline/engine-0/spec.json").read_text())
     argv = spec["argv"]
-    return Path(argv[0]).parent.parent, Path(argv[argv.index("--model") + 1])
+    python = next(a for a in argv if a.endswith("/python"))  # past a `taskset -c N` prefix
+    return Path(python).parent.parent, Path(argv[argv.index("--model") + 1])
 
 
 def prompts_file(model: Path, out: Path, num: int, output_len: int) -> Path:

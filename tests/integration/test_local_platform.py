@@ -92,7 +92,7 @@ def test_status_and_logs_report_every_service(stack):
 def test_benchmark_writes_results_for_both_groups(stack):
     run = stack.playbook("benchmark.yml", "-e", "servelab_run_id=itest")
     # The probe and every block run from the controller, delegated to the group's host.
-    assert run.output.count("Ensure the benchmark packages are installed") == 2
+    assert run.output.count("Ensure the benchmark packages are installed") == 1  # both hosts
     assert re.search(r"rate [0-9.]+ req/s \(auto, 0.5 x capacity", run.output), run.output[-3000:]
     assert "4 blocks: bddb" in run.output  # 2 repetitions a group, ABBA
     orders = {}
@@ -162,19 +162,19 @@ def test_agreement_with_vllm_bench_serve(stack, tmp_path):
     """Ours and `vllm bench serve` alternately, same prompts and rate: each tool's best run
     (lowest median TTFT and TPOT, highest throughput) within 15% of the other's.
 
-    Both tools send the same 96 prompts in the same order (the same seeded shuffle) at a
-    fixed pace (--burstiness inf) of 2 req/s, below this 2-core engine's capacity (about
-    2.9 req/s): with Poisson arrivals each tool draws its own gaps, and at 4 req/s the
-    saturated engine made single runs differ by up to 30% from the arrival pattern alone;
-    with 32 prompts a run, runs of one tool still differed by up to 20% in median TPOT,
-    with 96 by under 7%.
+    Both tools send the same 40 prompts (16 tokens out) in the same order (the same
+    seeded shuffle) at a fixed pace (--burstiness inf) of 0.8 req/s, below the capacity of
+    the eager float32 engine on a 2-core AVX2 machine (about 1 req/s with 4 in flight, 16
+    tokens out): with Poisson arrivals each tool draws its own gaps, and a saturated
+    engine made single runs differ by up to 30% from the arrival pattern alone.
     """
     from agreement import compare_tools
 
     stack.playbook("deploy.yml", "--limit", "baseline")  # no-op after the deploy test
     result = compare_tools(
-        stack, tmp_path, url="http://127.0.0.1:18100", repetitions=3, rate=2.0, num=96
-    )
+        stack, tmp_path, url="http://127.0.0.1:18100", repetitions=3, rate=0.8, num=40,
+        output_len=16,
+    )  # fmt: skip
     for metric, (ours, theirs, ratio) in result.items():
         print(f"{metric}: servelab {ours:.2f}, vllm bench serve {theirs:.2f}, ratio {ratio:.3f}")
     for metric, (_, _, ratio) in result.items():

@@ -405,7 +405,10 @@ def run(
         f"concurrency {spec.max_concurrency or 'unlimited'}",
         force=True,
     )
-    with telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes):
+    with (
+        telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes),
+        telemetry.HostLoad(spec.processes) as host,
+    ):
         outcomes, duration, extra = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
     sampler.save()
     write_atomic(
@@ -418,6 +421,7 @@ def run(
         **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
         **load_figures(outcomes, duration, spec, extra.pop("send_span_s")),
         "warmup": extra,
+        "host_load": host.figures,
         "server": sampler.deltas(),
         "dataset": dataset_info,
         "spec": {

@@ -59,6 +59,43 @@ def _cpu_and_rss(pids: list[int]) -> tuple[float, float]:
     return cpu, rss
 
 
+def host_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
+class HostLoad:
+    """How much of the machine went to processes other than the measured stack and the
+    client during a run, and how much the hypervisor took (steal)."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.pids = [p for p in processes.values() if p]
+
+    def _known(self) -> float:
+        own = os.times()
+        return own.user + own.system + sum(_cpu_and_rss(_process_tree(pid))[0] for pid in self.pids)
+
+    def __enter__(self) -> HostLoad:
+        self.start = (time.monotonic(), *host_cpu(), self._known())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        t0, busy0, steal0, known0 = self.start
+        busy1, steal1 = host_cpu()
+        seconds = max(time.monotonic() - t0, 1e-9) * (os.cpu_count() or 1)
+        self.figures = {
+            "other_cpu_share": max(busy1 - busy0 - (self._known() - known0), 0.0) / seconds,
+            "steal_share": (steal1 - steal0) / seconds,
+        }
+
+
 class Telemetry:
     """Samples in a thread into telemetry.csv until stopped."""
 

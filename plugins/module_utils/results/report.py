@@ -38,6 +38,7 @@ PER_GROUP_BY_CONSTRUCTION = {
     "vllm_router_metrics_port",
 }
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
+OTHER_LOAD = 0.10  # share of the machine's CPU taken by others during a block
 
 
 def _write(path: Path, text: str) -> None:
@@ -114,7 +115,7 @@ def verdict_lines(comparisons: dict, s: Settings) -> list[str]:
                 + ", ".join(r["metric"] for r in unknown)
             )
     family = (
-        f"{s.confidence:.0%} family-wise over the {len(s.primary)} primary metrics of a point "
+        f"{s.confidence:.1%} family-wise over the {len(s.primary)} primary metrics of a point "
         f"({', '.join(s.primary)}), each at {1 - (1 - s.confidence) / len(s.primary):.2%}; "
         f"a change must also reach {s.threshold_pct:g}%"
     )
@@ -143,6 +144,13 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
             out.append(
                 f"{where}: saturated, achieved {stats.fmt(sm.get('achieved_rate'))} of "
                 f"{stats.fmt(sm.get('offered_rate'))} req/s offered: the figures measure queueing"
+            )
+        host = sm.get("host_load") or {}
+        if host.get("other_cpu_share", 0) > OTHER_LOAD or host.get("steal_share", 0) > OTHER_LOAD:
+            out.append(
+                f"{where}: other load on the host: {host.get('other_cpu_share', 0):.0%} of its "
+                f"CPU went to processes outside the stack and the client, "
+                f"{host.get('steal_share', 0):.0%} to the hypervisor (steal)"
             )
         warm = sm.get("warmup") or {}
         if warm.get("warmup_requests") and not warm.get("warmup_steady"):
