@@ -89,9 +89,3 @@ def run_block(
     index["points"][point] = [*runs, entry]
     write_atomic(index_path, json.dumps(index, indent=1))
     return summary
-
-
-def with_point(spec: RunSpec, point: dict) -> RunSpec:
-    """The spec at one sweep point."""
-    changes = {k: point[k] for k in ("max_concurrency", "request_rate") if k in point}
-    return dataclasses.replace(spec, **changes)

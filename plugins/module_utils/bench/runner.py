@@ -358,7 +358,7 @@ async def _warm_up(spec, session, url, headers, ignore_eos, pool) -> dict:
     }
 
 
-def load_figures(outcomes: list, duration: float, spec: RunSpec, send_span: float) -> dict:
+def load_figures(outcomes: list, spec: RunSpec, send_span: float) -> dict:
     """Offered vs achieved request rate, and whether the server kept up.
 
     The achieved rate is the completion rate between the first and the last completion,
@@ -419,7 +419,7 @@ def run(
         "started_at": started_at,
         "ended_at": time.time(),
         **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
-        **load_figures(outcomes, duration, spec, extra.pop("send_span_s")),
+        **load_figures(outcomes, spec, extra.pop("send_span_s")),
         "warmup": extra,
         "host_load": host.figures,
         "server": sampler.deltas(),
