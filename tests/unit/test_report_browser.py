@@ -41,6 +41,6 @@ def test_report_renders_in_headless_chromium(tmp_path):
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
         tables = driver.find_elements("tag name", "table")
-        assert len(tables) == 2
+        assert len(tables) == 4  # a comparison per point, the sweep, the blocks in run order
     finally:
         driver.quit()
