@@ -18,6 +18,8 @@ import os
 import signal
 import time
 
+from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+
 MARKER = "frozen.json"
 
 
@@ -75,7 +77,7 @@ def freeze_stack(stack_dir: str, roots: list[int]) -> list[int]:
         return []
     previous = _read(stack_dir)
     record = {"pids": sorted(set(pids) | set(previous)), "since": time.time(), "by": os.getpid()}
-    _write(stack_dir, record)
+    supervisor.write_json_atomic(os.path.join(stack_dir, MARKER), record)
     # Parents first, so that none can start a new child while its children stop.
     return _signal(pids, signal.SIGSTOP)
 
@@ -107,13 +109,3 @@ def _read(stack_dir: str) -> list[int]:
             return [int(p) for p in json.load(handle).get("pids", [])]
     except (OSError, ValueError, TypeError):
         return []
-
-
-def _write(stack_dir: str, record: dict) -> None:
-    path = os.path.join(stack_dir, MARKER)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as out:
-        json.dump(record, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
