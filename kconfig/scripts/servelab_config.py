@@ -554,6 +554,13 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
         **shared,
         "servelab_config_hash": config_hash(shared, groups),
         "servelab_groups": list(groups),
+        # What a run records as its configuration: these settings, never the facts that
+        # roles register under the same prefixes, never the secrets.
+        "servelab_setting_names": sorted(
+            {k for k in shared if k.upper() not in SECRETS}
+            | {k for cfg in groups.values() for k in cfg if k.upper() not in SECRETS}
+            | {"servelab_group"}
+        ),
     }
     inv = inventory(shared, groups)
     # extra_vars.yaml carries the secrets: readable by its owner only. The same settings

@@ -11,7 +11,7 @@ module: benchmark
 short_description: Benchmark an OpenAI-compatible server (TTFT, ITL, TPOT, E2E, throughput)
 description:
   - Sends a seeded workload (ShareGPT, random, short, long, multi-turn) with streaming,
-    at a request rate (Poisson or gamma arrivals) and/or a maximum concurrency, for a
+    at a request rate (fixed-pace, Poisson or gamma arrivals) and/or a maximum concurrency, for a
     request count or a duration, after a warm-up that is excluded from the figures.
   - Runs one block (one repetition at one sweep point) per call; the play orders the
     blocks of both groups (ABBA) and freezes the idle group on a shared host.
@@ -47,7 +47,11 @@ options:
     description: Requests per second (C(inf) for all at once).
     type: str
     default: inf
-  arrivals: {description: Arrival process., type: str, choices: [poisson, gamma], default: poisson}
+  arrivals:
+    description: Arrival process (fixed pace, Poisson, gamma).
+    type: str
+    choices: [fixed, poisson, gamma]
+    default: fixed
   burstiness: {description: Gamma shape., type: float, default: 1.0}
   max_concurrency: {description: Requests in flight at most; 0 for no limit., type: int, default: 0}
   input_len: {description: Prompt tokens (random workload)., type: int, default: 256}
@@ -154,7 +158,7 @@ def main() -> None:
         "num_prompts": ("int", 32),
         "duration": ("float", 0),
         "request_rate": ("str", "inf"),
-        "arrivals": ("str", "poisson"),
+        "arrivals": ("str", "fixed"),
         "burstiness": ("float", 1.0),
         "max_concurrency": ("int", 0),
         "input_len": ("int", 256),
@@ -177,7 +181,7 @@ def main() -> None:
     spec["model"] = {"type": "str", "required": True}
     spec["endpoint"]["choices"] = ["completions", "chat"]
     spec["dataset"]["choices"] = ["sharegpt", "random", "short", "long", "multi_turn"]
-    spec["arrivals"]["choices"] = ["poisson", "gamma"]
+    spec["arrivals"]["choices"] = ["fixed", "poisson", "gamma"]
     spec.update(
         percentiles={"type": "list", "elements": "float", "default": [50, 90, 95, 99]},
         api_key={"type": "str", "default": "", "no_log": True},

@@ -93,7 +93,7 @@ def test_benchmark_writes_results_for_both_groups(stack):
     run = stack.playbook("benchmark.yml", "-e", "servelab_run_id=itest")
     # The probe and every block run from the controller, delegated to the group's host.
     assert run.output.count("Ensure the benchmark packages are installed") == 2  # serial: 1
-    assert re.search(r"rate [0-9.]+ req/s \(auto, 0.5 x capacity", run.output), run.output[-3000:]
+    assert re.search(r"rate [0-9.]+ req/s \(auto, 0.75 x capacity", run.output), run.output[-3000:]
     assert "4 blocks: bddb" in run.output  # 2 repetitions a group, ABBA
     orders = {}
     for group in ("baseline", "dev"):
@@ -112,7 +112,11 @@ def test_benchmark_writes_results_for_both_groups(stack):
         assert summary["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
         assert summary["placement"]["engine_cpus"] and summary["placement"]["dtype"]
         assert summary["load"]["source"] == "auto" and summary["offered_rate"] > 0
-        assert summary["warmup"]["warmup_requests"] > 0
+        assert summary["warmup"]["warmup_requests"] > 0  # rep 1: the group's first block
+        rep2 = json.loads((host_dir / "default" / "rep-2" / "summary.json").read_text())
+        assert rep2["warmup"]["warmup_requests"] == 0  # later blocks start warm
+        assert summary["spec"]["arrivals"] == "fixed"
+        assert "vllm_engine_services" not in summary["config"]  # settings, not facts
         assert summary["schema_version"] == 1
         assert summary["completed"] == 8 and summary["failed"] == 0
         assert summary["request_throughput"] > 0 and summary["median_ttft_ms"] > 0
@@ -387,11 +391,14 @@ def test_a_and_a_gives_no_verdict(stack):
 
 
 def test_a_real_handicap_is_called_worse(stack):
-    """Dev serves one sequence at a time (--max-num-seqs 1) while both groups are offered
-    half of baseline's capacity measured with 4 in flight: dev's requests queue, so its
-    time to first token is certainly longer."""
+    """Dev serves one sequence at a time (--max-num-seqs 1) while both groups get 4
+    requests in flight (closed loop): dev's requests queue behind each other instead of
+    sharing decode steps, so its time to first token is certainly longer."""
     stack.configure(
-        "CONFIG_VLLM_DEV_OVERRIDES=\"vllm_engine_extra_args='--max-num-seqs 1'\"", *VERDICT_RUN
+        "CONFIG_VLLM_DEV_OVERRIDES=\"vllm_engine_extra_args='--max-num-seqs 1'\"",
+        'CONFIG_VLLM_BENCHMARK_REQUEST_RATE="inf"',
+        "CONFIG_VLLM_BENCHMARK_CONCURRENT_USERS=4",
+        *VERDICT_RUN,
     )
     stack.playbook("deploy.yml")
     rows = verdict_of(stack, "handicap", "0.95")

@@ -104,6 +104,9 @@ def test_a_request_count_spans_exactly_count_over_rate_for_every_seed():
     assert spans == {8.0}
     assert arrivals.schedule(4, float("inf"), 1) == [0.0] * 4
     assert arrivals.schedule(4, 4.0, 1, "gamma", float("inf")) == [0.25, 0.5, 0.75, 1.0]
+    # A fixed pace ignores the seed: every repetition offers the same pattern.
+    assert arrivals.schedule(4, 4.0, 1, "fixed") == arrivals.schedule(4, 4.0, 9, "fixed")
+    assert arrivals.schedule(4, 4.0, 9, "fixed") == [0.25, 0.5, 0.75, 1.0]
 
 
 def _diffs(times):
@@ -114,6 +117,8 @@ def test_arrivals_refuse_bad_rates():
     with pytest.raises(ValueError, match="rate must be > 0"):
         next(arrivals.intervals(0, seed=1))
     assert next(arrivals.intervals(float("inf"), seed=1)) == 0.0
+    with pytest.raises(ValueError, match="arrival process 'uniform': expected one of fixed"):
+        next(arrivals.intervals(1.0, seed=1, process="uniform"))
 
 
 def test_truncated_json_keeps_complete_records(tmp_path):

@@ -49,6 +49,11 @@ def test_every_defconfig_generates_typed_vars(tmp_path, name):
     assert extra["servelab_groups"] == ["baseline", "dev"]
     assert len(extra["servelab_config_hash"]) == 12
     groups = inv["all"]["children"]
+    # What runs record as their configuration: every setting, no secret, nothing else.
+    names = set(extra["servelab_setting_names"])
+    assert {"vllm_router_policy", "vllm_benchmark_arrivals", "servelab_group"} <= names
+    assert not names & {"vllm_api_key", "vllm_hf_token", "servelab_config_hash"}
+    assert all(k in names for body in groups.values() for k in body["vars"])
     assert set(groups) == {"baseline", "dev"}
     for group, body in groups.items():
         assert body["hosts"], f"{name}: {group} has no hosts"

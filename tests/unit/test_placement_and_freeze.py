@@ -61,6 +61,10 @@ def test_blocks_alternate_abba_at_every_point():
     assert at1 == list("bddbbd")  # A B, B A, A B
     assert [b["order"] for b in blocks] == list(range(1, 13))
     assert all(b["max_concurrency"] in (1, 4) for b in blocks)
+    # Each group warms once per point, in its first block there.
+    warm = [(b["group"], b["label"]) for b in blocks if b["warm"]]
+    assert sorted(warm) == sorted({(b["group"], b["label"]) for b in blocks})
+    assert all(b["rep"] == 1 for b in blocks if b["warm"])
     hosts = bench_blocks_by_host(
         blocks[:2], [{"group": "baseline", "host": "b1"}, {"group": "dev", "host": "d1"},
                      {"group": "dev", "host": "d2"}]

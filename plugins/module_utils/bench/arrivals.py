@@ -8,26 +8,31 @@ import math
 import random
 from collections.abc import Iterator
 
+PROCESSES = ("fixed", "poisson", "gamma")
+
 
 def intervals(
     rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0
 ) -> Iterator[float]:
-    """Seconds to wait before each request: Poisson or gamma at `rate` per second.
+    """Seconds to wait before each request: fixed pace, Poisson or gamma at `rate` per second.
 
-    A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,
+    Fixed pace sends one request every 1/rate seconds: every repetition then offers the
+    same pattern, so repetitions differ only by the machine, not by the draw of gaps. A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,
     below 1 burstier, above 1 more regular, infinite a fixed pace (as in `vllm bench serve`).
     An infinite rate sends everything at once.
     """
     if rate <= 0:
         raise ValueError(f"request rate must be > 0, got {rate}")
+    if process not in PROCESSES:
+        raise ValueError(f"arrival process {process!r}: expected one of {', '.join(PROCESSES)}")
     if burstiness <= 0:
         raise ValueError(f"burstiness must be > 0, got {burstiness}")
     rng = random.Random(seed)
     while True:
         if math.isinf(rate):
             yield 0.0
-        elif math.isinf(burstiness):
-            yield 1.0 / rate  # the limit of ever more regular gamma gaps: a fixed pace
+        elif process == "fixed" or math.isinf(burstiness):
+            yield 1.0 / rate  # also the limit of ever more regular gamma gaps
         elif process == "gamma":
             yield rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
         else:

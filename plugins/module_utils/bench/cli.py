@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=int, default=32)
     p.add_argument("--duration", type=float, default=0, help="seconds (0: stop after the count)")
     p.add_argument("--request-rate", type=float, default=float("inf"))
-    p.add_argument("--arrivals", choices=["poisson", "gamma"], default="poisson")
+    p.add_argument("--arrivals", choices=["fixed", "poisson", "gamma"], default="fixed")
     p.add_argument("--burstiness", type=float, default=1.0)
     p.add_argument("--max-concurrency", type=int, default=0)
     p.add_argument("--input-len", type=int, default=256)

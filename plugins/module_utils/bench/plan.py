@@ -45,15 +45,21 @@ def points(sweep: str, values: list) -> list[dict]:
 def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> list[dict]:
     """The order of a run's blocks: round r runs every point, and at each point the
     groups in order on odd rounds and reversed on even rounds (ABBA), so that a drift of
-    the machine over the run falls on both groups alike."""
+    the machine over the run falls on both groups alike.
+
+    `warm` marks each group's first block at a point: only it warms the engine until
+    steady. A frozen engine keeps its warm state: on the embedded default, blocks run
+    right after a thaw with no warm-up gave median TPOT 94.9-98.3 ms against 96.2 ms
+    for the warmed first block."""
     if repetitions < 1:
         raise ValueError(f"repetitions {repetitions}: expected >= 1")
-    out = []
+    out: list[dict] = []
     for rep in range(1, repetitions + 1):
         for point in sweep_points:
             order = groups if rep % 2 else list(reversed(groups))
             for group in order:
-                out.append({"group": group, "rep": rep, **point, "order": len(out) + 1})
+                block = {"group": group, "rep": rep, **point, "order": len(out) + 1}
+                out.append({**block, "warm": rep == 1})
     return out
 
 

@@ -44,7 +44,7 @@ class RunSpec:
     num_prompts: int = 32
     duration: float = 0.0  # seconds; 0 = stop after num_prompts
     request_rate: float = float("inf")
-    arrivals: str = "poisson"
+    arrivals: str = "fixed"  # fixed (pace), poisson or gamma: arrivals.PROCESSES
     burstiness: float = 1.0
     max_concurrency: int = 0
     input_len: int = 256
@@ -75,6 +75,10 @@ class RunSpec:
             raise BenchError("expected a request count > 0 or a duration > 0")
         if self.duration < 0:
             raise BenchError(f"duration {self.duration}: expected >= 0")
+        if self.arrivals not in arrivals.PROCESSES:
+            raise BenchError(
+                f"arrivals {self.arrivals!r}: expected one of {', '.join(arrivals.PROCESSES)}"
+            )
         if self.burstiness <= 0:
             raise BenchError(f"burstiness {self.burstiness}: expected > 0")
 
