@@ -93,3 +93,61 @@ def test_percentile_statistics():
     assert stats.statistic("p99_9")(np.arange(1001.0)) == pytest.approx(999.0)
     with pytest.raises(ValueError):
         stats.statistic("mode")
+
+
+def abba_drift_run(rng, n, cv, drift, change=0.0):
+    """n repetitions a side in ABBA order: a machine level that wanders (random walk of
+    `drift` per block) times independent noise cv; dev `change` slower."""
+    level, base, dev = 100.0, [], []
+    for rep in range(n):
+        order = ("b", "d") if rep % 2 == 0 else ("d", "b")
+        for side in order:
+            level *= 1 + rng.normal(0, drift)
+            value = level * (1 + rng.normal(0, cv))
+            (base if side == "b" else dev).append(value)
+    return base, [x * (1 + change) for x in dev]
+
+
+def test_pairing_removes_the_machines_drift_and_holds_its_level():
+    rng = np.random.default_rng(7)
+    trials, alarms, mde_w, mde_p = 600, 0, [], []
+    for _ in range(trials):
+        base, dev = abba_drift_run(rng, 8, cv=0.01, drift=0.03)
+        paired = stats.compare("m", base, dev, True, alpha=0.05, pair=True)
+        welch = stats.compare("m", base, dev, True, alpha=0.05)
+        assert paired.method == "paired" and welch.method == "welch"
+        alarms += paired.verdict != stats.SAME
+        mde_w.append(welch.mde_pct)
+        mde_p.append(paired.mde_pct)
+    # Nominal 5%: 600 trials give a standard error of about 0.9 points.
+    assert alarms / trials < 0.08
+    assert np.median(mde_p) < 0.6 * np.median(mde_w)
+    # A real 5% change under the same drift: paired finds it most of the time.
+    found = sum(
+        stats.compare("m", *abba_drift_run(rng, 8, 0.01, 0.03, change=0.05), True, pair=True)
+        .verdict == stats.WORSE
+        for _ in range(200)
+    )
+    assert found / 200 > 0.7
+
+
+def test_pairs_drop_a_repetition_missing_on_one_side():
+    c = stats.compare("m", [100, 101, None, 99], [110, 112, 111, 108], True, pair=True)
+    assert c.method == "paired" and c.n_baseline == c.n_dev == 3
+    assert c.baseline_reps == [100, 101, 99] and c.dev_reps == [110, 112, 108]
+    single = stats.compare("m", [100, None], [110, 112], True, pair=True)
+    assert single.method == "welch"  # one pair is no interval: two samples instead
+
+
+def test_runs_pair_their_repetitions_from_the_stated_count(tmp_path):
+    from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare
+    from results_fixture import write_run
+
+    for reps, method in ((compare.PAIRED_MIN_REPS, "paired"), (3, "welch")):
+        run = collect.load_run(write_run(tmp_path / str(reps), reps=reps, dev_scale=1.2))
+        rows = compare.compare_run(run, compare.Settings())["default"]
+        assert {r["method"] for r in rows} == {method}, reps
+        ttft = next(r for r in rows if r["metric"] == "median_ttft_ms")
+        assert ttft["verdict"] == stats.WORSE and ttft["n_baseline"] == reps
+    spread = compare.calibration_spread(run)
+    assert set(spread["median_ttft_ms"]) == {"welch", "paired"}

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
+    PAIRED_MIN_REPS,
     Settings,
     calibration_spread,
     compare_run,
@@ -119,7 +120,15 @@ def verdict_lines(comparisons: dict, s: Settings) -> list[str]:
         f"({', '.join(s.primary)}), each at {1 - (1 - s.confidence) / len(s.primary):.2%}; "
         f"a change must also reach {s.threshold_pct:g}%"
     )
-    return [*lines, f"(method: Welch's t on one value per repetition, {family})"]
+    methods = {r["method"] for rows in comparisons.values() for r in rows if r["primary"]}
+    how = (
+        "paired t on the differences of repetition r (neighbours in the ABBA order)"
+        if methods == {"paired"}
+        else "Welch's t on one value per repetition"
+        if methods <= {"welch"}
+        else "paired t where the repetitions pair up, else Welch's t"
+    )
+    return [*lines, f"(method: {how}, {family})"]
 
 
 def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
@@ -208,7 +217,7 @@ def _comparison_rows(rows: list[dict]) -> list[list[str]]:
             r["verdict"],
             stats.fmt(r["mde_pct"], 1) + (" (cal.)" if r["mde_source"].startswith("cal") else ""),
             str(r["reps_for_5pct"] or ">200"),
-            f"{r['n_baseline']} / {r['n_dev']}",
+            f"{r['n_baseline']} / {r['n_dev']}" + (" paired" if r["method"] == "paired" else ""),
         ]
         for r in rows
     ]
@@ -311,7 +320,11 @@ def sections(run, comparisons, images, s: Settings, calibration_run: str) -> lis
         out.append((f"Comparison: {point}", "table", (COMPARISON_HEADER, _comparison_rows(rows))))
     out.append(("How the comparison works", "text",
                 "Each metric is one value per repetition (latencies: the statistic over that "
-                "repetition's requests), compared with Welch's t interval of the difference "
+                "repetition's requests). With at least "
+                f"{PAIRED_MIN_REPS} repetitions a side, one block each, repetition r of "
+                "baseline and of dev ran next to each other (ABBA), so the interval is a "
+                "paired t interval on their differences: a drift of the machine over a few "
+                "blocks cancels in them. With fewer, Welch's t interval of the difference "
                 "of means. Primary metrics share the family-wise level (Bonferroni); others are "
                 f"secondary, at the nominal level. MDE: the change found 80% of the time at "
                 f"the metric's level; {mde_from}."))  # fmt: skip
