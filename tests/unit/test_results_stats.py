@@ -124,8 +124,10 @@ def test_pairing_removes_the_machines_drift_and_holds_its_level():
     assert np.median(mde_p) < 0.6 * np.median(mde_w)
     # A real 5% change under the same drift: paired finds it most of the time.
     found = sum(
-        stats.compare("m", *abba_drift_run(rng, 8, 0.01, 0.03, change=0.05), True, pair=True)
-        .verdict == stats.WORSE
+        stats.compare(
+            "m", *abba_drift_run(rng, 8, 0.01, 0.03, change=0.05), True, pair=True
+        ).verdict
+        == stats.WORSE
         for _ in range(200)
     )
     assert found / 200 > 0.7

@@ -17,8 +17,9 @@ def intervals(
     """Seconds to wait before each request: fixed pace, Poisson or gamma at `rate` per second.
 
     Fixed pace sends one request every 1/rate seconds: every repetition then offers the
-    same pattern, so repetitions differ only by the machine, not by the draw of gaps. A gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson,
-    below 1 burstier, above 1 more regular, infinite a fixed pace (as in `vllm bench serve`).
+    same pattern, so repetitions differ only by the machine, not by the draw of gaps. A
+    gamma process with shape `burstiness` has the same mean rate; shape 1 is Poisson, below
+    1 burstier, above 1 more regular, infinite a fixed pace (as in `vllm bench serve`).
     An infinite rate sends everything at once.
     """
     if rate <= 0:

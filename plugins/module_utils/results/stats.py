@@ -124,7 +124,8 @@ def mde(
         n = min(n_base, n_dev)
         dof, scale = n - 1, math.sqrt(1 / n) if n else float("nan")
     else:
-        dof, scale = n_base + n_dev - 2, math.sqrt(1 / n_base + 1 / n_dev) if n_base and n_dev else 0
+        dof = n_base + n_dev - 2
+        scale = math.sqrt(1 / n_base + 1 / n_dev) if n_base and n_dev else 0.0
     if dof < 1 or not math.isfinite(sd):
         return float("nan")
     t = scipy_stats.t
