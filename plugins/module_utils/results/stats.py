@@ -146,6 +146,10 @@ def reps_needed(
     return None
 
 
+def _ok(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def compare(
     metric: str,
     base: list,
@@ -166,17 +170,16 @@ def compare(
     and the change to reach threshold_pct. spread_cv: the relative run-to-run spread from
     a calibration (of a pair's difference when paired), for the MDE; without it the MDE
     comes from this run's own repetitions."""
-    ok = lambda x: x is not None and math.isfinite(x)  # noqa: E731
     if pair and len(base) == len(dev):
-        kept = [(float(x), float(y)) for x, y in zip(base, dev, strict=True) if ok(x) and ok(y)]
+        kept = [(float(x), float(y)) for x, y in zip(base, dev, strict=True) if _ok(x) and _ok(y)]
         pair = len(kept) >= 2
     else:
         pair = False
     if pair:
         b, d = [x for x, _ in kept], [y for _, y in kept]
     else:
-        b = [float(x) for x in base if ok(x)]
-        d = [float(x) for x in dev if ok(x)]
+        b = [float(x) for x in base if _ok(x)]
+        d = [float(x) for x in dev if _ok(x)]
     method = "paired" if pair else "welch"
     level = 1 - alpha
     if not b or not d:
