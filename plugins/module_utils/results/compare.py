@@ -21,9 +21,9 @@ THROUGHPUT = [
 DEFAULT_PRIMARY = ["median_ttft_ms", "median_tpot_ms", "output_throughput"]
 # From this many repetitions a side, compare differences of repetition r (paired t):
 # measured on the embedded default, pairing cut the MDE of median TTFT from 11.1% to 2.5%
-# at 8 repetitions of a drifting run, while at 5 its n - 1 degrees of freedom cost more
-# than the drift it removed in 2 of 3 runs (docs/results.md). Fixed in advance, never
-# chosen after seeing which interval is narrower.
+# at 8 repetitions of a drifting run, while at 5 its n - 1 degrees of freedom made the
+# MDE wider than Welch's for median TTFT in 2 of 3 runs and for median TPOT in 1 of 3
+# (docs/results.md). Fixed in advance, never chosen by which interval is narrower.
 PAIRED_MIN_REPS = 6
 
 

@@ -7,7 +7,7 @@ primary metrics (Bonferroni), and the minimum detectable effect (MDE).
 Why paired: the blocks run ABBA, so repetition r of baseline and of dev are neighbours in
 time. A drift of the machine that spans a few blocks moves both alike: it cancels in
 their difference but counts twice in Welch's spread. On the embedded default one run's
-blocks drifted from 92 to 82 ms median TPOT and back; Welch's MDE was 11.4%, paired 5.1%.
+blocks drifted from 92 to 82 ms median TPOT and back; Welch's MDE was 11.4%, paired 5.3%.
 
 Why one value per repetition: requests of one repetition share its conditions (the
 engine's state, the machine's other load), so the repetition is the unit that varies
