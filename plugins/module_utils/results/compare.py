@@ -143,9 +143,9 @@ def calibration_spread(run: RunResults) -> dict:
         out[metric] = {"welch": stats.pooled_sd(b, d) / mean}
         pairs = rep_pairs(base, dev, metric)
         if pairs:
-            kept = [(x, y) for x, y in zip(*pairs, strict=True) if x is not None and y is not None]
-            if len(kept) > 1:
-                out[metric]["paired"] = stats.diff_sd(*zip(*kept, strict=True)) / mean
+            kept_b, kept_d = stats.complete_pairs(*pairs)
+            if len(kept_b) > 1:
+                out[metric]["paired"] = stats.diff_sd(kept_b, kept_d) / mean
     return out
 
 

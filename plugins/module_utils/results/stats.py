@@ -7,7 +7,7 @@ primary metrics (Bonferroni), and the minimum detectable effect (MDE).
 Why paired: the blocks run ABBA, so repetition r of baseline and of dev are neighbours in
 time. A drift of the machine that spans a few blocks moves both alike: it cancels in
 their difference but counts twice in Welch's spread. On the embedded default one run's
-blocks drifted from 92 to 82 ms median TPOT and back; Welch's MDE was 11.4%, paired 5.3%.
+blocks moved between 82 and 101 ms median TPOT; Welch's MDE was 11.4%, paired 5.3%.
 
 Why one value per repetition: requests of one repetition share its conditions (the
 engine's state, the machine's other load), so the repetition is the unit that varies
@@ -150,6 +150,12 @@ def _ok(x) -> bool:
     return x is not None and math.isfinite(x)
 
 
+def complete_pairs(base: list, dev: list) -> tuple[list[float], list[float]]:
+    """The repetitions that have a finite value on both sides, still aligned."""
+    kept = [(float(x), float(y)) for x, y in zip(base, dev, strict=True) if _ok(x) and _ok(y)]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
 def compare(
     metric: str,
     base: list,
@@ -171,13 +177,11 @@ def compare(
     a calibration (of a pair's difference when paired), for the MDE; without it the MDE
     comes from this run's own repetitions."""
     if pair and len(base) == len(dev):
-        kept = [(float(x), float(y)) for x, y in zip(base, dev, strict=True) if _ok(x) and _ok(y)]
-        pair = len(kept) >= 2
+        b, d = complete_pairs(base, dev)
+        pair = len(b) >= 2
     else:
         pair = False
-    if pair:
-        b, d = [x for x, _ in kept], [y for _, y in kept]
-    else:
+    if not pair:
         b = [float(x) for x in base if _ok(x)]
         d = [float(x) for x in dev if _ok(x)]
     method = "paired" if pair else "welch"
