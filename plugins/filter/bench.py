@@ -27,8 +27,17 @@ def bench_blocks_by_host(blocks: list, arms: list) -> list[dict]:
     return out
 
 
+def bench_warmed_by_probe(blocks: list, host: str) -> list[dict]:
+    """See plan.warmed_by_probe."""
+    return plan.warmed_by_probe(list(blocks), host)
+
+
 class FilterModule:
     """servelab.vllm benchmark filters."""
 
     def filters(self):
-        return {"bench_schedule": bench_schedule, "bench_blocks_by_host": bench_blocks_by_host}
+        return {
+            "bench_schedule": bench_schedule,
+            "bench_blocks_by_host": bench_blocks_by_host,
+            "bench_warmed_by_probe": bench_warmed_by_probe,
+        }

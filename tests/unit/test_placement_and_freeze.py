@@ -72,6 +72,16 @@ def test_blocks_alternate_abba_at_every_point():
     assert [b["host"] for b in hosts] == ["b1", "d1", "d2"]
 
 
+def test_the_probed_engine_does_not_warm_twice():
+    arms = [{"group": "baseline", "host": "b1"}, {"group": "dev", "host": "d1"}]
+    schedule = plan.schedule(["baseline", "dev"], plan.points("none", []), 2)
+    blocks = bench_blocks_by_host(schedule, arms)
+    after = plan.warmed_by_probe(blocks, "b1")
+    assert [b["warm"] for b in blocks] == [True, True, False, False]
+    assert [b["warm"] for b in after] == [False, True, False, False]  # only b1's first
+    assert blocks[0]["warm"]  # the input is not changed
+
+
 def test_a_frozen_stack_takes_no_cpu_and_is_thawed(tmp_path):
     # A parent that spins and a child that spins: both stop, both continue.
     code = "import os,time\nif os.fork()==0:\n  while True: pass\nwhile True: pass"

@@ -63,6 +63,18 @@ def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> l
     return out
 
 
+def warmed_by_probe(blocks: list[dict], host: str) -> list[dict]:
+    """The blocks, with the first one of `host` not warming: the capacity probe has just
+    warmed that engine at the load the run offers (rate auto, no sweep), so a second
+    warm-up would only cost time."""
+    out, done = [], False
+    for block in blocks:
+        if not done and block.get("host") == host:
+            block, done = {**block, "warm": False}, True
+        out.append(block)
+    return out
+
+
 def run_block(
     spec: RunSpec,
     out_dir: Path,
