@@ -198,7 +198,8 @@ class SystemdManager:
 
     def start(self, spec: dict, python: str, script_source: str) -> None:
         del python, script_source  # systemd supervises; no script of ours runs
-        _write_atomic(os.path.join(self.dir, ENV_FILE), render_env_file(spec["env"]), 0o600)
+        env = {**spec["env"], supervisor.MARKER_ENV: os.path.abspath(self.dir)}
+        _write_atomic(os.path.join(self.dir, ENV_FILE), render_env_file(env), 0o600)
         _write_atomic(
             self.unit_path, render_unit(spec["name"], spec["argv"], self.dir, spec["log"]), 0o644
         )
@@ -218,6 +219,8 @@ class SystemdManager:
         if present:
             os.unlink(self.unit_path)
             self._systemctl("daemon-reload")
+        # KillMode=control-group stops the unit's cgroup; this finds what left it.
+        supervisor.kill_marked(self.dir, 5)
         return was_running
 
 

@@ -126,6 +126,39 @@ def stack_status(stack_dir: str) -> list[dict]:
     return [asdict(probe_service(d)) for d in dirs]
 
 
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return "?"
+
+
+def orphans(stack_dir: str) -> list[dict]:
+    """Processes of the stack (marked with a service dir under stack_dir) that no live
+    service owns: left by a service whose main process died, or by a removed stack."""
+    owned: set[int] = set()
+    if os.path.isdir(stack_dir):
+        for name in os.listdir(stack_dir):
+            service_dir = os.path.join(stack_dir, name)
+            if os.path.isfile(os.path.join(service_dir, supervisor.SPEC)):
+                pid = service_manager.for_dir(service_dir).pid()
+                owned.update(freeze.tree(pid) if pid else [])
+    return [
+        {"pid": pid, "service": os.path.basename(service), "command": _command(pid)}
+        for pid, service in sorted(supervisor.marked(stack_dir).items())
+        if pid not in owned
+    ]
+
+
+def format_orphans(found: list[dict]) -> list[str]:
+    return [
+        f"orphan: pid {o['pid']} ({o['service']}: {o['command']}) belongs to no running "
+        "service; `make vllm-teardown` stops it"
+        for o in found
+    ]
+
+
 def format_table(rows: list[dict]) -> list[str]:
     header = ("service", "state", "pid", "port", "model", "version", "uptime", "restarts")
     lines = [

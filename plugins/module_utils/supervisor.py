@@ -7,7 +7,12 @@ A service is a directory holding spec.json (argv, env, cwd, log). `supervise.py 
 to the log, restarts it when it fails and stops its whole process group on SIGTERM.
 State on disk, read by the module and by status probes:
   supervisor.pid  pid of the supervisor          child.pid  pid of the running service
-  state.json      started_at, restarts, last_exit, state (running, restarting, failed)
+  state.json      started_at, restarts, last_exit, state (running, restarting, failed),
+                  groups (every process group the service has had)
+
+Every process of a service carries SERVELAB_SERVICE=<service dir> in its environment
+(children inherit it), so that what outlives its parent, such as vLLM's EngineCore and
+Worker after a `kill -9` of the API server, is still found and stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ STATE = "state.json"
 START_LIMIT_BURST = 5
 START_LIMIT_INTERVAL = 300.0
 STOP_TIMEOUT = 30.0
+MARKER_ENV = "SERVELAB_SERVICE"
 
 
 def write_json_atomic(path: str, data: dict, mode: int = 0o644) -> None:
@@ -120,28 +126,29 @@ def start(service_dir: str, python: str, script: str) -> int:
 
 
 def stop(service_dir: str, timeout: float = STOP_TIMEOUT + 15) -> bool:
-    """Stop the supervisor (and so the service); True if one was running."""
+    """Stop the supervisor (and so the service), then every process the service ever
+    started that is still alive; True if a supervisor was running."""
+    service_dir = os.path.abspath(service_dir)
     pid = supervisor_pid(service_dir)
-    if pid is None:
-        kill_group(read_pid(os.path.join(service_dir, CHILD_PID)), timeout)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        kill_group(read_pid(os.path.join(service_dir, CHILD_PID)), 5)
-    return True
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    for group in read_json(os.path.join(service_dir, STATE)).get("groups", []):
+        kill_group(group, 5)
+    kill_marked(service_dir, 5)
+    return pid is not None
 
 
-def kill_group(pid: int | None, timeout: float) -> None:
-    """SIGTERM a service's process group, then SIGKILL what is left after timeout."""
-    if not pid:
-        return
-    try:
-        pgid = os.getpgid(pid)
-    except OSError:
+def kill_group(pgid: int | None, timeout: float) -> None:
+    """SIGTERM a service's process group, then SIGKILL what is left after timeout.
+
+    The service runs in a session of its own, so its group id is its first pid; the group
+    outlives that process (os.getpgid of a reaped leader would fail)."""
+    if not pgid:
         return
     try:
         os.killpg(pgid, signal.SIGTERM)
@@ -158,6 +165,48 @@ def kill_group(pid: int | None, timeout: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def marked(prefix: str) -> dict[int, str]:
+    """Live processes whose SERVELAB_SERVICE is prefix or lies under it: pid -> service dir."""
+    prefix = os.path.abspath(prefix)
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(MARKER_ENV.encode() + b"="):
+                value = entry.split(b"=", 1)[1].decode(errors="replace")
+                if (value == prefix or value.startswith(prefix + "/")) and alive(int(name)):
+                    found[int(name)] = value
+                break
+    return found
+
+
+def kill_marked(prefix: str, timeout: float) -> list[int]:
+    """SIGTERM every process marked under prefix, SIGKILL what is left after timeout."""
+    return stop_pids(sorted(marked(prefix)), timeout)
+
+
+def stop_pids(pids: list[int], timeout: float) -> list[int]:
+    """SIGTERM pids, SIGKILL those left after timeout; returns pids."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)  # a frozen process would not act on SIGTERM
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
+
+
 class Supervisor:
     """The loop that runs inside the detached supervisor process."""
 
@@ -166,7 +215,7 @@ class Supervisor:
         self.spec = read_json(os.path.join(self.dir, SPEC))
         self.child: subprocess.Popen | None = None
         self.stopping = False
-        self.state = {"restarts": 0, "state": "starting", "last_exit": None}
+        self.state = {"restarts": 0, "state": "starting", "last_exit": None, "groups": []}
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -181,6 +230,7 @@ class Supervisor:
     def launch(self) -> None:
         env = dict(os.environ)
         env.update(self.spec.get("env", {}))
+        env[MARKER_ENV] = self.dir
         log = open(self.spec["log"], "ab", buffering=0)  # noqa: SIM115 (handed to the child)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         log.write(f"==== servelab: starting {self.spec['name']} at {stamp} ====\n".encode())
@@ -196,7 +246,8 @@ class Supervisor:
         log.close()
         with open(self.path(CHILD_PID), "w") as out:
             out.write(str(self.child.pid))
-        self.save_state(state="running", started_at=time.time(), pid=self.child.pid)
+        groups = [*self.state["groups"], self.child.pid][-20:]
+        self.save_state(state="running", started_at=time.time(), pid=self.child.pid, groups=groups)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
@@ -212,13 +263,17 @@ class Supervisor:
                 if self.child:
                     kill_group(self.child.pid, STOP_TIMEOUT)
                     self.child.wait()
+                    kill_marked(self.dir, 5)
                 self.save_state(state="stopped", last_exit=self.child.returncode)
                 break
             if code is None:
                 time.sleep(0.2)
                 continue
-            # The service exited on its own: restart it, unless it keeps failing.
+            # The service exited on its own: stop what it left (its group, and anything
+            # marked as this service's that left the group), then restart it, unless it
+            # keeps failing.
             kill_group(self.child.pid, 5)
+            kill_marked(self.dir, 5)
             now = time.time()
             failures = [t for t in failures if now - t < START_LIMIT_INTERVAL] + [now]
             if len(failures) >= START_LIMIT_BURST:

@@ -131,7 +131,6 @@ out_dir:
 """
 
 import dataclasses  # noqa: E402
-import signal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
@@ -141,10 +140,6 @@ from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # no
     plan,
     runner,
 )
-
-
-def _interrupted(signum, _frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main() -> None:
@@ -217,7 +212,7 @@ def main() -> None:
         module.exit_json(changed=False, out_dir=str(out_dir), summary={})
     frozen = []
     # A playbook stopped by the user (SIGINT/SIGTERM) must not leave a group frozen.
-    signal.signal(signal.SIGTERM, _interrupted)
+    runner.stop_on_sigterm()
     try:
         for stack in p["freeze"]:
             freeze.freeze_stack(stack["stack_dir"], [int(x) for x in stack.get("pids", [])])
@@ -230,7 +225,11 @@ def main() -> None:
     except (runner.BenchError, ValueError) as err:
         module.fail_json(msg=f"benchmark not started: {err}", out_dir=str(out_dir))
     except KeyboardInterrupt as err:
-        module.fail_json(msg=f"benchmark interrupted ({err})", out_dir=str(out_dir))
+        module.fail_json(
+            msg=f"benchmark interrupted ({err}); the requests done so far are saved in "
+            f"{out_dir}, the summary marked interrupted; no group is left frozen",
+            out_dir=str(out_dir),
+        )
     finally:
         for stack_dir in frozen:
             freeze.thaw_stack(stack_dir)

@@ -28,6 +28,12 @@ options:
     type: str
     choices: [never, stale, always]
     default: never
+  stop_orphans:
+    description:
+      - Stop the processes of the stack that no running service owns (see RV(orphans));
+        teardown uses it after stopping the services.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -56,12 +62,20 @@ all_up:
   description: Whether every service answers its health check.
   returned: always
   type: bool
+orphans:
+  description:
+    - Processes that carry a service dir of this stack in SERVELAB_SERVICE but belong to
+      no running service (pid, service, command); stopped when O(stop_orphans) is set.
+  returned: always
+  type: list
+  elements: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
     freeze,
     stack_status,
+    supervisor,
 )
 
 
@@ -70,6 +84,7 @@ def main() -> None:
         argument_spec={
             "stack_dir": {"type": "path", "required": True},
             "thaw": {"type": "str", "default": "never", "choices": ["never", "stale", "always"]},
+            "stop_orphans": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -79,11 +94,17 @@ def main() -> None:
         thaw = freeze.thaw_stale if module.params["thaw"] == "stale" else freeze.thaw_stack
         thawed = thaw(stack_dir)
     rows = stack_status.stack_status(stack_dir)
+    orphans = stack_status.orphans(stack_dir)
+    stopped = False
+    if orphans and module.params["stop_orphans"] and not module.check_mode:
+        stopped = bool(supervisor.stop_pids([o["pid"] for o in orphans], 10))
+    table = stack_status.format_table(rows) if rows else ["(no stack deployed)"]
     module.exit_json(
-        changed=bool(thawed),
+        changed=bool(thawed) or stopped,
         thawed=thawed,
         services=rows,
-        table=stack_status.format_table(rows) if rows else ["(no stack deployed)"],
+        orphans=orphans,
+        table=table + stack_status.format_orphans(orphans),
         all_up=bool(rows) and all(r["state"] == "up" for r in rows),
     )
 

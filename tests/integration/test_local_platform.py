@@ -18,7 +18,7 @@ import sys
 import time
 
 import pytest
-from ansible_collections.servelab.vllm.plugins.module_utils import stack_status
+from ansible_collections.servelab.vllm.plugins.module_utils import freeze, stack_status, supervisor
 from stack import TOP, Stack
 
 PORTS = [
@@ -337,8 +337,8 @@ def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
         text=True,
     )
     # Wait for a first completed request (long prompts on 2 cores take several seconds),
-    # then the engine dies: SIGKILL to its process group. Its supervisor restarts it, but
-    # a start takes far longer than the rest of the run.
+    # then the engine's API server dies (SIGKILL to it alone, as a crash would). Its
+    # supervisor restarts it, but a start takes far longer than the rest of the run.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         progress = out / "progress.log"
@@ -351,9 +351,24 @@ def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
             break
         time.sleep(0.2)
     engine_pid = int((stack.tmp / "work/stacks/dev/engine-0/child.pid").read_text())
-    os.killpg(os.getpgid(engine_pid), signal.SIGKILL)
+    old = freeze.tree(engine_pid)  # the API server, EngineCore, Worker
+    assert len(old) >= 3, old
+    os.kill(engine_pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
+    # The old engine's children (2 GB resident) went with it, before the restart.
+    deadline = time.monotonic() + 30
+    while any(supervisor.alive(p) for p in old) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in old if supervisor.alive(p)]
+    assert stack_status.orphans(f"{stack.tmp}/work/stacks/dev") == []
+    # The restarted engine serves (its start takes a minute or more on 2 cores).
+    deadline = time.monotonic() + 400
+    while services(stack)["dev-engine-0"]["state"] != "up" and time.monotonic() < deadline:
+        time.sleep(2)
+    assert services(stack)["dev-engine-0"]["restarts"] == 1
+    assert services(stack)["dev-engine-0"]["state"] == "up"
     stack.playbook("teardown.yml", "--limit", "dev")
+    assert supervisor.marked(f"{stack.tmp}/work/stacks/dev") == {}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["completed"] > 0 and summary["failed"] > 0, output
     assert set(summary["errors"]) <= {"connection_reset", "invalid_response"}, summary["errors"]

@@ -6,6 +6,7 @@ classes can be checked exactly; tests/integration runs the client against real v
 
 import asyncio
 import json
+import re
 import time
 
 import aiohttp
@@ -105,3 +106,58 @@ def test_chat_payload_and_session_header():
     assert body["stream_options"] == {"include_usage": True} and body["user"] == "s1"
     flat = client.payload(req, "m", "completions", ignore_eos=True)
     assert flat["prompt"].endswith("assistant:") and flat["ignore_eos"] is True
+
+
+def test_an_interrupted_run_keeps_what_it_did(tmp_path):
+    """SIGTERM (as a stopped playbook sends) mid-run: the requests that ended are saved,
+    the summary says interrupted, and nothing half-written is left."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    async def models(_request):
+        return web.json_response({"data": [{"id": "m"}]})
+
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    server = web.AppRunner(app)
+    loop.run_until_complete(server.setup())
+    site = web.TCPSite(server, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = site._server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    out = tmp_path / "run"
+    top = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(top / "bin/servelab-bench"), "--url", f"http://127.0.0.1:{port}",
+         "--model", "m", "--dataset", "short", "--output-len", "10", "--request-rate", "4",
+         "--num-prompts", "40", "--warmup", "0", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = out / "progress.log"
+            if log.exists() and any(
+                int(n) >= 3 for n in re.findall(r"(\d+) done", log.read_text())
+            ):
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert proc.returncode == 130, output
+    assert "interrupted (SIGTERM)" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert 3 <= summary["completed"] < 40
+    records = (out / "requests.jsonl").read_text().splitlines()
+    assert len(records) == summary["completed"] + summary["failed"]
+    assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,103 @@ def test_systemd_where_it_does_not_run_is_a_clear_error(tmp_path):
     assert "systemd is not running on this host" in run.stdout
     assert "VLLM_SERVICE_MANAGER" in run.stdout
     assert not Path(tmp_path / "x" / "spec.json").exists()
+
+
+# A service shaped like vLLM's API server: its main process starts a child in its own
+# process group (EngineCore) and one that leaves the group (setsid), then serves.
+SPAWNER = textwrap.dedent(
+    """\
+    import subprocess, sys, time
+    sleep = [sys.executable, "-c", "import time; time.sleep(600)"]
+    kids = [subprocess.Popen(sleep).pid, subprocess.Popen(sleep, start_new_session=True).pid]
+    with open(sys.argv[1], "a") as out:
+        out.write(" ".join(map(str, kids)) + "\\n")
+    time.sleep(600)
+    """
+)
+
+
+def _start_spawner(sdir: Path) -> tuple[service_manager.ProcessManager, Path]:
+    import inspect
+
+    from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+
+    sdir.mkdir(parents=True)
+    (sdir / "spawner.py").write_text(SPAWNER)
+    kids = sdir / "kids"
+    spec = {
+        "name": "spawner",
+        "argv": [sys.executable, str(sdir / "spawner.py"), str(kids)],
+        "env": {},
+        "log": str(sdir / "service.log"),
+    }
+    (sdir / "spec.json").write_text(json.dumps(spec))
+    manager = service_manager.new("process", str(sdir), "spawner")
+    manager.start(spec, sys.executable, inspect.getsource(supervisor))
+    _wait(lambda: kids.exists() and kids.read_text().count("\n") >= 1)
+    return manager, kids
+
+
+def _wait(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+
+    return supervisor.alive(pid)
+
+
+def test_a_killed_service_leaves_no_process_behind(tmp_path):
+    """kill -9 of the main process only: the supervisor stops its children (in the group
+    and out of it) before it restarts the service; stopping stops everything."""
+    from ansible_collections.servelab.vllm.plugins.module_utils import stack_status
+
+    stack = tmp_path / "stacks" / "dev"
+    manager, kids = _start_spawner(stack / "engine-0")
+    try:
+        main = manager.pid()
+        first = [int(p) for p in kids.read_text().split()]
+        assert all(_alive(p) for p in first)
+        assert stack_status.orphans(str(stack)) == []  # all owned by the running service
+        os.kill(main, 9)
+        _wait(lambda: kids.read_text().count("\n") >= 2)  # restarted
+        _wait(lambda: not any(_alive(p) for p in first))
+        assert manager.pid() not in (0, main)
+        assert json.loads((stack / "engine-0" / "state.json").read_text())["restarts"] == 1
+        second = [int(p) for p in kids.read_text().splitlines()[1].split()]
+        assert all(_alive(p) for p in second)
+    finally:
+        assert manager.stop() is True
+    assert not any(_alive(p) for p in second)
+    assert stack_status.orphans(str(stack)) == []
+
+
+def test_status_reports_and_teardown_stops_orphans_of_a_stack(tmp_path):
+    """A marked process whose service is gone (its supervisor killed with -9, the stack
+    directory removed) is reported as an orphan, and stopped on request."""
+    from ansible_collections.servelab.vllm.plugins.module_utils import stack_status, supervisor
+
+    stack = tmp_path / "stacks" / "dev"
+    manager, kids = _start_spawner(stack / "engine-0")
+    left = [manager.pid(), *(int(p) for p in kids.read_text().split())]
+    os.kill(supervisor.supervisor_pid(str(stack / "engine-0")), 9)
+    try:
+        shutil.rmtree(stack)
+        found = stack_status.orphans(str(stack))
+        assert sorted(o["pid"] for o in found) == sorted(left)
+        assert {o["service"] for o in found} == {"engine-0"}
+        assert "orphan: pid" in stack_status.format_orphans(found)[0]
+        # Other stacks' processes are not this stack's orphans.
+        assert stack_status.orphans(str(tmp_path / "stacks" / "baseline")) == []
+        run = ansible_module(
+            "servelab.vllm.stack_status",
+            json.dumps({"stack_dir": str(stack), "stop_orphans": True}),
+        )
+        assert '"changed": true' in run.stdout, run.stdout
+        _wait(lambda: not any(_alive(p) for p in left))
+    finally:
+        supervisor.stop_pids(left, 1)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import metrics
-from .runner import BenchError, RunSpec, run
+from .runner import BenchError, RunSpec, run, stop_on_sigterm
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics_urls=metrics_urls,
         save_text=args.save_text,
     )
+    stop_on_sigterm()
     try:
         summary = run(spec, args.out, echo=True)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({err}): the requests done so far are in {args.out}", file=sys.stderr)
+        return 130
     keys = [
         "completed",
         "failed",

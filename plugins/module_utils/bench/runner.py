@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -252,7 +253,11 @@ async def _run(
     ignore_eos: bool,
     progress: Progress,
     sampler: MetricsSampler,
-) -> tuple[list, float]:
+    outcomes: list,
+    state: dict,
+) -> tuple[float, dict]:
+    """Send the workload; outcomes (the caller's list) fill as requests end, and state
+    holds the start and warm-up, so that an interrupted run still has what it did."""
     url = spec.url.rstrip("/") + (
         "/v1/chat/completions" if spec.endpoint == "chat" else "/v1/completions"
     )
@@ -260,15 +265,15 @@ async def _run(
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
         warm = await _warm_up(spec, session, url, headers, ignore_eos, workload[: spec.warmup])
+        state["warm"] = warm
         measured = workload[spec.warmup :]
         sampler.before = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
         limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
         gaps = arrivals.intervals(spec.request_rate, spec.seed, spec.arrivals, spec.burstiness)
         done_event = asyncio.Event()
         sampler_task = asyncio.create_task(sampler.sample_until(done_event))
-        outcomes: list[metrics.RequestOutcome] = []
         tasks: list[asyncio.Task] = []
-        start = time.perf_counter()
+        start = state["start"] = time.perf_counter()
         deadline = start + spec.duration if spec.duration else None
 
         async def one(i: int, req: datasets.BenchRequest) -> None:
@@ -317,14 +322,14 @@ async def _run(
                 break
             tasks.append(asyncio.create_task(one(i, measured[i % len(measured)])))
             i += 1
+            state["send_span_s"] = time.perf_counter() - start
         last_scheduled = time.perf_counter() - start
         await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
         done_event.set()
         await sampler_task
         sampler.after = await asyncio.get_running_loop().run_in_executor(None, sampler.snapshot)
-    outcomes.sort(key=lambda o: o.index)
-    return outcomes, duration, {**warm, "send_span_s": last_scheduled}
+    return duration, {**warm, "send_span_s": last_scheduled}
 
 
 def _median_tpot(outcomes: list) -> float | None:
@@ -409,11 +414,22 @@ def run(
         f"concurrency {spec.max_concurrency or 'unlimited'}",
         force=True,
     )
+    outcomes: list[metrics.RequestOutcome] = []
+    state: dict = {}
+    interrupted = ""
     with (
         telemetry.Telemetry(str(out_dir / "telemetry.csv"), spec.processes),
         telemetry.HostLoad(spec.processes) as host,
     ):
-        outcomes, duration, extra = asyncio.run(_run(spec, workload, ignore_eos, progress, sampler))
+        try:
+            duration, extra = asyncio.run(
+                _run(spec, workload, ignore_eos, progress, sampler, outcomes, state)
+            )
+        except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through stop_on_sigterm
+            interrupted = str(err) or "SIGINT"
+            duration = time.perf_counter() - state["start"] if "start" in state else 0.0
+            extra = {**state.get("warm", {}), "send_span_s": state.get("send_span_s", 0.0)}
+    outcomes.sort(key=lambda o: o.index)
     sampler.save()
     write_atomic(
         out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes)
@@ -425,6 +441,8 @@ def run(
         **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
         **load_figures(outcomes, spec, extra.pop("send_span_s")),
         "warmup": extra,
+        # The requests that ended before the run was stopped are kept, and say so.
+        "interrupted": bool(interrupted),
         "host_load": host.figures,
         "server": sampler.deltas(),
         "dataset": dataset_info,
@@ -438,9 +456,21 @@ def run(
         out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str)
     )
     progress.line(
-        f"end: {summary['completed']} completed, {summary['failed']} failed, "
+        f"{'interrupted (' + interrupted + ')' if interrupted else 'end'}: "
+        f"{summary['completed']} completed, {summary['failed']} failed, "
         f"{summary['request_throughput']:.2f} req/s",
         force=True,
     )
     progress.close()
+    if interrupted:
+        raise KeyboardInterrupt(interrupted)
     return summary
+
+
+def _raise_interrupt(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a run as SIGINT does: what it did is saved, marked interrupted."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)

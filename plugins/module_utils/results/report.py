@@ -149,6 +149,8 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
     for rep in run.reps:
         where = f"{rep.group}/{rep.host} {rep.point} rep {rep.rep}"
         sm = rep.summary
+        if sm.get("interrupted"):
+            out.append(f"{where}: interrupted; its figures cover the requests done before")
         if sm.get("saturated"):
             out.append(
                 f"{where}: saturated, achieved {stats.fmt(sm.get('achieved_rate'))} of "
