@@ -311,6 +311,35 @@ def test_bad_input_fails_clearly_and_leaves_running_stacks_alone(stack, lines, m
     assert all(row["state"] == "up" for row in services(stack).values())
 
 
+def test_a_router_killed_mid_run_is_restarted_and_counted(stack, tmp_path):
+    """kill -9 of baseline's router during a run through it: the requests in flight and
+    those sent while it restarts fail as connection_reset, the run completes, the new
+    router serves, and the old one is gone."""
+    out = tmp_path / "router"
+    proc = subprocess.Popen(
+        [sys.executable, str(TOP / "bin/servelab-bench"), "--url", "http://127.0.0.1:18000",
+         "--model", "smollm2-135m-instruct", "--dataset", "short", "--output-len", "32",
+         "--request-rate", "1", "--duration", "20", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    progress = out / "progress.log"
+    while time.monotonic() < deadline:
+        if progress.exists() and re.search(r"[1-9]\d* done", progress.read_text()):
+            break
+        time.sleep(0.2)
+    router_pid = pids(stack)["baseline-router"]
+    os.kill(router_pid, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completed"] > 0 and summary["failed"] > 0, output
+    assert set(summary["errors"]) <= {"connection_reset"}, summary["errors"]
+    assert not supervisor.alive(router_pid)
+    row = services(stack)["baseline-router"]
+    assert row["state"] == "up" and row["restarts"] == 1 and row["pid"] != router_pid, row
+    assert stack_status.orphans(f"{stack.tmp}/work/stacks/baseline") == []
+
+
 def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
     out = tmp_path / "dying"
     proc = subprocess.Popen(
