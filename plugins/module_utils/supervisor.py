@@ -137,10 +137,21 @@ def stop(service_dir: str, timeout: float = STOP_TIMEOUT + 15) -> bool:
             time.sleep(0.1)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
+    # Every group the service had, if a process of it still carries the service's mark
+    # (an old group id may since name someone else's group), then all marked processes.
+    ours = marked(service_dir)
     for group in read_json(os.path.join(service_dir, STATE)).get("groups", []):
-        kill_group(group, 5)
+        if any(_pgid(p) == group for p in ours):
+            kill_group(group, 5)
     kill_marked(service_dir, 5)
     return pid is not None
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return 0
 
 
 def kill_group(pgid: int | None, timeout: float) -> None:

@@ -223,7 +223,7 @@ def main() -> None:
             context = {**p["context"], "frozen": frozen}
             summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], context)
     except (runner.BenchError, ValueError) as err:
-        module.fail_json(msg=f"benchmark not started: {err}", out_dir=str(out_dir))
+        module.fail_json(msg=f"benchmark: {err}", out_dir=str(out_dir))
     except KeyboardInterrupt as err:
         module.fail_json(
             msg=f"benchmark interrupted ({err}); the requests done so far are saved in "

@@ -5,9 +5,15 @@ classes can be checked exactly; tests/integration runs the client against real v
 """
 
 import asyncio
+import contextlib
 import json
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -108,14 +114,9 @@ def test_chat_payload_and_session_header():
     assert flat["prompt"].endswith("assistant:") and flat["ignore_eos"] is True
 
 
-def test_an_interrupted_run_keeps_what_it_did(tmp_path):
-    """SIGTERM (as a stopped playbook sends) mid-run: the requests that ended are saved,
-    the summary says interrupted, and nothing half-written is left."""
-    import signal
-    import subprocess
-    import sys
-    import threading
-    from pathlib import Path
+@contextlib.contextmanager
+def serving():
+    """The stand-in server on a port of its own, in a thread: its base URL."""
 
     async def models(_request):
         return web.json_response({"data": [{"id": "m"}]})
@@ -131,15 +132,28 @@ def test_an_interrupted_run_keeps_what_it_did(tmp_path):
     port = site._server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    out = tmp_path / "run"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def bench_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:
     top = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(
-        [sys.executable, str(top / "bin/servelab-bench"), "--url", f"http://127.0.0.1:{port}",
-         "--model", "m", "--dataset", "short", "--output-len", "10", "--request-rate", "4",
-         "--num-prompts", "40", "--warmup", "0", "--out", str(out)],
+    return subprocess.Popen(
+        [sys.executable, str(top / "bin/servelab-bench"), "--url", url, "--model", "m",
+         "--dataset", "short", "--output-len", "10", "--warmup", "0", "--out", str(out), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    try:
+
+
+def test_an_interrupted_run_keeps_what_it_did(tmp_path):
+    """SIGTERM (as a stopped playbook sends) mid-run: the requests that ended are saved,
+    the summary says interrupted, and nothing half-written is left."""
+    out = tmp_path / "run"
+    with serving() as url:
+        proc = bench_cli(url, out, "--request-rate", "4", "--num-prompts", "40")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             log = out / "progress.log"
@@ -150,9 +164,6 @@ def test_an_interrupted_run_keeps_what_it_did(tmp_path):
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
     assert proc.returncode == 130, output
     assert "interrupted (SIGTERM)" in output
     summary = json.loads((out / "summary.json").read_text())
@@ -161,3 +172,55 @@ def test_an_interrupted_run_keeps_what_it_did(tmp_path):
     records = (out / "requests.jsonl").read_text().splitlines()
     assert len(records) == summary["completed"] + summary["failed"]
     assert not [p.name for p in out.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KiB tmpfs holding an earlier run (root only; skipped elsewhere)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    earlier = mount / "earlier" / "summary.json"
+    earlier.parent.mkdir()
+    earlier.write_text('{"completed": 8}')
+    try:
+        yield mount, earlier
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_results_directory_is_refused_before_any_load(small_fs):
+    mount, earlier = small_fs
+    with serving() as url:
+        proc = bench_cli(url, mount / "new", "--request-rate", "inf", "--num-prompts", "4")
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    assert f"free under {mount}" in output and "VLLM_BENCHMARK_RESULTS_DIR" in output
+    assert not (mount / "new").exists()  # nothing was sent, nothing written
+    assert earlier.read_text() == '{"completed": 8}'
+
+
+def test_a_disk_that_fills_during_a_run_leaves_no_partial_file(small_fs, monkeypatch):
+    """The check before the run passed (the disk filled later): writing the results fails
+    with a clear error, and no half-written file is left."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import runner
+
+    mount, earlier = small_fs
+    monkeypatch.setattr(runner, "check_room", lambda *_: None)
+    filler = mount / "filler"
+    with serving() as url:
+        spec = runner.RunSpec(url=url, model="m", dataset="short", num_prompts=4, output_len=10,
+                              warmup=0, request_rate=float("inf"), save_text=True)  # fmt: skip
+        # Fill what is left, then give back a few KiB: enough to start, not to finish.
+        with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"x" * 4096)
+        filler.write_bytes(filler.read_bytes()[: -2 * 4096])
+        with pytest.raises(runner.BenchError, match=r"could not be written under .*no partial"):
+            runner.run(spec, mount / "new")
+    assert not [p.name for p in mount.rglob("*") if ".tmp" in p.name]
+    assert not (mount / "new" / "summary.json").exists()
+    assert earlier.read_text() == '{"completed": 8}'

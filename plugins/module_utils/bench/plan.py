@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from .runner import RunSpec, build_workload, run, write_atomic
+from .runner import BenchError, RunSpec, build_workload, run, write_atomic
 
 SWEEPS = ("none", "concurrency", "rate")
 
@@ -105,5 +105,8 @@ def run_block(
     }
     runs = [r for r in index["points"].get(point, []) if r["dir"] != entry["dir"]]
     index["points"][point] = [*runs, entry]
-    write_atomic(index_path, json.dumps(index, indent=1))
+    try:
+        write_atomic(index_path, json.dumps(index, indent=1))
+    except OSError as err:
+        raise BenchError(f"{index_path} could not be written: {err.strerror}") from None
     return summary

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -218,12 +219,38 @@ class MetricsSampler:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """Write, then rename: a reader sees the old file or the whole new one, and a failed
+    write (a full disk) leaves no partial file behind."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# Room a run needs under its results directory before it sends anything: the metrics
+# snapshots and telemetry (about 1 MB here) plus a few KB a request.
+MIN_FREE_BYTES = 4 << 20
+FREE_BYTES_PER_REQUEST = 8 << 10
+
+
+def check_room(out_dir: Path, requests: int) -> None:
+    """Refuse to start a run whose results would not fit, before any load is sent."""
+    existing = next((p for p in [out_dir, *out_dir.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    need = MIN_FREE_BYTES + FREE_BYTES_PER_REQUEST * requests
+    if free < need:
+        raise BenchError(
+            f"only {free >> 10} KiB free under {existing}, and a run of {requests} requests "
+            f"needs about {need >> 10} KiB for its results: free some space or choose "
+            "another results directory (VLLM_BENCHMARK_RESULTS_DIR, or --out)"
+        )
 
 
 class Progress:
@@ -238,13 +265,15 @@ class Progress:
         if force or now - self.last >= 2:
             self.last = now
             stamp = time.strftime("%H:%M:%S")
-            self.handle.write(f"{stamp} {text}\n")
-            self.handle.flush()
+            with contextlib.suppress(OSError):  # a full disk must not stop the run itself
+                self.handle.write(f"{stamp} {text}\n")
+                self.handle.flush()
             if self.echo:
                 print(f"{stamp} {text}", flush=True)
 
     def close(self) -> None:
-        self.handle.close()
+        with contextlib.suppress(OSError):
+            self.handle.close()
 
 
 async def _run(
@@ -401,12 +430,16 @@ def run(
     writes everything it has; the summary says how many failed and why.
     """
     spec.check()
+    check_room(out_dir, spec.num_prompts)
     preflight(spec)
     workload, dataset_info, ignore_eos = workload or build_workload(spec)
     if spec.ignore_eos is not None:
         ignore_eos = spec.ignore_eos
-    out_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(out_dir / "progress.log", echo)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        progress = Progress(out_dir / "progress.log", echo)
+    except OSError as err:
+        raise BenchError(f"cannot write the results under {out_dir}: {err.strerror}") from None
     sampler = MetricsSampler(spec.metrics_urls, spec.metrics_interval, out_dir / "metrics")
     started_at = time.time()
     progress.line(
@@ -430,10 +463,6 @@ def run(
             duration = time.perf_counter() - state["start"] if "start" in state else 0.0
             extra = {**state.get("warm", {}), "send_span_s": state.get("send_span_s", 0.0)}
     outcomes.sort(key=lambda o: o.index)
-    sampler.save()
-    write_atomic(
-        out_dir / "requests.jsonl", "".join(json.dumps(o.to_record()) + "\n" for o in outcomes)
-    )
     summary = {
         "schema_version": SCHEMA_VERSION,
         "started_at": started_at,
@@ -452,9 +481,21 @@ def run(
         "slo": spec.slo.__dict__,
         **(context or {}),
     }
-    write_atomic(
-        out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str)
-    )
+    try:  # summary.json last: its presence says the rest is complete
+        sampler.save()
+        write_atomic(
+            out_dir / "requests.jsonl",
+            "".join(json.dumps(o.to_record()) + "\n" for o in outcomes),
+        )
+        write_atomic(
+            out_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True, default=str)
+        )
+    except OSError as err:
+        progress.close()
+        raise BenchError(
+            f"the run's results could not be written under {out_dir}: {err.strerror or err}; "
+            "no partial file is left and earlier runs are untouched"
+        ) from None
     progress.line(
         f"{'interrupted (' + interrupted + ')' if interrupted else 'end'}: "
         f"{summary['completed']} completed, {summary['failed']} failed, "
