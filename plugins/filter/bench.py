@@ -27,6 +27,14 @@ def bench_blocks_by_host(blocks: list, arms: list) -> list[dict]:
     return out
 
 
+def bench_knob_schedule(values: list, repetitions) -> list[dict]:
+    """Blocks of a configuration sweep in ABBA order over the values; see plan.knob_schedule."""
+    try:
+        return plan.knob_schedule(list(values or []), int(repetitions))
+    except ValueError as err:
+        raise AnsibleFilterError(f"bench_knob_schedule: {err}") from err
+
+
 def bench_warmed_by_probe(blocks: list, host: str) -> list[dict]:
     """See plan.warmed_by_probe."""
     return plan.warmed_by_probe(list(blocks), host)
@@ -40,4 +48,5 @@ class FilterModule:
             "bench_schedule": bench_schedule,
             "bench_blocks_by_host": bench_blocks_by_host,
             "bench_warmed_by_probe": bench_warmed_by_probe,
+            "bench_knob_schedule": bench_knob_schedule,
         }

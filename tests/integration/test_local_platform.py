@@ -204,24 +204,36 @@ def test_agreement_with_vllm_bench_serve(stack, tmp_path):
 
 
 def test_configuration_sweep_redeploys_between_points(stack):
+    """Two values, two repetitions: blocks in ABBA order over the values, the stack
+    deployed for each block whose value differs from the one before (3 of the 4 blocks:
+    the two at the turn share one)."""
     stack.configure(
         'CONFIG_VLLM_BENCHMARK_REQUEST_RATE="2"',
-        "CONFIG_VLLM_BENCHMARK_REPETITIONS=1",
+        "CONFIG_VLLM_BENCHMARK_REPETITIONS=2",
         "CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y",
         'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME="vllm_router_policy"',
         'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="round_robin session_affinity"',
     )
-    stack.playbook("benchmark.yml", "--limit", "baseline", "-e", "servelab_run_id=knob")
+    run = stack.playbook("benchmark.yml", "--limit", "baseline", "-e", "servelab_run_id=knob")
     stack.configure()
+    assert run.output.count("included: servelab.vllm.vllm_router for baseline-local") == 3
     host_dir = stack.tmp / "results" / "knob" / "baseline" / "baseline-local"
     index = json.loads((host_dir / "index.json").read_text())
     assert index["sweep"] == "knob"
     assert list(index["points"]) == ["router_policy-round_robin", "router_policy-session_affinity"]
+    orders = {}
     for point in index["points"]:
-        summary = json.loads((host_dir / point / "rep-1" / "summary.json").read_text())
-        assert summary["completed"] == 8 and summary["point"] == point
+        for rep in (1, 2):
+            summary = json.loads((host_dir / point / f"rep-{rep}" / "summary.json").read_text())
+            assert summary["completed"] == 8 and summary["point"] == point
+            orders[(point.split("-", 1)[1], rep)] = summary["order"]
+    assert orders == {
+        ("round_robin", 1): 1, ("session_affinity", 1): 2,
+        ("session_affinity", 2): 3, ("round_robin", 2): 4,
+    }  # fmt: skip
+    # The last block's value stays deployed: round_robin, after two redeploys.
     router = json.loads((stack.tmp / "work/stacks/baseline/router/spec.json").read_text())
-    assert router["argv"][router["argv"].index("--policy") + 1] == "consistent_hash"
+    assert router["argv"][router["argv"].index("--policy") + 1] == "round_robin"
     stack.playbook("deploy.yml")  # back to the configured policy
 
 

@@ -147,3 +147,15 @@ def test_gpu_preflight_names_what_cannot_work():
         gpu.check(gpu.parse("0, Tesla T4, 7.5, 15360, 15000"), 0.4, 1, 0)
     with pytest.raises(gpu.PreflightError, match="nvidia-smi is not on this host"):
         gpu.query("nvidia-smi-that-does-not-exist")
+
+
+def test_a_knob_sweep_alternates_its_values_and_redeploys_only_on_a_change():
+    blocks = plan.knob_schedule([20, 50, 100], 2)
+    assert [b["value"] for b in blocks] == [20, 50, 100, 100, 50, 20]
+    assert [b["rep"] for b in blocks] == [1, 1, 1, 2, 2, 2]
+    assert [b["order"] for b in blocks] == [1, 2, 3, 4, 5, 6]
+    # The turn (100, 100) shares one deployment; every redeployed engine warms.
+    assert [b["redeploy"] for b in blocks] == [True, True, True, False, True, True]
+    assert [b["warm"] for b in blocks] == [b["redeploy"] for b in blocks]
+    with pytest.raises(ValueError, match="at least one value"):
+        plan.knob_schedule([], 2)

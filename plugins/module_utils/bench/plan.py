@@ -63,6 +63,27 @@ def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> l
     return out
 
 
+def knob_schedule(values: list, repetitions: int) -> list[dict]:
+    """The blocks of a configuration sweep: round r runs every value, in order on odd
+    rounds and reversed on even ones (ABBA over the values), so that a drift of the
+    machine falls on every value alike. `redeploy` marks a block whose value differs
+    from the block before (the stack must be redeployed), and such a block warms the
+    restarted engine; consecutive blocks of one value (at a turn) share a deployment."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions {repetitions}: expected >= 1")
+    if not values:
+        raise ValueError("a configuration sweep needs at least one value")
+    out: list[dict] = []
+    for rep in range(1, repetitions + 1):
+        for value in values if rep % 2 else list(reversed(values)):
+            changed = not out or out[-1]["value"] != value
+            out.append(
+                {"value": value, "rep": rep, "order": len(out) + 1,
+                 "redeploy": changed, "warm": changed}
+            )  # fmt: skip
+    return out
+
+
 def warmed_by_probe(blocks: list[dict], host: str) -> list[dict]:
     """The blocks, with the first one of `host` not warming: the capacity probe has just
     warmed that engine at the load the run offers (rate auto, no sweep), so a second
