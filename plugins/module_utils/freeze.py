@@ -33,6 +33,12 @@ def _stat(pid: int) -> tuple[str, int] | None:
         return None
 
 
+def parent(pid: int) -> int:
+    """The parent pid of a live process, or 0."""
+    info = _stat(pid) if pid else None
+    return info[1] if info else 0
+
+
 def state(pid: int) -> str:
     """The kernel's state letter ('T' is stopped), or '' for no such process."""
     info = _stat(pid) if pid else None

@@ -14,27 +14,11 @@ import json
 import os
 import time
 
-from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+from ansible_collections.servelab.vllm.plugins.module_utils import freeze, supervisor
 
 
 class Held(Exception):
     """Another live run holds the lock."""
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def playbook_pid(start: int | None = None) -> int:
@@ -42,9 +26,9 @@ def playbook_pid(start: int | None = None) -> int:
     forked workers carry the same command line, and end with each task."""
     pid, found = start or os.getpid(), 0
     while pid > 1:
-        if "ansible-playbook" in _cmdline(pid):
+        if "ansible-playbook" in supervisor.cmdline(pid):
             found = pid
-        pid = _parent(pid)
+        pid = freeze.parent(pid)
     return found
 
 
@@ -52,7 +36,7 @@ def _owner(pid: int) -> dict:
     return {
         "pid": pid,
         "started": supervisor.process_start_time(pid),
-        "command": _cmdline(pid)[:300],
+        "command": supervisor.cmdline(pid)[:300],
     }
 
 

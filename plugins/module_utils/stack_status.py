@@ -126,14 +126,6 @@ def stack_status(stack_dir: str) -> list[dict]:
     return [asdict(probe_service(d)) for d in dirs]
 
 
-def _command(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
-    except OSError:
-        return "?"
-
-
 def orphans(stack_dir: str) -> list[dict]:
     """Processes of the stack (marked with a service dir under stack_dir) that no live
     service owns: left by a service whose main process died, or by a removed stack."""
@@ -145,7 +137,11 @@ def orphans(stack_dir: str) -> list[dict]:
                 pid = service_manager.for_dir(service_dir).pid()
                 owned.update(freeze.tree(pid) if pid else [])
     return [
-        {"pid": pid, "service": os.path.basename(service), "command": _command(pid)}
+        {
+            "pid": pid,
+            "service": os.path.basename(service),
+            "command": supervisor.cmdline(pid)[:80] or "?",
+        }
         for pid, service in sorted(supervisor.marked(stack_dir).items())
         if pid not in owned
     ]

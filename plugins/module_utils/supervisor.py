@@ -89,6 +89,15 @@ def supervisor_pid(service_dir: str) -> int | None:
     return pid
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line as one string ('' when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def process_start_time(pid: int) -> float | None:
     """Wall-clock start time of a process, from /proc."""
     try:
@@ -143,7 +152,7 @@ def stop(service_dir: str, timeout: float = STOP_TIMEOUT + 15) -> bool:
     for group in read_json(os.path.join(service_dir, STATE)).get("groups", []):
         if any(_pgid(p) == group for p in ours):
             kill_group(group, 5)
-    kill_marked(service_dir, 5)
+    stop_pids(sorted(ours), 5)
     return pid is not None
 
 
