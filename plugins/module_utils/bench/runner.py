@@ -292,6 +292,42 @@ async def _run(
     )
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    restore = _stop_on_signals(state)
+    try:
+        return await _send_all(spec, workload, ignore_eos, progress, sampler, outcomes, state,
+                               url, headers, connector)  # fmt: skip
+    finally:
+        restore()
+
+
+def _stop_on_signals(state: dict):
+    """SIGINT and SIGTERM cancel the run's main task from the event loop, between callbacks.
+    A handler that raised where the signal landed could land inside aiohttp's protocol,
+    which turns any exception into one failed request and lets the run go on (seen in CI).
+    Returns the function that puts the process's own handlers back."""
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(name: str) -> None:
+        state.setdefault("interrupted", name)
+        main.cancel()
+
+    try:
+        for sig in previous:
+            loop.add_signal_handler(sig, stop, sig.name)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        return lambda: None
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+    return restore
+
+
+async def _send_all(spec, workload, ignore_eos, progress, sampler, outcomes, state,
+                    url, headers, connector) -> tuple[float, dict]:  # fmt: skip
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
         warm = await _warm_up(spec, session, url, headers, ignore_eos, workload[: spec.warmup])
         state["warm"] = warm
@@ -320,6 +356,8 @@ async def _run(
                     ignore_eos,
                     spec.save_text,
                 )
+            if state.get("interrupted") and outcome.error_class == "client_abort":
+                return  # cut off by the user's stop: it never ended, so it is not a result
             outcomes.append(outcome)
             failed = sum(not o.success for o in outcomes)
             progress.line(
@@ -458,8 +496,12 @@ def run(
             duration, extra = asyncio.run(
                 _run(spec, workload, ignore_eos, progress, sampler, outcomes, state)
             )
-        except KeyboardInterrupt as err:  # SIGINT, or SIGTERM through stop_on_sigterm
-            interrupted = str(err) or "SIGINT"
+        except (KeyboardInterrupt, asyncio.CancelledError) as err:
+            # SIGINT or SIGTERM: during the load through _stop_on_signals, before or
+            # after it through stop_on_sigterm or Python's own SIGINT handler.
+            if isinstance(err, asyncio.CancelledError) and "interrupted" not in state:
+                raise
+            interrupted = state.get("interrupted") or str(err) or "SIGINT"
             duration = time.perf_counter() - state["start"] if "start" in state else 0.0
             extra = {**state.get("warm", {}), "send_span_s": state.get("send_span_s", 0.0)}
     outcomes.sort(key=lambda o: o.index)
