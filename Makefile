@@ -14,7 +14,7 @@ KCONFIG_FILES := $(wildcard kconfig/Kconfig kconfig/Kconfig.*)
 SERVELAB_CONFIG := $(VBIN)/python kconfig/scripts/servelab_config.py
 PLAYBOOK := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VBIN)/ansible-playbook -i $(HOSTS) -e @$(EXTRA_VARS)
 GENERATED := $(EXTRA_VARS) $(HOSTS)
-# RUN=<id> picks a results run; FAIL_ON_REGRESSION=1 makes vllm-compare a gate.
+# RUN=<id> picks a results run; FAIL_ON_REGRESSION=1 makes vllm-results and vllm-compare a gate.
 RUN ?=
 FAIL_ON_REGRESSION ?= 0
 RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION)
@@ -119,14 +119,14 @@ vllm-calibrate: $(GENERATED) ## A/A run (dev with baseline's settings): run-to-r
 vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
 	$(PLAYBOOK) playbooks/results.yml $(RESULTS_VARS)
 
-vllm-results-list: $(GENERATED) ## List the runs with their time, config hash and groups
+vllm-results-list: $(GENERATED) ## List the runs on this machine and on the nodes (time, config hash, groups)
 	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=list
 
-vllm-compare: $(GENERATED) ## Print the comparison; FAIL_ON_REGRESSION=1 exits non-zero on a regression
+vllm-compare: $(GENERATED) ## Compare a fetched run (latest or RUN=id) and print it; writes nothing
 	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=compare $(RESULTS_VARS)
 
 ##@ Development
-.PHONY: test test-agreement test-deps test-unit test-lint test-sanity test-integration collection-build clean
+.PHONY: test test-agreement test-deps test-unit test-lint test-sanity test-integration inventory-examples collection-build clean
 test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
 
 test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit checks) (root, apt)
@@ -151,6 +151,9 @@ test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both
 
 test-agreement: $(VENV_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
 	$(VBIN)/pytest -q -s -m agreement tests/integration
+
+inventory-examples: $(VENV_STAMP) ## Regenerate inventories/examples/ from their defconfigs (after a Kconfig change)
+	$(SERVELAB_CONFIG) inventory-examples
 
 collection-build: $(VENV_STAMP) ## Build the servelab-vllm collection tarball
 	$(VBIN)/ansible-galaxy collection build --force .

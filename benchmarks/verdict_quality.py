@@ -18,15 +18,20 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collections"))
+from ansible_collections.servelab.vllm.plugins.module_utils import layout
+
 
 def main(argv: list[str]) -> int:
     results = Path(argv[1] if len(argv) > 1 else "results")
-    runs = sorted(p for p in results.iterdir() if (p / "report" / "compare.json").is_file())
+    runs = sorted(
+        p for p in results.iterdir() if (p / layout.REPORT / layout.COMPARE_JSON).is_file()
+    )
     if not runs:
         print(f"no reported run under {results}: run make vllm-results first", file=sys.stderr)
         return 2
     run = results / argv[2] if len(argv) > 2 else runs[-1]
-    doc = json.loads((run / "report" / "compare.json").read_text())
+    doc = json.loads((run / layout.REPORT / layout.COMPARE_JSON).read_text())
     print(f"run {run.name} ({doc.get('run_kind')})")
     for point, rows in doc["comparisons"].items():
         by = {r["metric"]: r for r in rows}
@@ -43,7 +48,7 @@ def main(argv: list[str]) -> int:
                     f"{(r['relative'] or 0):+.1%}  MDE {r['mde_pct'] or float('nan'):.1f}% "
                     f"({r['mde_source'] or 'this run'}), reps for 5%: {r['reps_for_5pct']}"
                 )
-    for summary in sorted(run.glob("*/*/*/rep-*/summary.json")):
+    for summary in sorted(s for host in run.glob("*/*") for s in layout.summaries(host)):
         s = json.loads(summary.read_text())
         w = s.get("warmup", {})
         print(

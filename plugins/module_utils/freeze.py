@@ -18,7 +18,7 @@ import os
 import signal
 import time
 
-from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+from ansible_collections.servelab.vllm.plugins.module_utils import atomic
 
 MARKER = "frozen.json"
 
@@ -83,7 +83,7 @@ def freeze_stack(stack_dir: str, roots: list[int]) -> list[int]:
         return []
     previous = _read(stack_dir)
     record = {"pids": sorted(set(pids) | set(previous)), "since": time.time(), "by": os.getpid()}
-    supervisor.write_json_atomic(os.path.join(stack_dir, MARKER), record)
+    atomic.write_json_atomic(os.path.join(stack_dir, MARKER), record)
     # Parents first, so that none can start a new child while its children stop.
     return _signal(pids, signal.SIGSTOP)
 

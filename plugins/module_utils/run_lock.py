@@ -14,7 +14,7 @@ import json
 import os
 import time
 
-from ansible_collections.servelab.vllm.plugins.module_utils import freeze, supervisor
+from ansible_collections.servelab.vllm.plugins.module_utils import atomic, freeze, supervisor
 
 
 class Held(Exception):
@@ -61,7 +61,7 @@ def acquire(path: str, owner_pid: int, what: str) -> tuple[bool, dict]:
             return False, held  # this run took it already (deploy, then benchmark)
         if _live(held):
             raise Held(describe(held)) from None
-        supervisor.write_json_atomic(path, record)  # stale: its run has ended
+        atomic.write_json_atomic(path, record)  # stale: its run has ended
         return True, record
     with os.fdopen(fd, "w") as out:
         json.dump(record, out, indent=1, sort_keys=True)

@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 
-from ansible_collections.servelab.vllm.plugins.module_utils import supervisor
+from ansible_collections.servelab.vllm.plugins.module_utils import atomic, supervisor
 
 SYSTEMD_RUNTIME_DIR = "/run/systemd/system"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -94,19 +94,15 @@ def render_unit(name: str, argv: list[str], service_dir: str, log: str) -> str:
 
 
 def _write_atomic(path: str, text: str, mode: int) -> None:
-    """Write text to path (temporary name, then rename) unless it already holds it."""
+    """Write text to path (atomic.write_atomic) unless it already holds it."""
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:  # as write_atomic encodes it
             if handle.read() == text:
                 os.chmod(path, mode)
                 return
-    except OSError:
+    except (OSError, ValueError):  # absent, unreadable or not UTF-8: rewrite it
         pass
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    atomic.write_atomic(path, text, mode)
 
 
 class ProcessManager:

@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass
 
 from ansible_collections.servelab.vllm.plugins.module_utils import (
     freeze,
+    net,
     readiness,
     service_manager,
     supervisor,
 )
+from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import Manifest
 
 
 @dataclass
@@ -32,65 +34,54 @@ class ServiceStatus:
     model_path: str
 
 
-def _arg(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else ""
-
-
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-
-
-def _program(argv: list[str]) -> str:
-    """The served program, past a launcher such as `taskset -c 0`."""
-    return next(
-        (a for a in argv if a.endswith(("/python", "/vllm-router"))), argv[0] if argv else ""
-    )
-
-
-def _router_version(argv: list[str]) -> str:
-    # The router venv is named vllm-router-<version> by the vllm_router role.
-    program = _program(argv)
-    parent = os.path.basename(os.path.dirname(os.path.dirname(program))) if program else ""
-    return parent.removeprefix("vllm-router-") if parent.startswith("vllm-router-") else ""
+def _json_field(body: bytes, read) -> str:
+    try:
+        return read(json.loads(body))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "?"
 
 
 def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
+    """Probe one service, as its manifest (written by local_service) describes it."""
     spec = supervisor.read_json(os.path.join(service_dir, supervisor.SPEC))
+    manifest = Manifest.from_spec(spec)
     manager = service_manager.for_dir(service_dir)
     state = manager.state()
-    argv = spec.get("argv", [])
-    kind = "router" if _program(argv).endswith("vllm-router") else "engine"
-    host = _client_host(_arg(argv, "--host"))
-    port = int(_arg(argv, "--port") or 0)
-    key = spec.get("env", {}).get("VLLM_API_KEY") or _arg(argv, "--api-key")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    base = f"http://{host}:{port}"
+    name = spec.get("name", os.path.basename(service_dir))
     pid = manager.pid()
     running = pid > 0
+    if manifest is None:
+        return ServiceStatus(
+            name=name, kind="unknown", state="up" if running else "down",
+            pid=pid if running else 0, port=0, model="", version="", uptime_s=0,
+            restarts=state["restarts"], model_path="",
+            detail="started by an older servelab, which recorded no manifest: "
+            "`make vllm-deploy` records it",
+        )  # fmt: skip
     if running and freeze.is_frozen(pid):  # stopped while the other group is measured
         return ServiceStatus(
-            name=spec.get("name", os.path.basename(service_dir)), kind=kind, state="frozen",
-            pid=pid, port=port, model="", version="", uptime_s=0, restarts=state["restarts"],
+            name=name, kind=manifest.kind, state="frozen", pid=pid, port=manifest.port,
+            model="", version=manifest.version, uptime_s=0, restarts=state["restarts"],
             detail="stopped (SIGSTOP) by a benchmark; continued when its block ends",
-            model_path=_arg(argv, "--model"),
+            model_path=manifest.model_path,
         )  # fmt: skip
-    health, _ = readiness.probe(base + "/health", timeout=3, headers=headers) if port else (0, b"")
-    model = version = ""
-    status, body = readiness.probe(base + "/v1/models", timeout=5, headers=headers)
-    if status == 200:
-        try:
-            model = ",".join(m["id"] for m in json.loads(body)["data"])
-        except (ValueError, KeyError, TypeError):
-            model = "?"
-    if kind == "engine":
-        status, body = readiness.probe(base + "/version", timeout=3, headers=headers)
+    headers = {"Authorization": f"Bearer {manifest.api_key}"} if manifest.api_key else {}
+    base = f"http://{net.client_host(manifest.host)}:{manifest.port}"
+    serves_api = manifest.kind in ("engine", "router") and manifest.port > 0
+    model, version = "", manifest.version
+    if serves_api:
+        health, _ = readiness.probe(base + "/health", timeout=3, headers=headers)
+        status, body = readiness.probe(base + "/v1/models", timeout=5, headers=headers)
         if status == 200:
-            try:
-                version = json.loads(body).get("version", "")
-            except ValueError:
-                version = ""
+            model = _json_field(body, lambda d: ",".join(m["id"] for m in d["data"]))
+        if manifest.kind == "engine":
+            # What answers, not what was asked for: a venv can hold another build.
+            status, body = readiness.probe(base + "/version", timeout=3, headers=headers)
+            if status == 200:
+                answered = _json_field(body, lambda d: d.get("version", ""))
+                version = "" if answered == "?" else answered
     else:
-        version = _router_version(argv)
+        health = 200  # a port-forward or other process: up while it runs
     started = supervisor.process_start_time(pid) if running else None
     now = time.time() if now is None else now
     if health == 200 and running:
@@ -101,17 +92,17 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         verdict = "down"
         detail = f"{manager.kind} {state['state']}, last exit {state['last_exit']}"
     return ServiceStatus(
-        name=spec.get("name", os.path.basename(service_dir)),
-        kind=kind,
+        name=name,
+        kind=manifest.kind,
         state=verdict,
         pid=pid if running else 0,
-        port=port,
+        port=manifest.port,
         model=model,
         version=version,
         uptime_s=int(now - started) if started else 0,
         restarts=state["restarts"],
         detail=detail,
-        model_path=_arg(argv, "--model"),
+        model_path=manifest.model_path,
     )
 
 

@@ -37,13 +37,22 @@ MARKER_ENV = "SERVELAB_SERVICE"
 
 
 def write_json_atomic(path: str, data: dict, mode: int = 0o644) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    """atomic.write_json_atomic, repeated: this file also runs alone on the node as
+    supervise.py, where the collection cannot be imported. Elsewhere use atomic's;
+    tests/unit/test_results_contract.py holds the two to the same bytes and cleanup."""
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(json.dumps(data, indent=1, sort_keys=True, default=str).encode())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_json(path: str) -> dict:

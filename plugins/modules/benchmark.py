@@ -56,7 +56,19 @@ options:
   max_concurrency: {description: Requests in flight at most; 0 for no limit., type: int, default: 0}
   input_len: {description: Prompt tokens (random workload)., type: int, default: 256}
   output_len: {description: Output tokens; 0 lets the workload decide., type: int, default: 0}
-  warmup: {description: Warm-up requests (excluded from the figures)., type: int, default: 0}
+  ignore_eos:
+    description:
+      - Generate exactly the output length; unset lets the workload decide (fixed-length
+        workloads ignore EOS).
+    type: bool
+  save_text:
+    description: Keep each answer's text in C(requests.jsonl).
+    type: bool
+    default: false
+  warmup_requests:
+    description: Most warm-up requests, excluded from the figures; warm-up ends earlier when steady.
+    type: int
+    default: 0
   seed: {description: Seed of workload sampling and arrivals., type: int, default: 42}
   request_timeout: {description: Seconds per request., type: float, default: 3600}
   percentiles:
@@ -136,77 +148,39 @@ from pathlib import Path  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import freeze  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # noqa: E402
-    metrics,
     plan,
     runner,
+    spec,
+    workload,
 )
 
 
-def main() -> None:
-    doc_types = {
-        "url": ("str", None),
-        "model": ("str", None),
-        "endpoint": ("str", "completions"),
-        "dataset": ("str", "sharegpt"),
-        "dataset_path": ("str", ""),
-        "tokenizer_path": ("str", ""),
-        "num_prompts": ("int", 32),
-        "duration": ("float", 0),
-        "request_rate": ("str", "inf"),
-        "arrivals": ("str", "fixed"),
-        "burstiness": ("float", 1.0),
-        "max_concurrency": ("int", 0),
-        "input_len": ("int", 256),
-        "output_len": ("int", 0),
-        "warmup": ("int", 0),
-        "warmup_tolerance": ("float", 0.1),
-        "warmup_concurrency": ("int", 0),
-        "seed": ("int", 42),
-        "request_timeout": ("float", 3600),
-        "goodput_ttft_ms": ("float", 0),
-        "goodput_tpot_ms": ("float", 0),
-        "goodput_e2e_ms": ("float", 0),
-        "metrics_interval": ("float", 5),
-        "point": ("str", "default"),
-        "repetition": ("int", 1),
+def argument_spec() -> dict:
+    """RunSpec's options (spec.argument_spec), and this module's own: what to run, where."""
+    return {
+        **spec.argument_spec(),
+        "out_dir": {"type": "path", "required": True},
+        "context": {"type": "dict", "default": {}},
+        "action": {"type": "str", "default": "run", "choices": ["run", "probe"]},
+        "point": {"type": "str", "default": "default"},
+        "repetition": {"type": "int", "default": 1},
+        "freeze": {"type": "list", "elements": "dict", "default": []},
     }
-    spec = {k: {"type": t, "default": d} for k, (t, d) in doc_types.items()}
-    spec["tokenizer_path"]["no_log"] = False  # a directory, not a secret
-    spec["url"] = {"type": "str", "required": True}
-    spec["model"] = {"type": "str", "required": True}
-    spec["endpoint"]["choices"] = ["completions", "chat"]
-    spec["dataset"]["choices"] = ["sharegpt", "random", "short", "long", "multi_turn"]
-    spec["arrivals"]["choices"] = ["fixed", "poisson", "gamma"]
-    spec.update(
-        percentiles={"type": "list", "elements": "float", "default": [50, 90, 95, 99]},
-        api_key={"type": "str", "default": "", "no_log": True},
-        metrics_urls={"type": "dict", "default": {}},
-        processes={"type": "dict", "default": {}},
-        out_dir={"type": "path", "required": True},
-        context={"type": "dict", "default": {}},
-        action={"type": "str", "default": "run", "choices": ["run", "probe"]},
-        freeze={"type": "list", "elements": "dict", "default": []},
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if runner.IMPORT_ERROR:
         module.fail_json(
             msg=missing_required_lib("aiohttp and tokenizers"), exception=runner.IMPORT_ERROR
         )
     p = module.params
-    try:
-        rate = float(p["request_rate"])
-    except ValueError:
-        module.fail_json(msg=f"request_rate {p['request_rate']!r}: expected a number or inf")
     if p["repetition"] < 1:
         module.fail_json(msg=f"repetition {p['repetition']}: expected >= 1")
-    # The module's options carry RunSpec's field names; only these few need converting.
-    same = {f.name for f in dataclasses.fields(runner.RunSpec)} & set(p)
-    run_spec = runner.RunSpec(
-        **{name: p[name] for name in same - {"request_rate", "processes"}},
-        request_rate=rate,
-        slo=metrics.Slo(p["goodput_ttft_ms"], p["goodput_tpot_ms"], p["goodput_e2e_ms"]),
-        processes={k: int(v) for k, v in p["processes"].items() if str(v).isdigit() and int(v)},
-    )
+    try:
+        run_spec = spec.from_params(p)
+    except spec.BenchError as err:
+        module.fail_json(msg=str(err))
     out_dir = Path(p["out_dir"])
     if module.check_mode:
         module.exit_json(changed=False, out_dir=str(out_dir), summary={})
@@ -250,12 +224,12 @@ def main() -> None:
     module.exit_json(changed=True, summary=brief, out_dir=str(out_dir))
 
 
-def _probe(spec: runner.RunSpec, out_dir: Path) -> dict:
-    """Closed loop at spec.max_concurrency: the completed requests per second."""
+def _probe(run_spec: spec.RunSpec, out_dir: Path) -> dict:
+    """Closed loop at max_concurrency: the completed requests per second."""
     probe = dataclasses.replace(
-        spec, request_rate=float("inf"), max_concurrency=spec.max_concurrency or 4
+        run_spec, request_rate=float("inf"), max_concurrency=run_spec.max_concurrency or 4
     )
-    summary = runner.run(probe, out_dir / "probe", workload=runner.build_workload(probe))
+    summary = runner.run(probe, out_dir / "probe", work=workload.build(probe))
     keys = ("completed", "failed", "errors", "duration", "median_tpot_ms")
     return {
         "capacity": summary["request_throughput"],

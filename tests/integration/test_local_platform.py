@@ -460,7 +460,7 @@ def test_a_real_handicap_is_called_worse(stack):
     stack.configure(
         "CONFIG_VLLM_DEV_OVERRIDES=\"vllm_engine_extra_args='--max-num-seqs 1'\"",
         'CONFIG_VLLM_BENCHMARK_REQUEST_RATE="inf"',
-        "CONFIG_VLLM_BENCHMARK_CONCURRENT_USERS=4",
+        "CONFIG_VLLM_BENCHMARK_MAX_CONCURRENCY=4",
         *VERDICT_RUN,
     )
     stack.playbook("deploy.yml")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from ansible_collections.servelab.vllm.plugins.module_utils import layout
 
 
 def write_run(
@@ -27,7 +28,7 @@ def write_run(
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
             for rep in range(1, reps + 1):
-                rep_dir = host / point / f"rep-{rep}"
+                rep_dir = layout.rep_dir(host / point, rep)
                 rep_dir.mkdir(parents=True)
                 requests = []
                 for i in range(n):
@@ -49,7 +50,7 @@ def write_run(
                     )
                 duration = 10.0 * scale * float(rng.normal(1, 0.01))
                 summary = {
-                    "schema_version": 1,
+                    "schema_version": layout.SCHEMA_VERSION,
                     "completed": n,
                     "failed": 0,
                     "errors": {},
@@ -65,10 +66,12 @@ def write_run(
                     "repetition": rep,
                     "started_at": 1_795_000_000.0 + 100 * p_i + rep,  # points run in order
                 }
-                (rep_dir / "summary.json").write_text(json.dumps(summary))
-                (rep_dir / "requests.jsonl").write_text(
+                (rep_dir / layout.SUMMARY).write_text(json.dumps(summary))
+                (rep_dir / layout.REQUESTS).write_text(
                     "".join(json.dumps(r) + "\n" for r in requests)
                 )
-                index["points"].setdefault(point, []).append({"dir": f"{point}/rep-{rep}"})
+                index["points"].setdefault(point, []).append(
+                    {"dir": str(rep_dir.relative_to(host))}
+                )
         (host / "index.json").write_text(json.dumps(index))
     return run

@@ -57,18 +57,10 @@ async def call(prompt: str, max_tokens: int, timeout: float = 30, save_text: boo
     try:
         async with aiohttp.ClientSession() as session:
             req = datasets.BenchRequest(prompt, 5, max_tokens)
-            return await client.send(
-                session,
-                f"http://127.0.0.1:{port}/v1/completions",
-                "completions",
-                req,
-                0,
-                "m",
-                {},
-                timeout,
-                time.perf_counter(),
-                save_text=save_text,
+            target = client.Target(
+                f"http://127.0.0.1:{port}", "m", timeout=timeout, save_text=save_text
             )
+            return await client.send(session, target, req, 0, time.perf_counter())
     finally:
         await runner.cleanup()
 
@@ -143,7 +135,8 @@ def bench_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:
     top = Path(__file__).resolve().parents[2]
     return subprocess.Popen(
         [sys.executable, str(top / "bin/servelab-bench"), "--url", url, "--model", "m",
-         "--dataset", "short", "--output-len", "10", "--warmup", "0", "--out", str(out), *extra],
+         "--dataset", "short", "--output-len", "10", "--warmup-requests", "0", "--out", str(out),
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -206,14 +199,15 @@ def test_a_full_results_directory_is_refused_before_any_load(small_fs):
 def test_a_disk_that_fills_during_a_run_leaves_no_partial_file(small_fs, monkeypatch):
     """The check before the run passed (the disk filled later): writing the results fails
     with a clear error, and no half-written file is left."""
-    from ansible_collections.servelab.vllm.plugins.module_utils.bench import runner
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import preflight, runner
 
     mount, earlier = small_fs
-    monkeypatch.setattr(runner, "check_room", lambda *_: None)
+    monkeypatch.setattr(preflight, "check_room", lambda *_: None)
     filler = mount / "filler"
     with serving() as url:
-        spec = runner.RunSpec(url=url, model="m", dataset="short", num_prompts=4, output_len=10,
-                              warmup=0, request_rate=float("inf"), save_text=True)  # fmt: skip
+        spec = runner.RunSpec(url=url, model="m", dataset="short", num_prompts=4,
+                              output_len=10, warmup_requests=0, request_rate=float("inf"),
+                              save_text=True)  # fmt: skip
         # Fill what is left, then give back a few KiB: enough to start, not to finish.
         with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
             while True:

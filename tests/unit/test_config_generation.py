@@ -61,8 +61,8 @@ def test_every_defconfig_generates_typed_vars(tmp_path, name):
         assert gv["servelab_group"] == group
         assert isinstance(gv["vllm_replica_count"], int) and gv["vllm_replica_count"] >= 1
         assert isinstance(gv["vllm_enable_prefix_caching"], bool)
-        assert isinstance(gv["vllm_benchmark_percentiles_list"], list)
-        assert all(isinstance(p, (int, float)) for p in gv["vllm_benchmark_percentiles_list"])
+        assert isinstance(gv["vllm_benchmark_percentiles"], list)
+        assert all(isinstance(p, (int, float)) for p in gv["vllm_benchmark_percentiles"])
         assert isinstance(gv["vllm_engine_extra_args"], list)
         rate = gv["vllm_benchmark_request_rate"]
         assert rate == "auto" or isinstance(rate, (int, float)), rate
@@ -160,7 +160,12 @@ BAD_INPUTS = [
     ("CONFIG_VLLM_ROUTR_PORT=8000", ["VLLM_ROUTR_PORT", "no such setting"]),
     ('CONFIG_VLLM_BENCHMARK_REQUEST_RATE="-1"', ["VLLM_BENCHMARK_REQUEST_RATE", "> 0"]),
     ('CONFIG_VLLM_DTYPE="fp7"', ["VLLM_DTYPE", "bfloat16"]),
-    ('CONFIG_VLLM_BENCHMARK_PERCENTILES_LIST="50 abc"', ["PERCENTILES_LIST", "list"]),
+    ('CONFIG_VLLM_BENCHMARK_PERCENTILES="50 abc"', ["PERCENTILES", "list"]),
+    (
+        "CONFIG_VLLM_BENCHMARK_CONCURRENT_USERS=4",
+        ["VLLM_BENCHMARK_CONCURRENT_USERS", "renamed", "CONFIG_VLLM_BENCHMARK_MAX_CONCURRENCY"],
+    ),
+    ("CONFIG_VLLM_BENCHMARK_ENABLED=y", ["VLLM_BENCHMARK_ENABLED", "removed"]),
     ('CONFIG_VLLM_WORK_DIR="relative/dir"', ["VLLM_WORK_DIR", "absolute path"]),
     ('CONFIG_VLLM_ENGINE_ENV_LIST="A=1 not-a-pair"', ["VLLM_ENGINE_ENV_LIST", "NAME=VALUE"]),
     ('CONFIG_VLLM_ENGINE_INHERIT_SITE="lib/site"', ["VLLM_ENGINE_INHERIT_SITE", "absolute"]),
@@ -231,7 +236,7 @@ def test_declared_hosts_become_ssh_hosts(tmp_path):
 
 
 def test_engine_env_and_inherited_site_reach_the_engine(tmp_path):
-    from ansible_collections.servelab.vllm.plugins.module_utils import commands
+    from ansible_collections.servelab.vllm.plugins.plugin_utils import commands
 
     config = make_config(
         tmp_path,

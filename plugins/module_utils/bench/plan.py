@@ -9,7 +9,11 @@ import json
 import math
 from pathlib import Path
 
-from .runner import BenchError, RunSpec, build_workload, run, write_atomic
+from .. import layout
+from ..atomic import write_atomic
+from . import workload
+from .runner import run
+from .spec import BenchError, RunSpec
 
 SWEEPS = ("none", "concurrency", "rate")
 
@@ -105,12 +109,12 @@ def run_block(
 ) -> dict:
     """One repetition at one point; its summary joins index.json in out_dir."""
     spec.check()
-    run_dir = out_dir / point / f"rep-{rep}"
+    run_dir = layout.rep_dir(out_dir / point, rep)
     ctx = {**context, "point": point, "repetition": rep}
     # Each repetition draws its own prompts (the same for every group): a prompt sent in an
     # earlier repetition would hit the prefix cache and make later repetitions faster.
-    workload = build_workload(dataclasses.replace(spec, seed=spec.seed + rep - 1))
-    summary = run(spec, run_dir, context=ctx, workload=workload)
+    work = workload.build(dataclasses.replace(spec, seed=spec.seed + rep - 1))
+    summary = run(spec, run_dir, context=ctx, work=work)
     index_path = out_dir / "index.json"
     index = json.loads(index_path.read_text()) if index_path.is_file() else {"points": {}}
     index["sweep"] = context.get("sweep", "none")

@@ -4,7 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from pathlib import Path
+
+from .. import readiness
+from ..atomic import write_atomic
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN|[-+]?Inf)\b")
 
@@ -50,3 +56,53 @@ def engine_deltas(before: dict, after: dict, samples: list[dict]) -> dict:
         "generation_tokens": _delta(before, after, "vllm:generation_tokens_total"),
         "prompt_tokens": _delta(before, after, "vllm:prompt_tokens_total"),
     }
+
+
+class Sampler:
+    """Snapshots of each /metrics URL before, during (every interval) and after the run."""
+
+    def __init__(self, urls: dict[str, str], interval: float, out_dir: Path) -> None:
+        self.urls, self.interval, self.out_dir = urls, interval, out_dir
+        self.before: dict[str, dict] = {}
+        self.after: dict[str, dict] = {}
+        self.samples: dict[str, list[dict]] = {name: [] for name in urls}
+        self.raw: dict[str, list[str]] = {name: [] for name in urls}
+
+    def snapshot(self) -> dict[str, dict]:
+        out = {}
+        for name, url in self.urls.items():
+            status, body = readiness.probe(url, timeout=5, headers={})
+            if status == 200:
+                text = body.decode(errors="replace")
+                out[name] = parse(text)
+                self.raw[name].append(f"# servelab snapshot {time.time():.3f}\n{text}")
+        return out
+
+    async def snapshot_async(self) -> dict[str, dict]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.snapshot)
+
+    async def sample_until(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            try:
+                await asyncio.wait_for(done.wait(), timeout=self.interval)
+            except TimeoutError:
+                for name, values in (await self.snapshot_async()).items():
+                    self.samples[name].append(values)
+
+    def deltas(self) -> dict[str, dict]:
+        out = {}
+        for name in self.urls:
+            if name in self.before and name in self.after:
+                before, after, samples = self.before[name], self.after[name], self.samples[name]
+                if name.startswith("router"):
+                    out[name] = {
+                        k: after[k] - before.get(k, 0.0) for k in after if k.endswith("_total")
+                    }
+                else:
+                    out[name] = engine_deltas(before, after, samples)
+        return out
+
+    def save(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, chunks in self.raw.items():
+            write_atomic(self.out_dir / f"{name}.prom", "\n".join(chunks))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -97,7 +98,10 @@ class HostLoad:
 
 
 class Telemetry:
-    """Samples in a thread into telemetry.csv until stopped."""
+    """Samples in a thread into `path` (a run's telemetry.csv) until stopped.
+
+    Rows stream into a temporary file beside it, renamed when sampling ends: a reader sees
+    no file or the whole one."""
 
     def __init__(self, path: str, processes: dict[str, int], interval: float = 1.0) -> None:
         self.path = path
@@ -134,20 +138,27 @@ class Telemetry:
         return rows
 
     def _run(self) -> None:
-        tmp = self.path + ".partial"
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            while not self._stop.is_set():
-                now = time.time()
-                rows = self._gpu_rows(now) if self.smi else []
-                for name, pid in self.processes.items():
-                    cpu, rss = _cpu_and_rss(_process_tree(pid))
-                    rows.append(
-                        [f"{now:.3f}", name, "", "", "", "", "", f"{cpu:.2f}", f"{rss:.1f}"]
-                    )
-                writer.writerows(rows)
-                handle.flush()
-                self.rows += len(rows)
-                self._stop.wait(self.interval)
-        os.replace(tmp, self.path)
+        head, base = os.path.split(self.path)
+        tmp = os.path.join(head, f".{base}.tmp.{os.getpid()}")  # as atomic.write_atomic names it
+        try:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(COLUMNS)
+                while not self._stop.is_set():
+                    now = time.time()
+                    rows = self._gpu_rows(now) if self.smi else []
+                    for name, pid in self.processes.items():
+                        cpu, rss = _cpu_and_rss(_process_tree(pid))
+                        rows.append(
+                            [f"{now:.3f}", name, "", "", "", "", "", f"{cpu:.2f}", f"{rss:.1f}"]
+                        )
+                    writer.writerows(rows)
+                    handle.flush()
+                    self.rows += len(rows)
+                    self._stop.wait(self.interval)
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:  # a full disk: no partial file left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+from .. import layout
+from ..bench.metrics import RequestOutcome
 
 
 @dataclass
@@ -18,7 +19,7 @@ class RepResult:
     point: str
     rep: int
     summary: dict
-    requests: list[dict]
+    requests: list[RequestOutcome]
 
 
 @dataclass
@@ -41,14 +42,18 @@ class RunResults:
         return [r for r in self.reps if r.group == group and r.point == point]
 
 
-def _read_requests(path: Path, problems: list[str]) -> list[dict]:
+def _read_requests(path: Path, problems: list[str]) -> list[RequestOutcome]:
     out = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             problems.append(f"{path}:{n}: not JSON; the rest of the file is ignored")
             break
+        try:
+            out.append(RequestOutcome.from_record(record))
+        except (TypeError, ValueError) as e:
+            problems.append(f"{path}:{n}: not a request record ({e}); skipped")
     return out
 
 
@@ -58,35 +63,44 @@ def load_run(run_dir: Path) -> RunResults:
     if not run_dir.is_dir():
         run.problems.append(f"{run_dir}: no such run")
         return run
-    for group_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and p.name != "report"):
+    for group_dir in sorted(_group_dirs(run_dir)):
         hosts = [p for p in group_dir.iterdir() if p.is_dir()]
         if not hosts:
             run.problems.append(f"{group_dir}: no host results")
         for host_dir in sorted(hosts):
-            summaries = sorted(host_dir.glob("*/rep-*/summary.json"))
+            summaries = layout.summaries(host_dir)
             if not summaries:
-                run.problems.append(f"{host_dir}: no summary.json (missing or partial results)")
+                run.problems.append(f"{host_dir}: no {layout.SUMMARY} (missing or partial results)")
             for summary_path in summaries:
                 rep_dir = summary_path.parent
                 where = f"{group_dir.name}/{host_dir.name}/{rep_dir.parent.name}/{rep_dir.name}"
                 try:
+                    rep = layout.rep_number(rep_dir)
+                except ValueError:
+                    run.problems.append(f"{where}: not a repetition's directory; skipped")
+                    continue
+                try:
                     summary = json.loads(summary_path.read_text())
                 except ValueError:
-                    run.problems.append(f"{where}: summary.json is corrupt; skipped")
+                    run.problems.append(f"{where}: {layout.SUMMARY} is corrupt; skipped")
                     continue
-                if summary.get("schema_version") != SCHEMA_VERSION:
+                if not isinstance(summary, dict):
+                    run.problems.append(f"{where}: {layout.SUMMARY} is not an object; skipped")
+                    continue
+                if summary.get("schema_version") != layout.SCHEMA_VERSION:
                     run.problems.append(
                         f"{where}: schema_version {summary.get('schema_version')!r}, expected "
-                        f"{SCHEMA_VERSION}; skipped"
+                        f"{layout.SCHEMA_VERSION}; skipped"
                     )
                     continue
-                requests_path = rep_dir / "requests.jsonl"
+                requests_path = rep_dir / layout.REQUESTS
                 if requests_path.is_file():
                     requests = _read_requests(requests_path, run.problems)
                 else:
-                    run.problems.append(f"{where}: requests.jsonl missing; latencies not compared")
+                    run.problems.append(
+                        f"{where}: {layout.REQUESTS} missing; latencies not compared"
+                    )
                     requests = []
-                rep = int(rep_dir.name.removeprefix("rep-") or 0)
                 run.reps.append(
                     RepResult(
                         group_dir.name, host_dir.name, rep_dir.parent.name, rep, summary, requests
@@ -99,6 +113,11 @@ def load_run(run_dir: Path) -> RunResults:
     return run
 
 
+def _group_dirs(run_dir: Path) -> list[Path]:
+    """A run's group directories: everything in it but the report."""
+    return [p for p in run_dir.iterdir() if p.is_dir() and p.name != layout.REPORT]
+
+
 def list_runs(results_dir: Path) -> list[dict]:
     """Runs with their time, config hash and groups, oldest first."""
     out = []
@@ -106,14 +125,37 @@ def list_runs(results_dir: Path) -> list[dict]:
         return out
     for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name[0] != "."):
         stamp, _, config_hash = run_dir.name.partition("-")
-        groups = sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name != "report")
+        groups = sorted(p.name for p in _group_dirs(run_dir))
         out.append(
             {
                 "run_id": run_dir.name,
                 "time": stamp,
                 "config_hash": config_hash,
                 "groups": groups,
-                "report": (run_dir / "report" / "report.md").is_file(),
+                "report": (run_dir / layout.REPORT / layout.REPORT_MD).is_file(),
             }
         )
     return out
+
+
+def run_lines(runs: list[dict], node_runs: dict[str, list[str]]) -> list[str]:
+    """One line a run, oldest first: those here (with or without a report), then those
+    that are only on nodes, with the nodes that hold them (make vllm-results fetches)."""
+    here = {r["run_id"] for r in runs}
+    lines = [
+        f"{r['run_id']}  time {r['time']}  config {r['config_hash']}  groups "
+        f"{','.join(r['groups'])}{'  (report)' if r['report'] else ''}"
+        for r in runs
+    ]
+    remote: dict[str, list[str]] = {}
+    for node, ids in sorted(node_runs.items()):
+        for run_id in ids or []:
+            if run_id not in here:
+                remote.setdefault(run_id, []).append(node)
+    for run_id in sorted(remote):
+        stamp, _, config_hash = run_id.partition("-")
+        lines.append(
+            f"{run_id}  time {stamp}  config {config_hash}  not fetched: on "
+            f"{', '.join(remote[run_id])}"
+        )
+    return lines

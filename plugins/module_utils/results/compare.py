@@ -48,16 +48,16 @@ def latency_samples(reps: list[RepResult], name: str) -> list[float]:
     out: list[float] = []
     for rep in reps:
         for r in rep.requests:
-            if not r.get("success"):
+            if not r.success:
                 continue
             if name == "ttft":
-                out.append(r["ttft"] * 1000)
+                out.append(r.ttft * 1000)
             elif name == "e2el":
-                out.append(r["latency"] * 1000)
+                out.append(r.latency * 1000)
             elif name == "itl":
-                out.extend(x * 1000 for x in r.get("itl") or [])
-            elif name == "tpot" and r.get("tpot") is not None:
-                out.append(r["tpot"] * 1000)
+                out.extend(x * 1000 for x in r.itl)
+            elif name == "tpot" and (tpot := r.tpot) is not None:
+                out.append(tpot * 1000)
     return out
 
 

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
+from ..atomic import write_atomic
 from .collect import RunResults
 from .compare import latency_samples
 
@@ -24,10 +26,10 @@ TITLES = {"ttft": "Time to first token", "itl": "Inter-token latency", "e2el": "
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, png.getvalue())
     return path
 
 

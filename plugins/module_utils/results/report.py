@@ -2,22 +2,23 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The report of a run: report.md, self-contained report.html, summary.csv, compare.json.
 
-One list of sections, rendered to both formats, in the order a reader needs them: what
-differs between dev and baseline, the verdict with its minimum detectable effect, the
-warnings, then the tables and plots.
+One list of sections (SECTIONS), each built once as a format-neutral Section (title,
+paragraphs, a list, tables, images) that render.py draws as markdown and as HTML, in the
+order a reader needs them: what differs between dev and baseline, the verdict with its
+minimum detectable effect, the warnings, then the tables and plots.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
-import os
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import layout
+from ..atomic import write_atomic
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
@@ -30,6 +31,7 @@ from .compare import (
     latency_samples,
     single_group_sweep,
 )
+from .render import Section, Table, markdown, to_html
 
 # Settings that differ between the groups by construction, not by the user's choice.
 PER_GROUP_BY_CONSTRUCTION = {
@@ -40,12 +42,6 @@ PER_GROUP_BY_CONSTRUCTION = {
 }
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
 OTHER_LOAD = 0.10  # share of the machine's CPU taken by others during a block
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def run_kind(run: RunResults) -> str:
@@ -285,159 +281,182 @@ def _context(run: RunResults) -> list[str]:
     return out
 
 
-def sections(run, comparisons, images, s: Settings, calibration_run: str) -> list[tuple]:
-    """(title, kind, content) with kind text | list | table | images."""
-    out: list[tuple] = []
-    diff = config_diff(run)
-    if run_kind(run) == "calibration":
-        out.append(("What this run is", "text",
-                    "A calibration (A/A): dev ran with baseline's configuration. Any verdict "
-                    "below is a false alarm; the spread between repetitions sets the minimum "
-                    "detectable effect (MDE) of later runs of this configuration."))  # fmt: skip
-    elif diff:
-        out.append(
-            ("What differs: dev against baseline", "table", (["setting", "baseline", "dev"], diff))
-        )
-    elif run.groups() == ["baseline", "dev"]:
-        out.append(
-            (
-                "What differs: dev against baseline",
-                "text",
-                "nothing: the groups share one configuration",
-            )
-        )
-    out.append(("Verdict", "list", verdict_lines(comparisons, s)))
+@dataclass
+class Facts:
+    """What the sections are made of: one run, compared once."""
+
+    run: RunResults
+    comparisons: dict
+    settings: Settings
+    calibration_run: str = ""
+    images: list[Path] = field(default_factory=list)
+    verdict: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# Each builder returns the sections it adds: none where it does not apply, one a point for
+# the comparisons.
+
+
+def differs_section(f: Facts) -> list[Section]:
+    title = "What differs: dev against baseline"
+    diff = config_diff(f.run)
+    if run_kind(f.run) == "calibration":
+        return [Section("What this run is", paragraphs=[
+            "A calibration (A/A): dev ran with baseline's configuration. Any verdict "
+            "below is a false alarm; the spread between repetitions sets the minimum "
+            "detectable effect (MDE) of later runs of this configuration."
+        ])]  # fmt: skip
+    if diff:
+        return [Section(title, tables=[Table(["setting", "baseline", "dev"], diff)])]
+    if f.run.groups() == ["baseline", "dev"]:
+        return [Section(title, paragraphs=["nothing: the groups share one configuration"])]
+    return []
+
+
+def verdict_section(f: Facts) -> list[Section]:
+    return [Section("Verdict", items=f.verdict)]
+
+
+def warnings_section(f: Facts) -> list[Section]:
+    return [Section("Warnings", items=f.warnings or ["none"])]
+
+
+def groups_section(f: Facts) -> list[Section]:
+    """Per group: its hosts, versions, blocks, dtype and core sets."""
+    return [Section("Groups", items=_context(f.run))]
+
+
+def note_section(f: Facts) -> list[Section]:
+    return [Section("Note", paragraphs=[ONE_GROUP_NOTE])] if single_group_sweep(f.run) else []
+
+
+def problems_section(f: Facts) -> list[Section]:
+    return [Section("Problems", items=f.run.problems)] if f.run.problems else []
+
+
+def comparison_sections(f: Facts) -> list[Section]:
+    return [
+        Section(f"Comparison: {point}", tables=[Table(COMPARISON_HEADER, _comparison_rows(rows))])
+        for point, rows in f.comparisons.items()
+    ]
+
+
+def method_section(f: Facts) -> list[Section]:
     mde_from = (
-        f"MDE from calibration run {calibration_run}"
-        if calibration_run
+        f"MDE from calibration run {f.calibration_run}"
+        if f.calibration_run
         else "MDE from this run's own repetitions (run `make vllm-calibrate` for a calibrated one)"
     )
-    out.append(("Warnings", "list", warnings(run, comparisons, s) or ["none"]))
-    out.append(("Groups", "list", _context(run)))
-    if single_group_sweep(run):
-        out.append(("Note", "text", ONE_GROUP_NOTE))
-    if run.problems:
-        out.append(("Problems", "list", run.problems))
-    for point, rows in comparisons.items():
-        out.append((f"Comparison: {point}", "table", (COMPARISON_HEADER, _comparison_rows(rows))))
-    out.append(("How the comparison works", "text",
-                "Each metric is one value per repetition (latencies: the statistic over that "
-                "repetition's requests). With at least "
-                f"{PAIRED_MIN_REPS} repetitions a side, one block each, repetition r of "
-                "baseline and of dev ran next to each other (ABBA), so the interval is a "
-                "paired t interval on their differences: a drift of the machine over a few "
-                "blocks cancels in them. With fewer, Welch's t interval of the difference "
-                "of means. Primary metrics share the family-wise level (Bonferroni); others are "
-                f"secondary, at the nominal level. MDE: the change found 80% of the time at "
-                f"the metric's level; {mde_from}."))  # fmt: skip
-    if len(run.points()) > 1:
-        out.append(("Sweep", "table", (
-            ["point", "group", "output tok/s (mean)", "p95 TTFT ms", "p95 ITL ms"], sweep_rows(run)
-        )))  # fmt: skip
-    out.append(("Repetitions in run order", "table", (REP_HEADER, rep_rows(run))))
-    out.append(("Plots", "images", images))
-    return out
+    return [Section("How the comparison works", paragraphs=[
+        "Each metric is one value per repetition (latencies: the statistic over that "
+        "repetition's requests). With at least "
+        f"{PAIRED_MIN_REPS} repetitions a side, one block each, repetition r of "
+        "baseline and of dev ran next to each other (ABBA), so the interval is a "
+        "paired t interval on their differences: a drift of the machine over a few "
+        "blocks cancels in them. With fewer, Welch's t interval of the difference "
+        "of means. Primary metrics share the family-wise level (Bonferroni); others are "
+        f"secondary, at the nominal level. MDE: the change found 80% of the time at "
+        f"the metric's level; {mde_from}."
+    ])]  # fmt: skip
 
 
-def markdown(run_id: str, secs: list[tuple]) -> str:
-    lines = [f"# servelab report: {run_id}", ""]
-    for title, kind, content in secs:
-        lines += [f"## {title}", ""]
-        if kind == "text":
-            lines += [content, ""]
-        elif kind == "list":
-            lines += [f"- {x}" for x in content] + [""]
-        elif kind == "table":
-            header, rows = content
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-        elif kind == "images":
-            lines += [f"![{p.stem}]({p.name})" for p in content] + [""]
-    return "\n".join(lines)
+def sweep_section(f: Facts) -> list[Section]:
+    if len(f.run.points()) < 2:
+        return []
+    header = ["point", "group", "output tok/s (mean)", "p95 TTFT ms", "p95 ITL ms"]
+    return [Section("Sweep", tables=[Table(header, sweep_rows(f.run))])]
 
 
-def to_html(run_id: str, secs: list[tuple]) -> str:
-    """One file that opens from disk: images inline as data URIs, no external resources."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>servelab report {e(run_id)}</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}",
-        "table{border-collapse:collapse;margin:1em 0}",
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}",
-        "td:first-child,th:first-child{text-align:left}",
-        ".better{background:#dfd}.worse{background:#fdd}img{max-width:100%}",
-        "</style></head><body>",
-        f"<h1>servelab report: {e(run_id)}</h1>",
-    ]
-    for title, kind, content in secs:
-        parts.append(f"<h2>{e(title)}</h2>")
-        if kind == "text":
-            parts.append(f"<p>{e(content)}</p>")
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in content) + "</ul>")
-        elif kind == "table":
-            header, rows = content
-            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
-            for row in rows:
-                css = next((v for v in ("better", "worse") if v in row), "")
-                parts.append(
-                    f"<tr class='{css}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
-                )
-            parts.append("</table>")
-        elif kind == "images":
-            for path in content:
-                data = base64.b64encode(path.read_bytes()).decode()
-                parts.append(
-                    f"<figure><img alt='{e(path.stem)}' src='data:image/png;base64,{data}'>"
-                    f"<figcaption>{e(path.stem)}</figcaption></figure>"
-                )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def repetitions_section(f: Facts) -> list[Section]:
+    return [Section("Repetitions in run order", tables=[Table(REP_HEADER, rep_rows(f.run))])]
 
 
-def write_report(
-    run_dir: Path, settings: Settings, gate_metrics: list[str], results_dir: Path | None = None
-) -> dict:
-    """Compare, plot and write run_dir/report/; return what the caller prints and checks."""
-    run = load_run(run_dir)
-    out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    cal_run, spread = find_calibration(run, results_dir)
-    if cal_run:
-        settings.calibration, settings.calibration_run = spread, cal_run
-    comparisons = compare_run(run, settings)
-    images = plots.all_plots(run, out) if run.reps else []
-    regressions = gate(comparisons, gate_metrics)
-    secs = sections(run, comparisons, images, settings, cal_run)
-    verdict = next(c for t, _, c in secs if t == "Verdict")
-    compare_doc = {
-        "run_id": run.run_id,
-        "run_kind": run_kind(run),
-        "settings": settings.__dict__,
-        "config_diff": config_diff(run),
-        "verdict": verdict,
-        "warnings": next(c for t, _, c in secs if t == "Warnings"),
-        "problems": run.problems,
-        "comparisons": comparisons,
-        "gate": {"metrics": gate_metrics, "regressions": regressions},
-    }
-    if run_kind(run) == "calibration":
-        compare_doc["calibration"] = calibration_spread(run)
-    _write(out / "compare.json", json.dumps(compare_doc, indent=1, default=str))
-    rows = group_table(run)
+def plots_section(f: Facts) -> list[Section]:
+    return [Section("Plots", images=f.images)]
+
+
+# The report, in the order a reader needs it: what differs, the answer, what to distrust,
+# then the evidence. Both formats render exactly this list.
+SECTIONS = (
+    differs_section,
+    verdict_section,
+    warnings_section,
+    groups_section,
+    note_section,
+    problems_section,
+    comparison_sections,
+    method_section,
+    sweep_section,
+    repetitions_section,
+    plots_section,
+)
+
+
+def sections(f: Facts) -> list[Section]:
+    return [section for build in SECTIONS for section in build(f)]
+
+
+def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    _write(out / "summary.csv", buf.getvalue())
-    _write(out / "report.md", markdown(run.run_id, secs))
-    _write(out / "report.html", to_html(run.run_id, secs))
-    diff = compare_doc["config_diff"]
+    return buf.getvalue()
+
+
+def write_report(
+    run_dir: Path,
+    settings: Settings,
+    gate_metrics: list[str],
+    results_dir: Path | None = None,
+    write: bool = True,
+) -> dict:
+    """Compare, plot and write run_dir/report/; return what the caller prints and checks.
+    With write=False (make vllm-compare), compare only: no plot, no file."""
+    run = load_run(run_dir)
+    out = run_dir / layout.REPORT
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+    cal_run, spread = find_calibration(run, results_dir)
+    if cal_run:
+        settings.calibration, settings.calibration_run = spread, cal_run
+    compared = compare_run(run, settings)
+    f = Facts(
+        run,
+        compared,
+        settings,
+        cal_run,
+        images=plots.all_plots(run, out) if run.reps and write else [],
+        verdict=verdict_lines(compared, settings),
+        warnings=warnings(run, compared, settings),
+    )
+    regressions = gate(compared, gate_metrics)
+    secs = sections(f)  # after the comparison: it notes points it could not compare
+    diff = config_diff(run)
+    compare_doc = {
+        "run_id": run.run_id,
+        "run_kind": run_kind(run),
+        "settings": settings.__dict__,
+        "config_diff": diff,
+        "verdict": f.verdict,
+        "warnings": f.warnings or ["none"],  # as the report lists them
+        "problems": run.problems,
+        "comparisons": compared,
+        "gate": {"metrics": gate_metrics, "regressions": regressions},
+    }
+    if run_kind(run) == "calibration":
+        compare_doc["calibration"] = calibration_spread(run)
+    if write:
+        # Not write_json_atomic: its sorted keys would put the points out of run order.
+        write_atomic(out / layout.COMPARE_JSON, json.dumps(compare_doc, indent=1, default=str))
+        write_atomic(out / layout.SUMMARY_CSV, _csv(group_table(run)))
+        write_atomic(out / layout.REPORT_MD, markdown(run.run_id, secs))
+        write_atomic(out / layout.REPORT_HTML, to_html(run.run_id, secs))
     return {
-        "report_dir": str(out),
-        "comparisons": comparisons,
+        **({"report_dir": str(out)} if write else {}),
+        "comparisons": compared,
         "problems": run.problems,
         "regressions": regressions,
         "table": (
@@ -446,6 +465,6 @@ def write_report(
             else []
         )
         + ["verdict:"]
-        + [f"  {x}" for x in verdict]
-        + comparison_lines(comparisons),
+        + [f"  {x}" for x in f.verdict]
+        + comparison_lines(compared),
     }

