@@ -2,11 +2,13 @@
 
 `playbooks/render.yml` (what `make vllm-render` runs) writes each group's files; they are
 checked against the vllm-stack chart's values.schema.json, the Kubernetes 1.34 and 1.35
-schemas (kubernetes-validate, strict), and the real helm 3 binary, which lints them and
-runs our post-renderer on a chart with the production stack's engine Deployment shape.
+schemas (kubernetes-validate, strict), and the real helm 3 binary, which lints them, runs
+our post-renderer on the real vllm-stack chart (../shared/data) and renders the real
+NVIDIA DRA driver chart with the driver values we write.
 """
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,12 +16,16 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from ansible_collections.servelab.vllm.plugins.plugin_utils import kube
 from stack import TOP, Stack
 
 HELM = TOP / ".tools/helm-3.17.3/helm"
 CHART_SCHEMA = TOP.parent / "shared/data/production-stack/values.schema.json"
 KIND_SCHEMA = TOP / "tests/data/kind-cluster-v1alpha4.schema.json"
 ENGINE_CHART = TOP / "tests/data/engine-chart"
+UPSTREAM = TOP.parent / "shared/data"
+STACK_CHART = UPSTREAM / "production-stack/chart"
+DRIVER_CHART = UPSTREAM / "dra-driver-nvidia-gpu/chart"
 K8S_VERSIONS = ("1.34.0", "1.35.0")
 K8S_DEFCONFIGS = (
     "vllm-kind-dra-mps",
@@ -55,6 +61,87 @@ def post_rendered(group_dir: Path, release: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+@pytest.fixture(scope="module")
+def stack_chart(tmp_path_factory) -> Path:
+    """The real vllm-stack chart, less its OCI dependencies (not reachable offline)."""
+    chart = tmp_path_factory.mktemp("vllm-stack") / "chart"
+    shutil.copytree(STACK_CHART, chart)
+    (chart / "Chart.lock").unlink(missing_ok=True)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta.pop("dependencies", None)
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return chart
+
+
+def real_engines(chart: Path, group_dir: Path, release: str) -> list[dict]:
+    """The engine Deployments of the real vllm-stack chart, with our values and
+    post-renderer, as helm would apply them."""
+    args = ["template", release, str(chart), "-f", str(group_dir / "values.yaml")]
+    args += ["--namespace", "vllm-system", "--post-renderer", str(group_dir / "post-renderer")]
+    proc = helm(*args)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    engines = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-deployment-vllm")
+    ]
+    assert engines, [d["metadata"]["name"] for d in docs]
+    return engines
+
+
+def real_driver(values: Path) -> list[dict]:
+    """The real NVIDIA DRA driver chart rendered with the values servelab installs it with."""
+    args = ["template", "nvidia-dra-driver-gpu", str(DRIVER_CHART), "-f", str(values)]
+    proc = helm(*args, "--namespace", "nvidia-dra-driver-gpu", "--kube-version", "1.34.3")
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def kubelet_plugin(driver: list[dict]) -> dict:
+    (daemonset,) = [d for d in driver if d["kind"] == "DaemonSet"]
+    return daemonset
+
+
+def feature_gates(daemonset: dict) -> set[str]:
+    gates = set()
+    for container in daemonset["spec"]["template"]["spec"]["containers"]:
+        for env in container.get("env") or []:
+            if env["name"] == "FEATURE_GATES":
+                gates |= {g for g in env["value"].split(",") if g}
+    return gates
+
+
+def may_manage_deployments(driver: list[dict]) -> bool:
+    """Whether a Role lets the kubelet plugin create Deployments (the MPS daemons)."""
+    return any(
+        "deployments" in rule.get("resources", []) and "create" in rule.get("verbs", [])
+        for doc in driver
+        if doc["kind"] == "Role" and doc["metadata"]["name"].endswith("role-kubeletplugin")
+        for rule in doc.get("rules") or []
+    )
+
+
+def schedulable_on(daemonset: dict, labels: dict) -> bool:
+    """Whether a node with `labels` matches one of the DaemonSet's required node terms."""
+    affinity = daemonset["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return any(
+        all(
+            e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+            for e in term["matchExpressions"]
+        )
+        for term in terms
+    )
+
+
+def engine_env(deployment: dict) -> dict:
+    (vllm,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "vllm"
+    ]
+    return {e["name"]: e.get("value") for e in vllm.get("env") or []}
+
+
 def k8s_valid(doc: dict) -> None:
     for version in K8S_VERSIONS:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -78,47 +165,163 @@ def test_every_kubernetes_defconfig_renders_valid_files(tmp_path, defconfig):
             jsonschema.validate(kind, json.loads(KIND_SCHEMA.read_text()))
 
 
-def test_mps_claims_differ_per_group_and_reach_the_engine_deployments(tmp_path):
-    stack, out = render(tmp_path, "vllm-kind-dra-mps")
+def test_one_gpu_ab_shares_one_claim_and_each_group_keeps_its_mps_share(tmp_path, stack_chart):
+    stack, out = render(tmp_path, "vllm-kind-dra-mps")  # one GPU, MPS 100% against 50%
+    claims = {g: (out / g / "resourceclaim.yaml").read_text() for g in ("baseline", "dev")}
+    assert claims["baseline"] == claims["dev"]
+    claim = yaml.safe_load(claims["dev"])
+    assert claim["kind"] == "ResourceClaim" and claim["metadata"]["name"] == "vllm-shared-gpu"
+    k8s_valid(claim)
+    mps = claim["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]
+    assert mps["strategy"] == "MPS"
+    assert mps["mpsConfig"]["defaultActiveThreadPercentage"] == 100  # the larger share
     shares = {}
     for group in ("baseline", "dev"):
-        claim = yaml.safe_load((out / group / "resourceclaimtemplate.yaml").read_text())
-        config = claim["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
-        shares[group] = config["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"]
-        (deployment,) = post_rendered(out / group, f"vllm-{group}")
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["resourceClaims"] == [
-            {"name": "gpu", "resourceClaimTemplateName": claim["metadata"]["name"]}
-        ]
-        resources = pod["containers"][0]["resources"]
-        assert resources["claims"] == [{"name": "gpu"}]
-        assert "nvidia.com/gpu" not in json.dumps(resources)
-    assert shares == {"baseline": 100, "dev": 50}
+        assert not (out / group / "resourceclaimtemplate.yaml").exists()
+        (engine,) = real_engines(stack_chart, out / group, f"vllm-{group}")
+        k8s_valid(engine)
+        assert engine["metadata"]["labels"]["helm-release-name"] == f"vllm-{group}"
+        pod = engine["spec"]["template"]["spec"]
+        assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "vllm-shared-gpu"}]
+        (vllm,) = [c for c in pod["containers"] if c["name"] == "vllm"]
+        assert vllm["resources"]["claims"] == [{"name": "gpu"}]
+        assert "nvidia.com/gpu" not in json.dumps(vllm["resources"])
+        # A surge pod would need a second memory share while the old pod holds its own.
+        assert engine["spec"]["strategy"] == {"type": "Recreate"}
+        shares[group] = engine_env(engine)["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]
+        argv = vllm["command"]
+        assert argv[argv.index("--gpu_memory_utilization") + 1] == "0.4"
+    assert shares == {"baseline": "100", "dev": "50"}
+
+    # The driver: MPS gate on, with the Role that lets the kubelet plugin start the
+    # claim's MPS control daemon; it schedules on the worker kind labels.
+    driver = real_driver(out / "baseline" / "dra-driver-values.yaml")
+    plugin = kubelet_plugin(driver)
+    assert "MPSSupport=true" in feature_gates(plugin)
+    assert may_manage_deployments(driver)
+    kind = yaml.safe_load((out / "baseline" / "kind-config.yaml").read_text())
+    (worker,) = [n for n in kind["nodes"] if n["role"] == "worker"]
+    assert schedulable_on(plugin, worker["labels"])
+    (control,) = [n for n in kind["nodes"] if n["role"] == "control-plane"]
+    assert not schedulable_on(plugin, control.get("labels") or {})
+
     again = stack.playbook("render.yml", "-e", f"k8s_render_dir={out}/{{{{ servelab_group }}}}")
     assert again.changed() == 0
 
 
+def test_two_gpus_keep_a_claim_template_per_group(tmp_path, stack_chart):
+    _, out = render(tmp_path, "vllm-kind-dra-mps", "CONFIG_VLLM_KUBERNETES_NODE_GPUS=2")
+    shares = {}
+    for group in ("baseline", "dev"):
+        assert not (out / group / "resourceclaim.yaml").exists()
+        claim = yaml.safe_load((out / group / "resourceclaimtemplate.yaml").read_text())
+        assert claim["metadata"]["name"] == f"vllm-{group}-gpu"
+        config = claim["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
+        shares[group] = config["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"]
+        (engine,) = real_engines(stack_chart, out / group, f"vllm-{group}")
+        pod = engine["spec"]["template"]["spec"]
+        assert pod["resourceClaims"] == [
+            {"name": "gpu", "resourceClaimTemplateName": f"vllm-{group}-gpu"}
+        ]
+        # Each claim has its own MPS daemon: the share is on the claim, not the container.
+        assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in engine_env(engine)
+    assert shares == {"baseline": 100, "dev": 50}
+    assert "MPSSupport=true" in feature_gates(
+        kubelet_plugin(real_driver(out / "dev" / "dra-driver-values.yaml"))
+    )
+
+
 def test_time_slicing_exclusive_and_device_plugin_allocation(tmp_path):
     _, out = render(tmp_path, "vllm-minikube-dra-timeslicing")
-    claim = yaml.safe_load((out / "dev" / "resourceclaimtemplate.yaml").read_text())
-    sharing = claim["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]
+    claim = yaml.safe_load((out / "dev" / "resourceclaim.yaml").read_text())
+    sharing = claim["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]
     assert sharing["strategy"] == "TimeSlicing"
-    assert (out / "dev" / "minikube-start-args").read_text().count("DynamicResourceAllocation")
+    args = (out / "dev" / "minikube-start-args").read_text().splitlines()
+    assert "--feature-gates=DynamicResourceAllocation=true" in args
+    # Not cri-dockerd (no CDI injection for DRA devices), not --gpus (the device plugin).
+    assert "--container-runtime=containerd" in args
+    assert not [a for a in args if a.startswith("--gpus")]
+    driver = real_driver(out / "dev" / "dra-driver-values.yaml")
+    assert "TimeSlicingSettings=true" in feature_gates(kubelet_plugin(driver))
+    assert "MPSSupport=true" not in feature_gates(kubelet_plugin(driver))
+    assert not may_manage_deployments(driver)
+
     exclusive = ("CONFIG_VLLM_GPU_SHARING_EXCLUSIVE=y", 'CONFIG_VLLM_DEV_OVERRIDES=""')
     _, out = render(tmp_path / "excl", "vllm-kind-dra-mps", *exclusive)
-    claim = yaml.safe_load((out / "dev" / "resourceclaimtemplate.yaml").read_text())
-    assert "config" not in claim["spec"]["spec"]["devices"]
+    claim = yaml.safe_load((out / "dev" / "resourceclaim.yaml").read_text())
+    assert "config" not in claim["spec"]["devices"]  # as the driver's gpu-test3 demo
     k8s_valid(claim)
+    driver_values = yaml.safe_load((out / "dev" / "dra-driver-values.yaml").read_text())
+    assert "featureGates" not in driver_values
     _, out = render(
         tmp_path / "plugin", "vllm-kind-dra-mps", "CONFIG_VLLM_GPU_ALLOCATION_DEVICE_PLUGIN=y"
     )
-    assert not (out / "dev" / "resourceclaimtemplate.yaml").exists()
+    for name in ("resourceclaimtemplate.yaml", "resourceclaim.yaml", "dra-driver-values.yaml"):
+        assert not (out / "dev" / name).exists()
     values = yaml.safe_load((out / "dev" / "values.yaml").read_text())
     assert values["servingEngineSpec"]["modelSpec"][0]["requestGPU"] == 1
     assert values["servingEngineSpec"]["runtimeClassName"] == "nvidia"
     (deployment,) = post_rendered(out / "dev", "vllm-dev")
     limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits == {"nvidia.com/gpu": "1"}
+
+
+def group_cfg(group: str, **settings) -> dict:
+    cfg = {
+        "servelab_group": group,
+        "vllm_helm_release_name": "vllm",
+        "vllm_helm_namespace": "vllm-system",
+        "vllm_gpu_allocation": "dra",
+        "vllm_kubernetes_node_gpus": 1,
+        "vllm_replica_count": 1,
+        "vllm_request_gpu": 1,
+        "vllm_gpu_sharing": "mps",
+        "vllm_mps_active_thread_percentage": 100,
+        "vllm_gpu_memory_utilization": 0.4,
+    }
+    return {**cfg, **settings}
+
+
+def test_one_gpu_decides_the_claim_and_checks_what_one_claim_cannot_carry():
+    base = group_cfg("baseline", vllm_mps_active_thread_percentage=30)
+    dev = group_cfg("dev", vllm_mps_active_thread_percentage=60)
+    assert kube.shares_one_claim([base, dev])
+    claim = kube.shared_claim([base, dev])
+    mps = claim["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]["mpsConfig"]
+    assert mps["defaultActiveThreadPercentage"] == 60  # the larger; a client only lowers it
+    two = {"vllm_kubernetes_node_gpus": 2}
+    assert not kube.shares_one_claim([{**base, **two}, {**dev, **two}])
+    assert kube.shares_one_claim(
+        [{**base, "vllm_kubernetes_node_gpus": 3, "vllm_replica_count": 4}]
+    )
+    assert not kube.shares_one_claim([{**base, "vllm_gpu_allocation": "device_plugin"}, dev])
+
+    with pytest.raises(kube.KubeConfigError) as err:
+        kube.shared_claim([base, {**dev, "vllm_gpu_memory_utilization": 0.6}])
+    assert "CONFIG_VLLM_GPU_MEMORY_UTILIZATION" in str(err.value) and "sum to 1" in str(err.value)
+    with pytest.raises(kube.KubeConfigError, match="CONFIG_VLLM_REPLICA_COUNT"):
+        kube.shared_claim(
+            [{**base, "vllm_replica_count": 2, "vllm_gpu_memory_utilization": 0.3}, dev]
+        )
+    with pytest.raises(kube.KubeConfigError) as err:
+        kube.shared_claim([base, {**dev, "vllm_gpu_sharing": "time_slicing"}])
+    assert "CONFIG_VLLM_GPU_SHARING" in str(err.value)
+    assert "CONFIG_VLLM_KUBERNETES_NODE_GPUS" in str(err.value)
+    with pytest.raises(kube.KubeConfigError, match="CONFIG_VLLM_MPS_PINNED_DEVICE_MEMORY_LIMIT"):
+        kube.shared_claim([base, {**dev, "vllm_mps_pinned_device_memory_limit": "8Gi"}])
+
+
+def test_minikube_gpu_arguments_follow_the_allocation():
+    cfg = group_cfg(
+        "baseline",
+        vllm_kubernetes_version="1.34.3",
+        vllm_request_cpu=4,
+    )
+    dra = kube.minikube_args(cfg)
+    assert "--container-runtime=containerd" in dra and "--gpus=all" not in dra
+    assert f"--mount-string={kube.MINIKUBE_GPU_MOUNT}" in dra
+    plugin = kube.minikube_args({**cfg, "vllm_gpu_allocation": "device_plugin"})
+    assert "--gpus=all" in plugin and "--container-runtime=docker" in plugin
 
 
 def test_ingress_lmcache_ray_and_secrets(tmp_path):
@@ -153,7 +356,7 @@ def test_helm_lints_what_we_render(tmp_path):
     chart = tmp_path / "servelab-objects"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: servelab-objects\nversion: 0.1.0\n")
-    for name in ("resourceclaimtemplate.yaml", "ingress.yaml"):
+    for name in ("resourceclaim.yaml", "ingress.yaml"):
         (chart / "templates" / name).write_text((out / "dev" / name).read_text())
     lint = helm("lint", "--strict", str(chart))
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -171,6 +374,7 @@ def test_post_renderer_refuses_output_without_an_engine_deployment(tmp_path):
     )
     assert proc.returncode != 0
     assert "no engine Deployment" in proc.stderr and "helm-release-name=vllm-dev" in proc.stderr
+    assert "--claim vllm-shared-gpu" in (out / "dev" / "post-renderer").read_text()
 
 
 def test_bad_input_is_named(tmp_path):
@@ -183,6 +387,12 @@ def test_bad_input_is_named(tmp_path):
     gguf.configure("CONFIG_VLLM_MODEL_SOURCE_PYPI_GGUF=y")
     run = gguf.playbook("render.yml", "-e", f"k8s_render_dir={tmp_path}/g", check=False)
     assert run.rc != 0 and "CONFIG_VLLM_MODEL_SOURCE_HF_ID" in run.output
+    (tmp_path / "memory").mkdir()
+    memory = Stack(tmp_path / "memory", defconfig="vllm-kind-dra-mps")
+    memory.configure('CONFIG_VLLM_DEV_OVERRIDES="vllm_gpu_memory_utilization=0.7"')
+    run = memory.playbook("render.yml", "-e", f"k8s_render_dir={tmp_path}/m", check=False)
+    assert run.rc != 0 and "CONFIG_VLLM_GPU_MEMORY_UTILIZATION" in run.output
+    assert "baseline 1 x 0.4 + dev 1 x 0.7" in run.output
     (tmp_path / "local").mkdir()
     local = Stack(tmp_path / "local", defconfig="vllm-quick-test")
     local.configure()
