@@ -1,0 +1,378 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""MPS client guard: prove that every engine of a stack is a client of the MPS daemon.
+
+A CUDA process without CUDA_MPS_PIPE_DIRECTORY (or with one that names another
+directory) does not fail: it runs outside MPS with the whole GPU, which measures exactly
+like a 100% share. Two witnesses say that a process is a client:
+
+- plain `nvidia-smi` lists it with type M+C in its process table (the MPS server itself
+  is listed as C, named nvidia-cuda-mps-server; a process outside MPS is C too);
+- the control daemon's control.log has `[<date> <time> Control <pid>] NEW CLIENT <pid>
+  from user <uid>: <state>` for it. Inside a container nvidia-smi may list no process,
+  or the host's pids, so this line counts as well.
+
+An engine (its service's process tree and every process marked with its service dir)
+passes when one of its processes is a client and none has a CUDA context of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+
+from ansible_collections.servelab.vllm.plugins.module_utils import (
+    freeze,
+    service_manager,
+    supervisor,
+)
+from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import Manifest
+
+PROCESS_TYPES = ("C", "G", "C+G", "M", "M+C")
+CLIENT_TYPE = "M+C"
+OUTSIDE_TYPES = ("C", "C+G")  # a CUDA context of its own: the process is not behind MPS
+MPS_ENV_PREFIX = "CUDA_MPS_"
+PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
+THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+CONTROL_LOG = "control.log"
+LOG_TAIL_BYTES = 1 << 20  # the log grows for the daemon's life; new clients are at its end
+# A NEW CLIENT line older than the process (minus this) belongs to an earlier holder of
+# the pid. Both clocks are this host's local time, read to the second.
+CLOCK_SLACK_S = 5.0
+MEMORY = re.compile(r"\d+(?:\.\d+)?\s*[KMG]i?B|N/A")
+NEW_CLIENT = re.compile(
+    r"^\[(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?P<frac>\.\d+)?[^\]]*\]\s+"
+    r"NEW CLIENT (?P<pid>\d+) from user (?P<uid>\d+)"
+)
+
+
+class GuardError(Exception):
+    """An engine that is not (or not yet seen as) an MPS client, worded for the user;
+    proof is what was seen last (empty when nothing could be looked at)."""
+
+    def __init__(self, msg: str, proof: dict | None = None) -> None:
+        super().__init__(msg)
+        self.proof = proof or {}
+
+
+@dataclass
+class GpuProcess:
+    """One row of nvidia-smi's process table."""
+
+    gpu: str
+    pid: int
+    type: str
+    name: str
+    memory: str
+
+
+@dataclass
+class ClientLine:
+    """A NEW CLIENT line of control.log; at is its time (epoch seconds, None if unread)."""
+
+    pid: int
+    uid: int
+    at: float | None
+    line: str
+
+
+@dataclass
+class EngineProof:
+    """What was seen of one engine, recorded in the results."""
+
+    name: str
+    service_dir: str
+    pids: list[int]
+    processes: list[dict] = field(default_factory=list)  # its nvidia-smi rows
+    control_log: list[str] = field(default_factory=list)  # its NEW CLIENT lines
+    env: dict[str, str] = field(default_factory=dict)  # CUDA_MPS_* of its main process
+    clients: list[int] = field(default_factory=list)  # pids proven to be MPS clients
+    problem: str = ""
+    outside: bool = False  # a process of it has a CUDA context outside MPS: final
+
+
+def parse_processes(text: str) -> list[GpuProcess]:
+    """The process table of plain nvidia-smi output.
+
+    Rows are `| GPU [GI CI] PID Type Process-name [GPU-Memory] |`: old drivers have no
+    GI and CI columns, and newer ones (570, 580) a wider PID column; the columns are read
+    outward from the Type column, so every layout parses alike."""
+    rows: list[GpuProcess] = []
+    in_table = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            continue
+        if "Processes:" in stripped:
+            in_table = True
+            continue
+        if in_table:
+            row = _process_row(stripped.strip("|").split())
+            if row:
+                rows.append(row)
+    return rows
+
+
+def _process_row(tokens: list[str]) -> GpuProcess | None:
+    if len(tokens) < 3 or not tokens[0].isdigit():
+        return None  # the header, the separator, "No running processes found"
+    for i in range(2, len(tokens)):
+        if tokens[i] in PROCESS_TYPES and tokens[i - 1].isdigit():
+            rest = tokens[i + 1 :]
+            memory = rest.pop() if len(rest) > 1 and MEMORY.fullmatch(rest[-1]) else ""
+            return GpuProcess(tokens[0], int(tokens[i - 1]), tokens[i], " ".join(rest), memory)
+    return None
+
+
+def parse_control_log(text: str) -> list[ClientLine]:
+    """The NEW CLIENT lines of an MPS control.log."""
+    found = []
+    for line in text.splitlines():
+        match = NEW_CLIENT.match(line.strip())
+        if not match:
+            continue
+        try:
+            at = time.mktime(time.strptime(match["stamp"], "%Y-%m-%d %H:%M:%S"))
+            at += float(match["frac"] or 0)
+        except (ValueError, OverflowError):
+            at = None
+        found.append(ClientLine(int(match["pid"]), int(match["uid"]), at, line.strip()))
+    return found
+
+
+def read_control_log(log_dir: str) -> str:
+    """The end of log_dir/control.log ('' when there is none)."""
+    path = os.path.join(log_dir, CONTROL_LOG)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - LOG_TAIL_BYTES))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def nvidia_smi_table(nvidia_smi: str = "nvidia-smi") -> str:
+    path = shutil.which(nvidia_smi)
+    if not path:
+        raise GuardError(
+            f"{nvidia_smi} is not on this host's PATH: the MPS guard reads its process table "
+            "to prove that each engine is an MPS client"
+        )
+    proc = subprocess.run([path], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise GuardError(f"nvidia-smi failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+    return proc.stdout
+
+
+def mps_env(pid: int) -> dict[str, str] | None:
+    """The CUDA_MPS_* variables a process started with (None when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            entries = handle.read().split(b"\0")
+    except OSError:
+        return None
+    env = {}
+    for entry in entries:
+        name, sep, value = entry.decode(errors="replace").partition("=")
+        if sep and name.startswith(MPS_ENV_PREFIX):
+            env[name] = value
+    return env
+
+
+@dataclass
+class Engine:
+    name: str
+    service_dir: str
+    pids: list[int]
+
+
+def engines(stack_dir: str, names: list[str] | None = None) -> list[Engine]:
+    """The stack's engine services (those named, else every one that runs), each with its
+    live processes: the service's process tree and what carries its SERVELAB_SERVICE."""
+    stack_dir = os.path.abspath(stack_dir)
+    marked = supervisor.marked(stack_dir) if os.path.isdir(stack_dir) else {}
+    found = []
+    for base in sorted(os.listdir(stack_dir)) if os.path.isdir(stack_dir) else []:
+        service_dir = os.path.join(stack_dir, base)
+        spec = supervisor.read_json(os.path.join(service_dir, supervisor.SPEC))
+        manifest = Manifest.from_spec(spec)
+        kind = manifest.kind if manifest else ("engine" if base.startswith("engine-") else "")
+        if not spec or kind != "engine" or (names is not None and base not in names):
+            continue
+        main = service_manager.for_dir(service_dir).pid()
+        pids = set(freeze.tree(main) if main else [])
+        pids.update(pid for pid, where in marked.items() if where == service_dir)
+        if names is None and not pids:
+            continue
+        found.append(Engine(spec.get("name", base), service_dir, sorted(pids)))
+    missing = sorted(set(names or []) - {os.path.basename(e.service_dir) for e in found})
+    if missing:
+        raise GuardError(f"{stack_dir} has no engine service {', '.join(missing)}")
+    return found
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.realpath(a.rstrip("/") or "/") == os.path.realpath(b.rstrip("/") or "/")
+
+
+def likely_cause(pids: list[int], envs: dict[int, dict[str, str] | None], pipe_dir: str) -> str:
+    """Why processes are not clients, from the CUDA_MPS_PIPE_DIRECTORY they started with."""
+    for pid in pids:
+        env = envs.get(pid)
+        if env is None:
+            continue
+        if PIPE_ENV not in env:
+            return (
+                f"{PIPE_ENV} is not set in the environment of pid {pid}, so CUDA looks for "
+                f"the daemon in its default directory; the daemon listens in {pipe_dir}"
+            )
+        if not _same_dir(env[PIPE_ENV], pipe_dir):
+            return (
+                f"{PIPE_ENV} of pid {pid} is {env[PIPE_ENV]}, but the daemon listens in {pipe_dir}"
+            )
+    return (
+        f"the environment names the daemon's pipe directory {pipe_dir}: check that the "
+        f"daemon answers (`echo get_server_list | CUDA_MPS_PIPE_DIRECTORY={pipe_dir} "
+        "nvidia-cuda-mps-control`) and read its control.log"
+    )
+
+
+def judge(
+    engine: Engine,
+    table: list[GpuProcess],
+    clients: list[ClientLine],
+    pipe_dir: str,
+    envs: dict[int, dict[str, str] | None],
+    starts: dict[int, float | None],
+) -> EngineProof:
+    """One engine's proof; problem is empty when it is an MPS client."""
+    own = set(engine.pids)
+    rows = [r for r in table if r.pid in own]
+    lines = [
+        c
+        for c in clients
+        if c.pid in own
+        and (c.at is None or starts.get(c.pid) is None or c.at >= starts[c.pid] - CLOCK_SLACK_S)
+    ]
+    main_env = next((envs[p] for p in engine.pids if envs.get(p) is not None), {})
+    proof = EngineProof(
+        name=engine.name,
+        service_dir=engine.service_dir,
+        pids=engine.pids,
+        processes=[asdict(r) for r in rows],
+        control_log=[c.line for c in lines],
+        env=dict(sorted((main_env or {}).items())),
+        clients=sorted({r.pid for r in rows if r.type == CLIENT_TYPE} | {c.pid for c in lines}),
+    )
+    listed = ", ".join(f"pid {r.pid} as {r.type} ({r.name}, {r.memory or '?'})" for r in rows)
+    seen = f"nvidia-smi lists {listed}" if rows else "nvidia-smi lists none of them"
+    outside = [r.pid for r in rows if r.type in OUTSIDE_TYPES]
+    if not engine.pids:
+        proof.problem = f"{engine.name} has no live process: it is not running"
+    elif outside:
+        proof.outside = True
+        proof.problem = (
+            f"{engine.name} (pids {_join(engine.pids)}) runs outside MPS: {seen}; type C is "
+            "a CUDA context of its own, an MPS client is M+C. Likely cause: "
+            + likely_cause(outside, envs, pipe_dir)
+        )
+    elif not proof.clients:
+        proof.problem = (
+            f"{engine.name} (pids {_join(engine.pids)}) is not seen as an MPS client: {seen} "
+            "and control.log has no NEW CLIENT line for them. Likely cause: "
+            + likely_cause(engine.pids, envs, pipe_dir)
+        )
+    return proof
+
+
+def _join(pids: list[int]) -> str:
+    return ", ".join(str(p) for p in pids)
+
+
+def prove(
+    stack_dir: str,
+    pipe_dir: str,
+    log_dir: str,
+    names: list[str] | None = None,
+    nvidia_smi: str = "nvidia-smi",
+) -> list[EngineProof]:
+    """One look at every engine of the stack."""
+    found = engines(stack_dir, names)
+    if not found:
+        raise GuardError(f"no engine of {stack_dir} runs: nothing to prove")
+    table = parse_processes(nvidia_smi_table(nvidia_smi))
+    clients = parse_control_log(read_control_log(log_dir))
+    pids = [p for e in found for p in e.pids]
+    envs = {p: mps_env(p) for p in pids}
+    starts = {p: supervisor.process_start_time(p) for p in pids}
+    return [judge(e, table, clients, pipe_dir, envs, starts) for e in found]
+
+
+def summarize(proofs: list[EngineProof], pipe_dir: str, log_dir: str) -> dict:
+    """The proof as the results record it (no secrets: only CUDA_MPS_* variables)."""
+    types = sorted({p["type"] for e in proofs for p in e.processes})
+    shares = sorted({e.env[THREADS_ENV] for e in proofs if THREADS_ENV in e.env})
+    return {
+        "pipe_dir": pipe_dir,
+        "log_dir": log_dir,
+        "engines": [{k: v for k, v in asdict(e).items() if k != "outside"} for e in proofs],
+        "clients": sum(len(e.clients) for e in proofs),
+        "types": types,
+        "active_thread_percentages": shares,
+        "ok": all(not e.problem for e in proofs),
+    }
+
+
+def _percent_key(value: str) -> tuple[float, str]:
+    try:
+        return (float(value), value)
+    except ValueError:
+        return (float("inf"), value)
+
+
+def describe(proofs: list[dict]) -> str:
+    """One line for the report from a group's proofs (one a block): 'MPS: 2 client(s),
+    M+C, 50%'; a configuration sweep of the share lists every value it ran."""
+    proofs = [p for p in proofs if p]
+    if not proofs:
+        return ""
+    types = sorted({t for p in proofs for t in p.get("types") or []})
+    shares = {s for p in proofs for s in p.get("active_thread_percentages") or []}
+    share = "/".join(f"{s}%" for s in sorted(shares, key=_percent_key)) or "share not set"
+    clients = max(int(p.get("clients") or 0) for p in proofs)
+    verdict = "" if all(p.get("ok", True) for p in proofs) else ", NOT every engine a client"
+    return f"MPS: {clients} client(s), {'/'.join(types) or 'control.log only'}, {share}{verdict}"
+
+
+def guard(
+    stack_dir: str,
+    pipe_dir: str,
+    log_dir: str,
+    names: list[str] | None = None,
+    nvidia_smi: str = "nvidia-smi",
+    timeout: float = 15.0,
+    interval: float = 1.0,
+    sleep=time.sleep,
+    clock=time.monotonic,
+) -> dict:
+    """Look until every engine is an MPS client, or raise GuardError naming those that are
+    not. A CUDA context appears a little after /health at worst, so an engine not seen yet
+    is looked at again until timeout; one with a context outside MPS fails at once."""
+    deadline = clock() + timeout
+    while True:
+        proofs = prove(stack_dir, pipe_dir, log_dir, names, nvidia_smi)
+        bad = [p for p in proofs if p.problem]
+        if not bad:
+            return summarize(proofs, pipe_dir, log_dir)
+        if any(p.outside for p in bad) or clock() >= deadline:
+            raise GuardError(
+                " | ".join(p.problem for p in bad)
+                + f" (an engine outside MPS has the whole GPU, whatever its {THREADS_ENV}, "
+                "and measures like 100%)",
+                summarize(proofs, pipe_dir, log_dir),
+            )
+        sleep(interval)

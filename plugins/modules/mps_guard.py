@@ -1,0 +1,108 @@
+#!/usr/bin/python
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Prove that every engine of a stack is a client of the MPS control daemon."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mps_guard
+short_description: Fail unless every engine of a stack is a client of the MPS daemon
+description:
+  - A CUDA process that lacks C(CUDA_MPS_PIPE_DIRECTORY), or names another directory than
+    the daemon's, runs outside MPS with the whole GPU and measures exactly like a 100%
+    share. This module proves that each engine is an MPS client and fails otherwise.
+  - An engine is the process tree of its service under O(stack_dir) and every process
+    marked with its service directory in C(SERVELAB_SERVICE) (vLLM's EngineCore and
+    workers, which hold the CUDA context, not only the API server).
+  - An engine passes when plain C(nvidia-smi) lists one of its processes with type
+    C(M+C), or the daemon's C(control.log) in O(log_dir) has a C(NEW CLIENT) line for
+    one of them, and none of its processes is listed with type C(C) or C(C+G).
+  - An engine not seen as a client yet is looked at again until O(timeout), since a
+    CUDA context can appear a little after C(/health) answers; one with a context
+    outside MPS fails at once. The message names the engine, its pids, what nvidia-smi
+    listed and the likely cause.
+version_added: "0.3.0"
+author: servelab developers (@servelab)
+options:
+  stack_dir:
+    description: Directory of the group's stack (its services are subdirectories).
+    type: path
+    required: true
+  pipe_dir:
+    description: The MPS control daemon's pipe directory (its C(CUDA_MPS_PIPE_DIRECTORY)).
+    type: path
+    required: true
+  log_dir:
+    description: The daemon's log directory (its C(CUDA_MPS_LOG_DIRECTORY)).
+    type: path
+    required: true
+  engines:
+    description:
+      - Service directory names to check (C(engine-0)); a name without a running
+        engine fails. Empty checks every engine service that runs.
+    type: list
+    elements: str
+    default: []
+  timeout:
+    description: Seconds to wait for an engine to be seen as a client.
+    type: float
+    default: 15
+  nvidia_smi:
+    description: The nvidia-smi program.
+    type: str
+    default: nvidia-smi
+"""
+
+EXAMPLES = r"""
+- name: Ensure every replica is a client of the MPS daemon
+  servelab.vllm.mps_guard:
+    stack_dir: /root/.local/share/servelab/stacks/baseline
+    pipe_dir: /root/.local/share/servelab/mps/pipe
+    log_dir: /root/.local/share/servelab/mps/log
+    engines: [engine-0, engine-1]
+"""
+
+RETURN = r"""
+proof:
+  description:
+    - What proves it, as recorded in the results; also returned on failure.
+    - Keys are pipe_dir, log_dir, clients (client pids in all), types (the nvidia-smi
+      types of the engines' processes), active_thread_percentages, ok, and engines.
+    - Each engine has name, service_dir, pids, processes (its nvidia-smi rows with gpu,
+      pid, type, name and memory), control_log (its NEW CLIENT lines), env (the
+      CUDA_MPS_* variables its main process started with), clients and problem.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils import mps  # noqa: E402
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "stack_dir": {"type": "path", "required": True},
+            "pipe_dir": {"type": "path", "required": True},
+            "log_dir": {"type": "path", "required": True},
+            "engines": {"type": "list", "elements": "str", "default": []},
+            "timeout": {"type": "float", "default": 15},
+            "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    names = p["engines"] or None
+    try:
+        proof = mps.guard(
+            p["stack_dir"], p["pipe_dir"], p["log_dir"], names, p["nvidia_smi"], p["timeout"]
+        )
+    except mps.GuardError as err:
+        module.fail_json(msg=str(err), proof=err.proof)
+    module.exit_json(changed=False, proof=proof)
+
+
+if __name__ == "__main__":
+    main()
