@@ -129,7 +129,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 summary:
-  description: Key figures of the block run.
+  description: >-
+    Key figures of the block run; C(client) is the load generator's self-check (bound,
+    why, p99 send lag in ms, highest CPU %), as in summary.json.
   returned: always
   type: dict
 capacity:
@@ -213,6 +215,8 @@ def main() -> None:
         module.exit_json(changed=True, out_dir=str(out_dir), **result)
     keys = ("completed", "failed", "errors", "request_throughput", "median_tpot_ms", "saturated")
     brief = {k: summary.get(k) for k in keys}
+    client = summary.get("client") or {}  # the load generator's self-check, in every block
+    brief["client"] = {k: client.get(k) for k in ("bound", "why", "send_lag_p99_ms", "cpu_pct_max")}
     if summary["errors"].get("connection_reset") or not summary["completed"]:
         module.fail_json(
             msg=f"{summary['failed']} requests failed "

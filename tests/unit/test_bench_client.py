@@ -7,6 +7,7 @@ classes can be checked exactly; tests/integration runs the client against real v
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -218,3 +219,56 @@ def test_a_disk_that_fills_during_a_run_leaves_no_partial_file(small_fs, monkeyp
     assert not [p.name for p in mount.rglob("*") if ".tmp" in p.name]
     assert not (mount / "new" / "summary.json").exists()
     assert earlier.read_text() == '{"completed": 8}'
+
+
+def test_every_run_reports_the_clients_own_lag_and_cpu(tmp_path):
+    """summary.json's `client`: one worker (this process) with its send lag, loop lag and
+    CPU over the measured phase; requests.jsonl has each request's send lag."""
+    out = tmp_path / "run"
+    with serving() as url:
+        proc = bench_cli(url, out, "--request-rate", "20", "--num-prompts", "20")
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    check = summary["client"]
+    (worker,) = check["workers"]
+    assert worker["requests"] == 20 and worker["pid"] != 0
+    assert 0 <= worker["send_lag_p50_ms"] <= worker["send_lag_p99_ms"] <= worker["send_lag_max_ms"]
+    # 20 requests at 20 req/s, then 10 chunks 50 ms apart: about 1.5 s, 10 ms ticks.
+    assert worker["wall_seconds"] == pytest.approx(summary["duration"], abs=0.05)
+    assert worker["loop_ticks"] >= 0.5 * summary["duration"] / 0.010
+    assert 0 <= worker["loop_lag_p99_ms"] <= worker["loop_lag_max_ms"]
+    assert 0 < worker["cpu_pct"] <= 100 * os.cpu_count()
+    assert check["send_lag_p99_ms"] == worker["send_lag_p99_ms"]
+    assert check["cpu_pct_max"] == worker["cpu_pct"] and check["send_lag_judged"] is True
+    lag = worker["send_lag_p50_ms" if worker["requests"] < 100 else "send_lag_p99_ms"]
+    over = lag > 1.0 or worker["cpu_pct"] > 90.0
+    assert check["bound"] is over and bool(check["why"]) is over, check
+    lags = [json.loads(line)["send_lag"] for line in (out / "requests.jsonl").open()]
+    assert len(lags) == 20 and all(0 <= lag < 1 for lag in lags)
+    assert max(lags) * 1000 == pytest.approx(worker["send_lag_max_ms"])
+
+
+def test_a_blocked_event_loop_marks_the_run_client_bound(tmp_path, monkeypatch):
+    """Every send blocks the loop for 10 ms while requests are due every 5 ms: the sends
+    fall behind their schedule, and the summary says the client was the bottleneck."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import loop, runner
+
+    real_send = loop.send
+
+    async def blocking_send(*args, **kwargs):
+        time.sleep(0.010)  # a callback that holds the loop, as a CPU-bound client would
+        return await real_send(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "send", blocking_send)
+    with serving() as url:
+        spec = runner.RunSpec(url=url, model="m", dataset="short", num_prompts=30,
+                              output_len=4, warmup_requests=0, request_rate=200.0)  # fmt: skip
+        summary = runner.run(spec, tmp_path / "run")
+    check = summary["client"]
+    assert check["bound"] is True, check
+    # The 30th request is due at 145 ms and sets off after 29 blocks of 10 ms, at 290 ms.
+    assert check["send_lag_p99_ms"] > 100
+    # 30 sends: judged on the median, which the blocked loop pushes far behind too.
+    assert "median send lag" in check["why"] and "above 1 ms" in check["why"]
+    assert check["workers"][0]["loop_lag_max_ms"] >= 9

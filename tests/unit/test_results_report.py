@@ -116,3 +116,29 @@ def test_runs_are_listed_with_time_hash_and_groups(tmp_path):
     runs = collect.list_runs(tmp_path)
     assert [r["config_hash"] for r in runs] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     assert runs[0]["time"] == "20261122T000000Z" and runs[0]["groups"] == ["baseline", "dev"]
+
+
+def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
+    run = write_run(tmp_path)
+    reps = run / "dev" / "dev-local" / "default"
+    bound = {"bound": True, "send_lag_p99_ms": 3.2, "cpu_pct_max": 40.0,
+             "why": "the client's p99 send lag 3.20 ms is above 1 ms"}  # fmt: skip
+    for rep, client in ((2, bound), (3, {**bound, "bound": False, "why": ""})):
+        path = reps / f"rep-{rep}" / "summary.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "client": client}))
+    # A summary that says bound but not why: the report gives the figures and limits.
+    path = run / "baseline" / "baseline-local" / "default" / "rep-1" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()),
+                                "client": {"bound": True, "send_lag_p99_ms": 0.4,
+                                           "cpu_pct_max": 97.0}}))  # fmt: skip
+    report.write_report(run, SETTINGS, GATE)
+    doc = json.loads((run / "report" / "compare.json").read_text())
+    warned = sorted(w for w in doc["warnings"] if "client-bound" in w)
+    assert warned == [
+        "baseline/baseline-local default rep 1: client-bound: p99 send lag 0.40 ms (limit 1 "
+        "ms), CPU 97% of a core (limit 90%): the load generator, not only the server, shaped "
+        "these figures",
+        "dev/dev-local default rep 2: client-bound: the client's p99 send lag 3.20 ms is "
+        "above 1 ms: the load generator, not only the server, shaped these figures",
+    ]
+    assert warned[1] in (run / "report" / "report.md").read_text()

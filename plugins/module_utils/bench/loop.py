@@ -22,6 +22,7 @@ from .client import Target, send
 from .datasets import BenchRequest
 from .metrics import RequestOutcome
 from .progress import Progress
+from .selfcheck import WorkerCheck
 from .server_metrics import Sampler
 from .spec import RunSpec
 
@@ -36,6 +37,7 @@ class RunState:
     warmup: dict = field(default_factory=dict)  # what the warm-up did
     send_span_s: float = 0.0  # seconds from the start to the last send
     interrupted: str = ""  # the signal that stopped the run, if one did
+    client: WorkerCheck = field(default_factory=WorkerCheck)  # the client's self-check
 
 
 async def run_load(
@@ -104,10 +106,18 @@ async def _send_measured(
     outcomes = state.outcomes
     start = state.start = time.perf_counter()
     deadline = start + spec.duration if spec.duration else None
+    check = state.client
+    check.start()
 
-    async def one(i: int, req: BenchRequest) -> None:
+    async def one(i: int, req: BenchRequest, due: float) -> None:
+        # Send lag: how late after its send time the request's task ran; nothing awaits
+        # between here and send() but a free slot under max_concurrency, and that wait
+        # is the limit at work, not the client lagging.
+        lag = time.perf_counter() - start - due
+        check.record(lag)
         async with limit or contextlib.nullcontext():
             outcome = await send(session, target, req, i, start)
+        outcome.send_lag = lag
         if state.interrupted and outcome.error_class == "client_abort":
             return  # cut off by the user's stop: it never ended, so it is not a result
         outcomes.append(outcome)
@@ -121,21 +131,35 @@ async def _send_measured(
     for i, offset in enumerate(schedule.send_times(spec, len(measured))):
         if deadline is not None and time.perf_counter() >= deadline:
             break
-        delay = start + offset - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await _sleep_until(start + offset)
         if deadline is not None and time.perf_counter() >= deadline:
             break
-        tasks.append(asyncio.create_task(one(i, measured[i % len(measured)])))
+        tasks.append(asyncio.create_task(one(i, measured[i % len(measured)], offset)))
         state.send_span_s = time.perf_counter() - start
     last_scheduled = time.perf_counter() - start
     await asyncio.gather(*tasks)
     duration = time.perf_counter() - start
+    check.stop()
     done_event.set()
     await sampler_task
     sampler.after = await sampler.snapshot_async()
     state.send_span_s = last_scheduled
     return duration
+
+
+# asyncio's timers fire up to 1 ms late (the epoll timeout is whole milliseconds, rounded
+# up): sends wait on a timer until this long before their time, then yield to the loop.
+SPIN_S = 0.001
+
+
+async def _sleep_until(when: float) -> None:
+    """Return at perf_counter() `when`, not a timer's millisecond later: the last SPIN_S
+    passes in asyncio.sleep(0), which lets every other task run meanwhile."""
+    delay = when - time.perf_counter() - SPIN_S
+    if delay > 0:
+        await asyncio.sleep(delay)
+    while time.perf_counter() < when:
+        await asyncio.sleep(0)
 
 
 def _median_tpot(outcomes: list[RequestOutcome]) -> float | None:

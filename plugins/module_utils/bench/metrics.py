@@ -28,6 +28,7 @@ class RequestOutcome:
     error: str = ""
     session: str = ""
     text: str = ""  # the answer, only when asked for (save_text)
+    send_lag: float = 0.0  # handed to the client this late after its send time (measured)
 
     @property
     def tpot(self) -> float | None:

@@ -10,6 +10,7 @@ requests), server_metrics (the /metrics sampler), summary (figures and files).
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
 import traceback
@@ -23,7 +24,7 @@ except ImportError:  # the module reports it with missing_required_lib
     IMPORT_ERROR = traceback.format_exc()
 
 from .. import layout
-from . import preflight, summary, telemetry, workload
+from . import preflight, selfcheck, summary, telemetry, workload
 from .client import Target
 from .loop import RunState, run_load
 from .progress import Progress
@@ -95,6 +96,7 @@ def run(
                 raise
             interrupted = state.interrupted or str(err) or "SIGINT"
             duration = time.perf_counter() - state.start if state.start is not None else 0.0
+            state.client.stop()
     outcomes = sorted(state.outcomes, key=lambda o: o.index)
     result = summary.summarize(
         spec,
@@ -110,6 +112,10 @@ def run(
             "host_load": host.figures,
             "server": sampler.deltas(),
             "dataset": dataset_info,
+            # Was the load generator the bottleneck? One worker today: this process.
+            "client": selfcheck.summary(
+                [state.client.figures()], paced=math.isfinite(spec.request_rate)
+            ),
         },
         context=context or {},
     )

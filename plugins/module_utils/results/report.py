@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .. import layout
 from ..atomic import write_atomic
+from ..bench.selfcheck import CPU_PCT, SEND_LAG_P99_MS
+from ..mps import describe as describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
@@ -152,6 +154,17 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
                 f"{where}: saturated, achieved {stats.fmt(sm.get('achieved_rate'))} of "
                 f"{stats.fmt(sm.get('offered_rate'))} req/s offered: the figures measure queueing"
             )
+        client = sm.get("client") or {}
+        if client.get("bound"):
+            why = client.get("why") or (
+                f"p99 send lag {client.get('send_lag_p99_ms') or 0:.2f} ms (limit "
+                f"{SEND_LAG_P99_MS:g} ms), CPU {client.get('cpu_pct_max') or 0:.0f}% of a "
+                f"core (limit {CPU_PCT:g}%)"
+            )
+            out.append(
+                f"{where}: client-bound: {why}: the load generator, not only the server, "
+                "shaped these figures"
+            )
         host = sm.get("host_load") or {}
         if host.get("other_cpu_share", 0) > OTHER_LOAD or host.get("steal_share", 0) > OTHER_LOAD:
             out.append(
@@ -273,10 +286,11 @@ def _context(run: RunResults) -> list[str]:
             if placement
             else ""
         )
+        mps = describe_mps([r.summary.get("mps") or {} for r in reps])
         out.append(
             f"{group}: hosts {', '.join(sorted({r.host for r in reps}))}, engine "
             f"{v.get('engine')}, router {v.get('router')}, model {v.get('model')}, "
-            f"{len(reps)} block(s){where}"
+            f"{len(reps)} block(s){where}{'; ' + mps if mps else ''}"
         )
     return out
 

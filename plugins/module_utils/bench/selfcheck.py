@@ -1,0 +1,126 @@
+# Copyright: servelab developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The load generator's check on itself: was the client, not the server, the bottleneck?
+
+Each worker (today the one asyncio process) measures, over its measured phase, how late
+it handed each request to the HTTP client (send lag), how late its event loop woke a
+timer (loop lag) and how much CPU it used. summary() joins the workers' figures and
+judges the run client-bound by SEND_LAG_P99_MS and CPU_PCT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+
+from .metrics import percentile
+
+SEND_LAG_P99_MS = 1.0  # a worker's p99 send lag above this: the schedule was not kept
+CPU_PCT = 90.0  # a worker's CPU over its measured phase above this (% of one core)
+# Below this many sends a p99 is the largest lag or next to it: one preemption of the
+# client (common on a 2-core host that also runs the engines) would mark the run. Such a
+# worker is judged on its median send lag, which a client that cannot keep up raises.
+MIN_SENDS_FOR_P99 = 100
+LOOP_TICK_S = 0.010  # the loop-lag probe's sleep
+
+
+@dataclass
+class WorkerCheck:
+    """One worker's figures: call start() when its measured phase begins, record() per
+    request sent, stop() when the phase ends (or is cut off)."""
+
+    worker: int = 0
+    send_lags: list[float] = field(default_factory=list)  # seconds, per measured request
+    loop_lags: list[float] = field(default_factory=list)  # seconds, per probe tick
+    started: tuple[float, float] | None = None  # perf_counter, process_time at start
+    ended: tuple[float, float] | None = None  # the same at stop
+    probe: asyncio.Task | None = field(default=None, repr=False)
+
+    def start(self, probe: bool = True) -> None:
+        """From now on the phase is measured; probe: run the loop-lag task (in a loop)."""
+        self.started = time.perf_counter(), time.process_time()  # user + sys, all threads
+        if probe:
+            self.probe = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    def record(self, lag: float) -> None:
+        self.send_lags.append(lag)
+
+    def stop(self) -> None:
+        """End the measured phase, also one cut off; once: later calls change nothing."""
+        if self.started is not None and self.ended is None:
+            self.ended = time.perf_counter(), time.process_time()
+        if self.probe is not None:
+            self.probe.cancel()  # not awaited: stop() may run inside a cancellation
+            self.probe = None
+
+    async def _watch_loop(self) -> None:
+        # A timer due every LOOP_TICK_S: how late it fires is how long the loop was busy
+        # (or blocked) with other callbacks, plus the timer's own granularity.
+        while True:
+            due = time.perf_counter() + LOOP_TICK_S
+            await asyncio.sleep(LOOP_TICK_S)
+            self.loop_lags.append(max(0.0, time.perf_counter() - due))
+
+    def figures(self) -> dict:
+        """This worker's figures, in milliseconds and % of one core."""
+        begin = self.started or (0.0, 0.0)
+        end = self.ended or begin
+        wall, cpu = end[0] - begin[0], end[1] - begin[1]
+        send = [x * 1000 for x in self.send_lags]
+        loop = [x * 1000 for x in self.loop_lags]
+        return {
+            "worker": self.worker,
+            "pid": os.getpid(),
+            "requests": len(send),
+            "send_lag_p50_ms": percentile(send, 50),
+            "send_lag_p99_ms": percentile(send, 99),
+            "send_lag_max_ms": max(send, default=0.0),
+            "loop_lag_p99_ms": percentile(loop, 99),
+            "loop_lag_max_ms": max(loop, default=0.0),
+            "loop_ticks": len(loop),
+            "cpu_seconds": cpu,
+            "wall_seconds": wall,
+            "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
+        }
+
+
+def summary(workers: list[dict], paced: bool = True) -> dict:
+    """summary.json's `client`: every worker's figures, the worst of them, and whether the
+    run was client-bound (any worker over a threshold), with why.
+
+    paced: the run had send times to keep (a finite rate). At an infinite rate every
+    request is due at once and the send lag is the spread of that burst: reported, not
+    judged."""
+    send_p99 = max((w["send_lag_p99_ms"] for w in workers), default=0.0)
+    cpu_max = max((w["cpu_pct"] for w in workers), default=0.0)
+    why = []
+    for w in workers:
+        name = f"worker {w['worker']}" if len(workers) > 1 else "the client"
+        few = w.get("requests", 0) < MIN_SENDS_FOR_P99
+        stat, lag = ("median", w["send_lag_p50_ms"]) if few else ("p99", w["send_lag_p99_ms"])
+        if paced and lag > SEND_LAG_P99_MS:
+            why.append(
+                f"{name}'s {stat} send lag {lag:.2f} ms is above {SEND_LAG_P99_MS:g} ms"
+                + (f" (a median: {w['requests']} sends are too few for a p99)" if few else "")
+            )
+        if w["cpu_pct"] > CPU_PCT:
+            why.append(
+                f"{name} used {w['cpu_pct']:.0f}% of a core over the measured phase "
+                f"(above {CPU_PCT:g}%)"
+            )
+    return {
+        "workers": workers,
+        "send_lag_p99_ms": send_p99,
+        "loop_lag_p99_ms": max((w["loop_lag_p99_ms"] for w in workers), default=0.0),
+        "cpu_pct_max": cpu_max,
+        "thresholds": {
+            "send_lag_p99_ms": SEND_LAG_P99_MS,
+            "cpu_pct": CPU_PCT,
+            "min_sends_for_p99": MIN_SENDS_FOR_P99,
+        },
+        "send_lag_judged": paced,
+        "bound": bool(why),
+        "why": "; ".join(why),
+    }
