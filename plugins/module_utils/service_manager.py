@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 
 from ansible_collections.servelab.vllm.plugins.module_utils import atomic, supervisor
@@ -136,6 +137,15 @@ class ProcessManager:
 
     def stop(self) -> bool:
         return supervisor.stop(self.dir)
+
+
+def supervisor_python() -> str:
+    """The interpreter a supervisor runs on: the base Python under the deploying venv.
+    supervise.py needs only the standard library, and a supervisor started with the venv
+    of the checkout that deployed it would lose its interpreter with that checkout (seen
+    with a deleted clone: its supervisors lived on over deleted files)."""
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    return base if os.access(base, os.X_OK) else sys.executable
 
 
 class SystemdManager:

@@ -140,7 +140,6 @@ manager:
 import inspect  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -284,7 +283,7 @@ def main() -> None:
         record.update(unit=manager.unit, unit_dir=p["unit_dir"])
     atomic.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
     try:
-        manager.start(record, sys.executable, inspect.getsource(supervisor))
+        manager.start(record, service_manager.supervisor_python(), inspect.getsource(supervisor))
     except (OSError, RuntimeError) as err:
         module.fail_json(msg=f"{p['name']}: could not start: {err}; see {log}", **result)
     result["pid"] = manager.pid()

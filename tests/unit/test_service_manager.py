@@ -149,6 +149,12 @@ def test_local_service_module_runs_keeps_and_stops_a_process(tmp_path):
     assert '"action": "started"' in first.stdout, first.stdout
     assert json.loads((sdir / "spec.json").read_text())["manager"] == "process"
     pid = (sdir / "child.pid").read_text()
+    # The supervisor runs on the base Python, not on the deploying checkout's venv: a
+    # deleted checkout must not take its supervisors' interpreter with it.
+    supervisor_pid = (sdir / "supervisor.pid").read_text().strip()
+    interpreter = Path(f"/proc/{supervisor_pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert interpreter == sys._base_executable
+    assert sys.prefix == sys.base_prefix or not interpreter.startswith(sys.prefix + "/")
     second = local_service(**args, manager="auto")  # auto is process on this host
     assert '"changed": false' in second.stdout, second.stdout
     assert (sdir / "child.pid").read_text() == pid
