@@ -8,6 +8,7 @@ checked by the real `systemd-analyze verify`.
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.servelab.vllm.plugins.module_utils import service_manager
+from ansible_collections.servelab.vllm.plugins.module_utils import service_manager, supervisor
 from test_results_module import ansible_module
 
 ODD_ARGS = ["--prompt", 'say "hi" 100% of $HOME', "--path", "/a b/c\\d"]
@@ -274,3 +275,25 @@ def test_status_reports_and_teardown_stops_orphans_of_a_stack(tmp_path):
         _wait(lambda: not any(_alive(p) for p in left))
     finally:
         supervisor.stop_pids(left, 1)
+
+
+def test_an_exited_group_leader_not_yet_reaped_ends_its_group():
+    """The supervisor reaps its child only after the stop: a zombie leader is not a live
+    group (counting it made every stop wait out its 30 s timeout)."""
+    live = subprocess.Popen(["sleep", "100"], start_new_session=True)
+    done = subprocess.Popen(["sleep", "100"], start_new_session=True)
+    try:
+        assert supervisor.group_alive(live.pid) and supervisor.group_alive(done.pid)
+        os.kill(done.pid, signal.SIGTERM)
+        proc_stat = Path(f"/proc/{done.pid}/stat")
+        deadline = time.monotonic() + 10
+        while proc_stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not reaped: a zombie
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not supervisor.group_alive(done.pid)
+        assert supervisor.group_alive(live.pid)
+        supervisor.kill_group(done.pid, 5)  # returns at once, nothing to kill
+    finally:
+        live.kill()
+        live.wait()
+        done.wait()
