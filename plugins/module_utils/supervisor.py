@@ -184,11 +184,12 @@ def kill_group(pgid: int | None, timeout: float) -> None:
     except OSError:
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and group_alive(pgid):
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
         time.sleep(0.1)
-    if group_alive(pgid):
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signal.SIGKILL)
 
 
 def group_alive(pgid: int) -> bool:
