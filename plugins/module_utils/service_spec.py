@@ -45,7 +45,7 @@ class Manifest:
     """What a service is: its kind, where a client reaches it, what it serves.
 
     api_key is what a client sends; it lives only in spec.json, which is owner-only and
-    holds the key already (in the environment or on the command line).
+    holds the key already (in the service's environment).
     """
 
     kind: str = "other"

@@ -51,7 +51,36 @@ class Stack:
         )
 
     def playbook(self, name: str, *args: str, check: bool = True, env: dict | None = None) -> Run:
-        env = dict(
+        proc = subprocess.run(
+            self._playbook_argv(name, *args), cwd=TOP, env=self._env(env),
+            capture_output=True, text=True,
+        )  # fmt: skip
+        run = Run(name, proc.returncode, proc.stdout + proc.stderr)
+        if check and proc.returncode:
+            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{run.output[-6000:]}")
+        return run
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        """The playbook in the background, in its own session (a terminal's Ctrl-C reaches
+        its whole process group: os.killpg(proc.pid, SIGINT))."""
+        return subprocess.Popen(
+            self._playbook_argv(name, *args), cwd=TOP, env=self._env(None),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+
+    def _playbook_argv(self, name: str, *args: str) -> list[str]:
+        return [
+            str(VENV_BIN / "ansible-playbook"),
+            "-i",
+            str(self.tmp / "inventory/hosts.yml"),
+            "-e",
+            f"@{self.tmp / 'extra_vars.yaml'}",
+            str(TOP / "playbooks" / name),
+            *args,
+        ]
+
+    def _env(self, env: dict | None) -> dict:
+        return dict(
             os.environ,
             ANSIBLE_CONFIG=str(TOP / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
@@ -59,25 +88,6 @@ class Stack:
             PATH=f"{VENV_BIN}:{os.environ['PATH']}",
             **(env or {}),
         )
-        proc = subprocess.run(
-            [
-                str(VENV_BIN / "ansible-playbook"),
-                "-i",
-                str(self.tmp / "inventory/hosts.yml"),
-                "-e",
-                f"@{self.tmp / 'extra_vars.yaml'}",
-                str(TOP / "playbooks" / name),
-                *args,
-            ],
-            cwd=TOP,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        run = Run(name, proc.returncode, proc.stdout + proc.stderr)
-        if check and proc.returncode:
-            raise AssertionError(f"{name} failed (rc {proc.returncode}):\n{run.output[-6000:]}")
-        return run
 
 
 @dataclass

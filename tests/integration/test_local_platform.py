@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import freeze, stack_status, supervisor
@@ -54,6 +56,10 @@ def services(stack: Stack) -> dict[str, dict]:
 
 def pids(stack: Stack) -> dict[str, int]:
     return {name: row["pid"] for name, row in services(stack).items()}
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
 def test_deploy_from_scratch_brings_up_both_groups(stack):
@@ -331,7 +337,7 @@ def test_a_router_killed_mid_run_is_restarted_and_counted(stack, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, str(TOP / "bin/servelab-bench"), "--url", "http://127.0.0.1:18000",
          "--model", "smollm2-135m-instruct", "--dataset", "short", "--output-len", "32",
-         "--request-rate", "1", "--duration", "20", "--out", str(out)],
+         "--request-rate", "1", "--duration", "30", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -340,7 +346,10 @@ def test_a_router_killed_mid_run_is_restarted_and_counted(stack, tmp_path):
         if progress.exists() and re.search(r"[1-9]\d* done", progress.read_text()):
             break
         time.sleep(0.2)
-    router_pid = pids(stack)["baseline-router"]
+    # The pid file, not pids(): probing four busy services can outlast the run (CI
+    # once killed the router after the run had ended: 19 completed, 0 failed).
+    router_pid = int((stack.tmp / "work/stacks/baseline/router/child.pid").read_text())
+    assert proc.poll() is None, "the run ended before the router could be killed"
     os.kill(router_pid, signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
     summary = json.loads((out / "summary.json").read_text())
@@ -350,6 +359,42 @@ def test_a_router_killed_mid_run_is_restarted_and_counted(stack, tmp_path):
     row = services(stack)["baseline-router"]
     assert row["state"] == "up" and row["restarts"] == 1 and row["pid"] != router_pid, row
     assert stack_status.orphans(f"{stack.tmp}/work/stacks/baseline") == []
+
+
+def test_a_playbook_stopped_with_ctrl_c_saves_its_block_and_thaws(stack):
+    """Ctrl-C (SIGINT to the playbook's process group) while a block runs with the other
+    group frozen: the block's requests so far are saved, its summary marked interrupted,
+    the playbook fails saying so, and no process of either stack stays stopped."""
+    run_dir = stack.tmp / "results" / "ctrl-c"
+    proc = stack.start("benchmark.yml", "-e", "servelab_run_id=ctrl-c")
+    deadline = time.monotonic() + 300
+    block = None
+    while block is None and time.monotonic() < deadline and proc.poll() is None:
+        for log in run_dir.glob("*/*/default/rep-*/progress.log"):
+            frozen = list((stack.tmp / "work/stacks").glob(f"*/{freeze.MARKER}"))
+            if frozen and re.search(r"[1-9]\d* done", log.read_text()):
+                block = log.parent
+        time.sleep(0.2)
+    assert block is not None, "no block with a frozen group started"
+    os.killpg(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "User interrupted execution" in output, output[-3000:]  # Ansible's own words
+    # The module got the SIGINT too; Ansible does not wait for it to save and thaw.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        "AnsiballZ_benchmark" in supervisor.cmdline(p) for p in all_pids()
+    ):
+        time.sleep(0.5)
+    summary = json.loads((block / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["completed"] > 0
+    lines = (block / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == summary["completed"] + summary["failed"]
+    assert not list((stack.tmp / "work/stacks").glob(f"*/{freeze.MARKER}"))
+    stopped = [p for p in supervisor.marked(f"{stack.tmp}/work/stacks") if freeze.is_frozen(p)]
+    assert stopped == []
+    assert all(row["state"] == "up" for row in services(stack).values())
 
 
 def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
@@ -415,6 +460,34 @@ def test_server_dying_mid_run_keeps_partial_results(stack, tmp_path):
     assert set(summary["errors"]) <= {"connection_reset", "invalid_response"}, summary["errors"]
     records = (out / "requests.jsonl").read_text().splitlines()
     assert len(records) == summary["completed"] + summary["failed"]
+
+
+def test_an_api_key_is_checked_and_stays_off_every_command_line(stack):
+    """Dev (torn down by the test above) deployed with an API key: the engine checks it
+    behind the router, and no process, log or play output shows it."""
+    key = "sk-servelab-itest-5b0e"
+    stack.configure(f'CONFIG_VLLM_API_KEY="{key}"')
+    run = stack.playbook("deploy.yml", "--limit", "dev")
+    stack.configure()
+    assert key not in run.output
+    body = json.dumps({"model": "smollm2-135m-instruct", "prompt": "Hi", "max_tokens": 2})
+    answers = {}
+    for name, headers in (("none", {}), ("wrong", {"Authorization": "Bearer nope"}),
+                          ("key", {"Authorization": f"Bearer {key}"})):  # fmt: skip
+        request = urllib.request.Request(
+            "http://127.0.0.1:19000/v1/completions", data=body.encode(), method="POST",
+            headers={"Content-Type": "application/json", **headers},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answers[name] = response.status
+        except urllib.error.HTTPError as error:
+            answers[name] = error.code
+    assert answers == {"none": 401, "wrong": 401, "key": 200}
+    assert services(stack)["dev-router"]["state"] == "up"
+    assert [p for p in all_pids() if key in supervisor.cmdline(p)] == []
+    for log in (stack.tmp / "work/stacks/dev").glob("*/service.log"):
+        assert key not in log.read_text(errors="replace"), log
 
 
 # The verdict itself, on the real engine: quiet when nothing differs, "worse" for a real

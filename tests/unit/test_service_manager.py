@@ -297,3 +297,30 @@ def test_an_exited_group_leader_not_yet_reaped_ends_its_group():
         live.kill()
         live.wait()
         done.wait()
+
+
+def test_a_service_that_keeps_failing_is_given_up_and_reported_down(tmp_path):
+    """Like systemd's start limit: 5 failures in 300 s and the supervisor stops trying;
+    status says down with the last exit status (backoff 1+2+4+8 s: about 15 s)."""
+    import inspect
+
+    from ansible_collections.servelab.vllm.plugins.module_utils import service_spec, stack_status
+
+    sdir = tmp_path / "stacks" / "dev" / "engine-0"
+    sdir.mkdir(parents=True)
+    spec = {
+        "name": "failing", "argv": ["sh", "-c", "echo cannot start; exit 3"], "env": {},
+        "log": str(sdir / "service.log"),
+        service_spec.MANIFEST_KEY: service_spec.Manifest(kind="other").to_json(),
+    }  # fmt: skip
+    (sdir / "spec.json").write_text(json.dumps(spec))
+    manager = service_manager.new("process", str(sdir), "failing")
+    manager.start(spec, sys.executable, inspect.getsource(supervisor))
+    _wait(lambda: manager.state()["state"] == "failed", timeout=60)
+    assert manager.state() == {"state": "failed", "restarts": supervisor.START_LIMIT_BURST - 1,
+                               "last_exit": 3}  # fmt: skip
+    _wait(lambda: not manager.running())  # the supervisor itself has ended
+    assert (sdir / "service.log").read_text().count("cannot start") == supervisor.START_LIMIT_BURST
+    [row] = stack_status.stack_status(str(sdir.parent))
+    assert row["state"] == "down" and row["pid"] == 0, row
+    assert "last exit 3" in row["detail"], row
