@@ -9,8 +9,13 @@ server's own jitter. For request rates rising by steps, both clients run the sam
 the script prints, per tool, the highest request rate and chunk rate whose p99 error
 stays under 1 ms, and the ratio.
 
-Usage: .venv/bin/python benchmarks/client_capacity.py --vllm-python ENGINE_VENV/bin/python \
-           --tokenizer MODEL_DIR [--gap-ms 20] [--tokens 50] [--seconds 8]
+servelab runs with each worker count of --workers (1 is the single asyncio client; more
+are worker processes, bench/workers.py), and the paced server with --servers processes
+on one port, so that the server is not the limit. Without --vllm-python, servelab alone.
+
+Usage: .venv/bin/python benchmarks/client_capacity.py [--vllm-python ENGINE_VENV/bin/python \
+           --tokenizer MODEL_DIR] [--workers 1,2] [--servers 1] [--gap-ms 20] [--tokens 50] \
+           [--seconds 8] [--rates 5,10,20,40,80,160]
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def p99(values: list[float]) -> float:
     return values[min(len(values) - 1, int(0.99 * (len(values) - 1) + 0.5))] if values else 0.0
 
 
-def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
+def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[float]:
     subprocess.run(
         [
             sys.executable,
@@ -61,6 +66,10 @@ def ours(rate: float, n: int, tokens: int, out: Path) -> list[float]:
             "--request-rate",
             str(rate),
             "--save-text",
+            "--warmup-requests",
+            "0",
+            "--client-workers",
+            str(workers),
             "--out",
             str(out),
         ],
@@ -122,16 +131,21 @@ def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: P
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vllm-python", required=True)
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--vllm-python", default="", help="an engine venv's python; empty: skip")
+    ap.add_argument("--tokenizer", default="", help="model directory (for vllm bench serve)")
+    ap.add_argument("--workers", default="1,2", help="servelab worker counts to compare")
+    ap.add_argument("--servers", type=int, default=1, help="paced server processes")
     ap.add_argument("--gap-ms", type=float, default=20)
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rates", default="5,10,20,40,80,160")
     args = ap.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
+    tools = [f"servelab x{w}" for w in counts] + (["vllm bench serve"] if args.vllm_python else [])
     server = subprocess.Popen(
-        [sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT), str(args.gap_ms)]
-    )
+        [sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT), str(args.gap_ms),
+         str(args.servers)]
+    )  # fmt: skip
     try:
         for _ in range(100):
             try:
@@ -139,25 +153,30 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.1)
-        best = {"servelab": 0.0, "vllm bench serve": 0.0}
+        best = dict.fromkeys(tools, 0.0)
         print(
             f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
-            f"~{args.seconds:g} s per point"
+            f"~{args.seconds:g} s per point, {args.servers} server process(es)"
         )
-        print(
-            f"{'rate req/s':>10} {'chunks/s':>9} {'servelab p99 err ms':>20} "
-            f"{'vllm p99 err ms':>16}"
-        )
+        header = " ".join(f"{t + ' p99 ms':>22}" for t in tools)
+        print(f"{'rate req/s':>10} {'chunks/s':>9} {header}")
         for rate in [float(r) for r in args.rates.split(",")]:
             n = max(10, int(rate * args.seconds))
+            errors = {}
             with tempfile.TemporaryDirectory() as tmp:
-                a = p99(ours(rate, n, args.tokens, Path(tmp) / "ours"))
-                b_dir = Path(tmp) / "vllm"
-                b_dir.mkdir()
-                b = p99(theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir))
+                for w in counts:
+                    out = Path(tmp) / f"ours{w}"
+                    errors[f"servelab x{w}"] = p99(ours(rate, n, args.tokens, out, w))
+                if args.vllm_python:
+                    b_dir = Path(tmp) / "vllm"
+                    b_dir.mkdir()
+                    errors["vllm bench serve"] = p99(
+                        theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir)
+                    )
             chunks = rate * args.tokens
-            print(f"{rate:>10g} {chunks:>9g} {a:>20.3f} {b:>16.3f}", flush=True)
-            for tool, err in (("servelab", a), ("vllm bench serve", b)):
+            print(f"{rate:>10g} {chunks:>9g} " + " ".join(f"{errors[t]:>22.3f}" for t in tools),
+                  flush=True)  # fmt: skip
+            for tool, err in errors.items():
                 if err < 1.0:
                     best[tool] = max(best[tool], rate)
         for tool, rate in best.items():
@@ -165,11 +184,11 @@ def main() -> int:
                 f"{tool}: highest rate under 1 ms p99 error: {rate:g} req/s "
                 f"({rate * args.tokens:g} chunks/s)"
             )
-        if best["vllm bench serve"]:
-            print(
-                f"ratio servelab / vllm bench serve: "
-                f"{best['servelab'] / best['vllm bench serve']:.2f}"
-            )
+        reference = best.get("vllm bench serve") or best[tools[0]]
+        name = "vllm bench serve" if best.get("vllm bench serve") else tools[0]
+        for tool in tools:
+            if tool != name and reference:
+                print(f"ratio {tool} / {name}: {best[tool] / reference:.2f}")
     finally:
         server.terminate()
         server.wait()

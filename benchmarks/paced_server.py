@@ -1,6 +1,8 @@
 """A local OpenAI-style streaming endpoint with no model: one chunk every GAP seconds.
 
-Usage: python paced_server.py PORT GAP_MS
+Usage: python paced_server.py PORT GAP_MS [PROCESSES]
+PROCESSES (default 1) serve the one port together (SO_REUSEPORT: the kernel deals the
+connections), so that the server is not what limits a fast client.
 Serves /v1/models and streamed /v1/completions and /v1/chat/completions (with usage).
 Each chunk's text is " <send time>": CLOCK_MONOTONIC in nanoseconds, read just before
 the write. A client that keeps the answers' text can so compare its measured
@@ -10,6 +12,7 @@ server's own scheduling jitter from the client's timing error.
 
 import asyncio
 import json
+import multiprocessing
 import sys
 import time
 
@@ -48,13 +51,24 @@ def handler(gap: float, chat: bool):
     return stream
 
 
-def main() -> None:
-    port, gap = int(sys.argv[1]), float(sys.argv[2]) / 1000
+def serve(port: int, gap: float) -> None:
     app = web.Application()
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/completions", handler(gap, chat=False))
     app.router.add_post("/v1/chat/completions", handler(gap, chat=True))
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, reuse_port=True)
+
+
+def main() -> None:
+    port, gap = int(sys.argv[1]), float(sys.argv[2]) / 1000
+    processes = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    others = [
+        multiprocessing.Process(target=serve, args=(port, gap), daemon=True)
+        for _ in range(processes - 1)
+    ]
+    for proc in others:
+        proc.start()
+    serve(port, gap)
 
 
 if __name__ == "__main__":

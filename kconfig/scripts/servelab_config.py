@@ -192,7 +192,11 @@ RENAMED = {
     "VLLM_METRICS_SAMPLE_INTERVAL": "VLLM_BENCHMARK_METRICS_INTERVAL",
     "VLLM_ENGINE_WHEELHOUSE": "VLLM_WHEELHOUSE",  # it feeds every install, not the engine's
 }
-REMOVED = {"VLLM_BENCHMARK_ENABLED": "it was read nowhere: `make vllm` always benchmarks"}
+REMOVED = {
+    "VLLM_BENCHMARK_ENABLED": "it was read nowhere: `make vllm` always benchmarks",
+    "VLLM_PROD_STACK_RAY_ENABLED": "the chart's Ray path cannot run an A/B: no DRA claim for "
+    "Ray pods, the groups' ConfigMaps collide, no KubeRay operator (docs/kubernetes.md)",
+}
 
 
 def setting_name(name: str) -> str:

@@ -6,7 +6,7 @@ conventions of a node (its paths, its loopback, its pip source)."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.servelab.vllm.plugins.module_utils import net
+from ansible_collections.servelab.vllm.plugins.module_utils import gpu, net
 from ansible_collections.servelab.vllm.plugins.plugin_utils import commands, kube, node
 
 
@@ -52,4 +52,5 @@ class FilterModule:
             "stack_dir": _wrap(node.stack_dir),
             "pip_source_args": _wrap(node.pip_source_args),
             "client_host": _wrap(net.client_host),
+            "driver_versions_below": _wrap(gpu.driver_versions_below),
         }

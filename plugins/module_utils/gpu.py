@@ -86,3 +86,26 @@ def check(gpus: list[Gpu], utilization: float, engines_on_gpu: int, running: int
         f"{gpu.free_mib:.0f} of {gpu.total_mib:.0f} MiB free; {engines_on_gpu} engine(s) at "
         f"{utilization:g} fit"
     ]
+
+
+class DriverVersionError(PreflightError, ValueError):
+    """nvidia-smi printed no driver version that can be read."""
+
+
+def driver_version(text: str) -> tuple[int, ...]:
+    """An NVIDIA driver version ('570.158.01', '565') as numbers, to compare."""
+    try:
+        return tuple(int(part) for part in text.strip().split("."))
+    except ValueError:
+        raise DriverVersionError(f"{text!r} is not an NVIDIA driver version") from None
+
+
+def driver_versions_below(csv_text: str, minimum: str) -> list[str]:
+    """The driver versions that `nvidia-smi --query-gpu=driver_version --format=csv,noheader`
+    printed (a line per GPU) that are older than `minimum`; numerically, so 565.57 is newer
+    than 565 and 1000 than 999."""
+    low = driver_version(minimum)
+    found = [line.strip() for line in csv_text.splitlines() if line.strip()]
+    if not found:
+        raise DriverVersionError("nvidia-smi printed no driver version")
+    return [v for v in found if driver_version(v) < low]

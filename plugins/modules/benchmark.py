@@ -65,6 +65,13 @@ options:
     description: Keep each answer's text in C(requests.jsonl).
     type: bool
     default: false
+  client_workers:
+    description:
+      - Load generator processes for the measured requests; 0 picks one per 4 CPUs, at least 1.
+      - One process sends as the single asyncio client always has; more split the schedule
+        round robin, each with its own event loop (uvloop where installed) and self-check.
+    type: int
+    default: 0
   warmup_requests:
     description: Most warm-up requests, excluded from the figures; warm-up ends earlier when steady.
     type: int

@@ -20,6 +20,8 @@ Controller side: the filters and the post-renderer run where helm runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
 from pathlib import Path
@@ -28,7 +30,6 @@ ROUTING_LOGIC = {
     "round_robin": "roundrobin",
     "session_affinity": "session",
     "prefix_aware": "prefixaware",
-    "kv_aware": "kvaware",
 }
 SESSION_HEADER = "x-session-id"  # what servelab's multi-turn workload sends
 ENGINE_CONTAINER = "vllm"  # the chart's engine container name
@@ -42,6 +43,15 @@ GPU_NODE_LABEL = "nvidia.com/gpu.present"
 # Driver feature gates (alpha, off by default) that a sharing strategy needs.
 SHARING_GATES = {"mps": "MPSSupport", "time_slicing": "TimeSlicingSettings"}
 MPS_THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab"}  # claims and templates we own
+CLAIM_SPEC_LABEL = "servelab/claim-spec"  # spec_hash of the object's spec
+MPS_KNOB = "vllm_mps_active_thread_percentage"
+CHART_NAME = "vllm-stack"
+DNS_LABEL_MAX = 63  # RFC 1123 label: Service names, hostnames, label values
+HELM_RELEASE_MAX = 53  # Helm's own limit on release names
+# Tags that name no fixed image: two groups deployed minutes apart could run different
+# routers, and the difference would be measured as the configurations'.
+MUTABLE_TAGS = ("", "latest", "main", "nightly", "latest-nightly")
 
 
 class KubeConfigError(ValueError):
@@ -49,32 +59,72 @@ class KubeConfigError(ValueError):
 
 
 def dns_label(text: str) -> str:
-    """Lowercase letters, digits and dashes, as Service and label names need."""
+    """Lowercase letters, digits and dashes, as Service and label names need. Never cut:
+    a cut name could lose the group that tells baseline's objects from dev's; the
+    lengths are checked where the names are made (chart_names)."""
     label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     if not label:
         raise KubeConfigError(f"{text!r} gives an empty Kubernetes name")
-    return label[:40].rstrip("-")
+    return label
 
 
 def release_name(cfg: dict) -> str:
-    return dns_label(f"{cfg['vllm_helm_release_name']}-{cfg['servelab_group']}")
+    release = dns_label(f"{cfg['vllm_helm_release_name']}-{cfg['servelab_group']}")
+    if len(release) > HELM_RELEASE_MAX:
+        raise KubeConfigError(
+            f"Helm release {release!r} has {len(release)} characters, Helm allows "
+            f"{HELM_RELEASE_MAX}: shorten CONFIG_VLLM_HELM_RELEASE_NAME"
+        )
+    return release
+
+
+def chart_names(cfg: dict) -> dict[str, str]:
+    """The names the vllm-stack chart (0.1.12) makes from the release and the model that
+    must be DNS labels (63 characters): Services (templates/service-*.yaml) and the
+    engine pod's hostname (deployment-vllm-multi.yaml)."""
+    release, model = release_name(cfg), dns_label(cfg["vllm_model_name"])
+    return {
+        "engine Service": f"{release}-{model}-engine-service",
+        "engine pod hostname": f"{release}-{model}-{CHART_NAME}",
+        "router Service": f"{release}-router-service",
+    }
+
+
+def check_names(cfg: dict) -> None:
+    for what, name in chart_names(cfg).items():
+        if len(name) > DNS_LABEL_MAX:
+            raise KubeConfigError(
+                f"the chart would name the {what} {name!r}: {len(name)} characters, "
+                f"Kubernetes allows {DNS_LABEL_MAX}. Shorten CONFIG_VLLM_MODEL_NAME (the "
+                "name the engines serve; the model itself comes from CONFIG_VLLM_MODEL_URL) "
+                "or CONFIG_VLLM_HELM_RELEASE_NAME"
+            )
 
 
 def secret_name(cfg: dict) -> str:
     return f"{release_name(cfg)}-servelab"
 
 
+def spec_hash(spec: dict) -> str:
+    """A short hash of a claim's spec. Claim and template specs are immutable, so a changed
+    spec must be a new object: its name carries this hash (and the post-renderer the name,
+    so the engine Deployment rolls onto it); the label lets stale ones be found."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def claim_template_name(cfg: dict) -> str:
-    return f"{release_name(cfg)}-gpu"
+    return f"{release_name(cfg)}-gpu-{spec_hash(_claim_spec(cfg))}"
 
 
 def uses_dra(cfg: dict) -> bool:
     return not cfg.get("vllm_use_cpu_inference") and cfg.get("vllm_gpu_allocation") == "dra"
 
 
-def shared_claim_name(cfg: dict) -> str:
+def shared_claim_name(peers: list[dict]) -> str:
     """The one ResourceClaim of all groups (their namespace and release prefix are shared)."""
-    return dns_label(f"{cfg['vllm_helm_release_name']}-shared-gpu")
+    prefix = dns_label(f"{peers[0]['vllm_helm_release_name']}-shared-gpu")
+    return f"{prefix}-{spec_hash(_shared_spec(peers))}"
 
 
 def _engine_gpus(cfg: dict) -> int:
@@ -140,6 +190,16 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
     `peers`: all groups' settings, to know whether the engines share one claim (then an
     MPS group's compute share goes to its engine container's environment).
     """
+    if cfg.get("vllm_prod_stack_ray_enabled"):
+        # Read against the chart and the driver: with DRA the post-renderer finds no
+        # engine Deployment (Ray makes a RayCluster), the Ray pods request no GPU, the
+        # chart names its start-script ConfigMap after the model without the release (the
+        # groups' collide), and nothing installs the KubeRay operator.
+        raise KubeConfigError(
+            "vllm_prod_stack_ray_enabled: the chart's Ray path cannot run an A/B here (no "
+            "DRA claim for Ray pods, baseline's and dev's ConfigMaps collide, no KubeRay "
+            "operator); remove it (CONFIG_VLLM_DEV_OVERRIDES)"
+        )
     cpu = bool(cfg.get("vllm_use_cpu_inference"))
     gpus = 0 if cpu or uses_dra(cfg) else int(cfg.get("vllm_request_gpu", 1))
     vllm_config: dict = {
@@ -188,17 +248,9 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
             "enabled": True,
             "cpuOffloadingBufferSize": str(cfg.get("vllm_lmcache_cpu_buffer_size", "30")),
         }
-    if cfg.get("vllm_prod_stack_ray_enabled"):
-        model["raySpec"] = {
-            "enabled": True,
-            "headNode": {
-                "requestCPU": int(cfg["vllm_request_cpu"]),
-                "requestMemory": str(cfg["vllm_request_memory"]),
-                "requestGPU": gpus,
-            },
-        }
     engine: dict = {
         "enableEngine": True,
+        "imagePullPolicy": "IfNotPresent",  # the pinned tag, not whatever is newest
         # The router finds its engines by these labels: unique per group, so that the
         # baseline router never sends to dev's engines in a shared namespace.
         "labels": {"environment": "servelab", "release": release_name(cfg)},
@@ -209,15 +261,33 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
     else:
         engine["runtimeClassName"] = ""
     policy = cfg.get("vllm_router_policy", "round_robin")
+    if policy == "kv_aware":
+        # Upstream's kvaware routing (tutorials/assets/values-17-kv-aware.yaml) also needs
+        # LMCache's controller on the engines and router; with routingLogic alone the
+        # router falls back without saying so.
+        raise KubeConfigError(
+            "vllm_router_policy=kv_aware: on Kubernetes the production stack's kvaware "
+            "router needs LMCache's controller, which servelab does not configure, and "
+            "would silently fall back; choose prefix_aware (CONFIG_VLLM_ROUTER_PREFIX_AWARE) "
+            "or run kv_aware on the local platform"
+        )
     if policy not in ROUTING_LOGIC:
         raise KubeConfigError(
             f"vllm_router_policy={policy}: the production stack's router offers "
             f"{', '.join(sorted(ROUTING_LOGIC))} (CONFIG_VLLM_ROUTER_POLICY)"
         )
+    for setting in ("vllm_prod_stack_router_tag", "vllm_prod_stack_engine_tag"):
+        if str(cfg.get(setting, "")).strip() in MUTABLE_TAGS:
+            raise KubeConfigError(
+                f"{setting}={cfg.get(setting)!r} names no fixed image: pin a version tag "
+                f"(CONFIG_{setting.upper()}), so that both groups run the same image"
+            )
+    check_names(cfg)
     router: dict = {
         "enableRouter": True,
         "repository": cfg["vllm_prod_stack_router_image"],
         "tag": cfg["vllm_prod_stack_router_tag"],
+        "imagePullPolicy": "IfNotPresent",
         "routingLogic": ROUTING_LOGIC[policy],
         "labels": {"environment": "router", "release": f"{release_name(cfg)}-router"},
     }
@@ -293,6 +363,7 @@ def _claim_spec(cfg: dict, mps_percentage: int | None = None) -> dict:
 
 def claim_template(cfg: dict) -> dict:
     """The group's ResourceClaimTemplate: one claim per engine pod, its own GPU(s)."""
+    spec = _claim_spec(cfg)
     return {
         "apiVersion": DRA_API,
         "kind": "ResourceClaimTemplate",
@@ -300,12 +371,38 @@ def claim_template(cfg: dict) -> dict:
             "name": claim_template_name(cfg),
             "namespace": cfg["vllm_helm_namespace"],
             "labels": {
-                "app.kubernetes.io/managed-by": "servelab",
+                **MANAGED_BY,
                 "servelab/group": cfg["servelab_group"],
+                CLAIM_SPEC_LABEL: spec_hash(spec),
             },
         },
-        "spec": {"spec": _claim_spec(cfg)},
+        "spec": {"spec": spec},
     }
+
+
+def _mps_shares(cfg: dict) -> list[int]:
+    """The MPS shares a group will run with: its own and, when it sweeps its share, every
+    value of the sweep (so that a sweep never changes the shared claim, which would need
+    the other group's engines restarted; roles/bench/tasks/knob_point.yml)."""
+    shares = [int(cfg[MPS_KNOB])]
+    if cfg.get("vllm_benchmark_sweep") == "knob" and (
+        cfg.get("vllm_benchmark_sweep_knob_name") == MPS_KNOB
+    ):
+        shares += [int(v) for v in cfg.get("vllm_benchmark_sweep_knob_values_list") or []]
+    return shares
+
+
+def _shared_spec(peers: list[dict]) -> dict:
+    if not shares_one_claim(peers):
+        raise KubeConfigError(
+            "shared_claim: the node has a GPU for every engine pod "
+            "(CONFIG_VLLM_KUBERNETES_NODE_GPUS): each group uses its claim template"
+        )
+    _check_shared_gpu(peers)
+    top = None
+    if peers[0].get("vllm_gpu_sharing") == "mps":
+        top = max(share for cfg in peers for share in _mps_shares(cfg))
+    return _claim_spec(peers[0], top)
 
 
 def shared_claim(peers: list[dict]) -> dict:
@@ -315,32 +412,25 @@ def shared_claim(peers: list[dict]) -> dict:
     Owned by no Helm release (k8s_stack applies it before the first release and deletes it
     after the last), so that removing one group never takes the GPU from the other. With
     MPS there is one control daemon for the claim: its default active-thread percentage is
-    the largest group's share, and each group's engine container lowers it to its own
-    through CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (a client value above the daemon's is
-    clamped to the daemon's, NVIDIA's MPS docs).
+    the largest share of any group (a swept share's values included, _mps_shares), and
+    each group's engine container lowers it to its own through
+    CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (a client value above the daemon's is clamped to
+    the daemon's, NVIDIA's MPS docs).
     """
-    if not shares_one_claim(peers):
-        raise KubeConfigError(
-            "shared_claim: the node has a GPU for every engine pod "
-            "(CONFIG_VLLM_KUBERNETES_NODE_GPUS): each group uses its claim template"
-        )
-    _check_shared_gpu(peers)
-    first = peers[0]
-    top = None
-    if first.get("vllm_gpu_sharing") == "mps":
-        top = max(int(cfg["vllm_mps_active_thread_percentage"]) for cfg in peers)
+    spec = _shared_spec(peers)
     return {
         "apiVersion": DRA_API,
         "kind": "ResourceClaim",
         "metadata": {
-            "name": shared_claim_name(first),
-            "namespace": first["vllm_helm_namespace"],
+            "name": shared_claim_name(peers),
+            "namespace": peers[0]["vllm_helm_namespace"],
             "labels": {
-                "app.kubernetes.io/managed-by": "servelab",
+                **MANAGED_BY,
                 "servelab/groups": "-".join(cfg["servelab_group"] for cfg in peers),
+                CLAIM_SPEC_LABEL: spec_hash(spec),
             },
         },
-        "spec": _claim_spec(first, top),
+        "spec": spec,
     }
 
 
@@ -360,7 +450,9 @@ def dra_driver_values(peers: list[dict]) -> dict:
         "nvidiaDriverRoot": "/",
         # The driver cannot run beside the device plugin (its reference/helm-values.md).
         "gpuResourcesEnabledOverride": True,
-        "resources": {"gpus": {"enabled": True}},
+        # ComputeDomains (multi-node NVLink, IMEX) serve nothing here, and their part of
+        # the driver needs NVIDIA driver 570.158.01 or later: off, no controller.
+        "resources": {"gpus": {"enabled": True}, "computeDomains": {"enabled": False}},
     }
     if gates:
         values["featureGates"] = dict(sorted(gates.items()))
@@ -434,7 +526,16 @@ def minikube_args(cfg: dict) -> list[str]:
 
 
 def ingress(cfg: dict, timeout_s: int) -> dict:
-    """NGINX ingress to the group's router; proxy timeouts outlast long generations."""
+    """NGINX ingress to the group's router; proxy timeouts outlast long generations.
+    Only on existing clusters: on one servelab creates, nothing would install an ingress
+    controller, map its ports or make the host names resolve."""
+    if cfg.get("vllm_platform") != "existing_cluster":
+        raise KubeConfigError(
+            f"ingress on a {cfg.get('vllm_platform')} cluster leads nowhere (no ingress "
+            "controller, no DNS for its host names): ingress is for an existing cluster "
+            "(CONFIG_VLLM_PLATFORM_EXISTING_CLUSTER); use "
+            "CONFIG_VLLM_PROD_STACK_ACCESS_PORT_FORWARD"
+        )
     release = release_name(cfg)
     seconds = str(int(timeout_s))
     return {
@@ -490,7 +591,7 @@ def post_renderer_script(cfg: dict, python: str, peers: list[dict] | None = None
     """The executable Helm 3 runs as --post-renderer for this group's release."""
     argv = [python, str(collection_dir() / POST_RENDERER), release_name(cfg)]
     if peers and shares_one_claim(peers):
-        argv += ["--claim", shared_claim_name(cfg)]
+        argv += ["--claim", shared_claim_name(peers)]
     else:
         argv.append(claim_template_name(cfg))
     return (

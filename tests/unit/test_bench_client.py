@@ -262,8 +262,16 @@ def test_a_blocked_event_loop_marks_the_run_client_bound(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "send", blocking_send)
     with serving() as url:
-        spec = runner.RunSpec(url=url, model="m", dataset="short", num_prompts=30,
-                              output_len=4, warmup_requests=0, request_rate=200.0)  # fmt: skip
+        spec = runner.RunSpec(
+            url=url,
+            model="m",
+            dataset="short",
+            num_prompts=30,
+            output_len=4,
+            warmup_requests=0,
+            request_rate=200.0,
+            client_workers=1,
+        )  # fmt: skip  (the patched send runs here)
         summary = runner.run(spec, tmp_path / "run")
     check = summary["client"]
     assert check["bound"] is True, check
@@ -272,3 +280,86 @@ def test_a_blocked_event_loop_marks_the_run_client_bound(tmp_path, monkeypatch):
     # 30 sends: judged on the median, which the blocked loop pushes far behind too.
     assert "median send lag" in check["why"] and "above 1 ms" in check["why"]
     assert check["workers"][0]["loop_lag_max_ms"] >= 9
+
+
+def test_worker_processes_keep_the_schedule_and_merge_into_one_run(tmp_path):
+    """Two worker processes: the same 60 requests as one process sends, each at its own
+    send time, merged by index into one requests.jsonl; the summary reports both
+    workers (their own pids) and the coordinator's figures agree with them."""
+    runs = {}
+    with serving() as url:
+        for workers in ("1", "2"):
+            out = tmp_path / f"w{workers}"
+            proc = bench_cli(url, out, "--request-rate", "40", "--num-prompts", "60",
+                             "--client-workers", workers)  # fmt: skip
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, output
+            records = [json.loads(line) for line in (out / "requests.jsonl").open()]
+            runs[workers] = (json.loads((out / "summary.json").read_text()), records)
+    for summary, records in runs.values():
+        assert summary["completed"] == 60 and summary["failed"] == 0
+        assert [r["index"] for r in records] == list(range(60))
+        # Sent at 40 req/s: request i is due at (i + 1) / 40 s and leaves < 20 ms late.
+        assert all(0 <= r["start"] - (r["index"] + 1) / 40 < 0.02 for r in records), records[:3]
+    one, two = runs["1"][0]["client"], runs["2"][0]["client"]
+    assert len(one["workers"]) == 1 and one["workers"][0]["requests"] == 60
+    assert [w["worker"] for w in two["workers"]] == [0, 1]
+    assert [w["requests"] for w in two["workers"]] == [30, 30]
+    assert len({w["pid"] for w in two["workers"]}) == 2
+    assert two["send_lag_p99_ms"] == max(w["send_lag_p99_ms"] for w in two["workers"])
+    assert runs["2"][0]["median_tpot_ms"] == pytest.approx(GAP * 1000, abs=10)
+
+
+def test_a_stop_reaches_every_worker_and_keeps_what_they_did(tmp_path):
+    out = tmp_path / "run"
+    with serving() as url:
+        proc = bench_cli(url, out, "--request-rate", "4", "--num-prompts", "40",
+                         "--client-workers", "2")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            log = out / "progress.log"
+            if log.exists() and any(
+                int(n) >= 3 for n in re.findall(r"(\d+) done", log.read_text())
+            ):
+                break
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()  # fmt: skip
+        commands = {c: _cmdline(c) for c in children}
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 3 <= summary["completed"] < 40
+    assert len(summary["client"]["workers"]) == 2
+    records = (out / "requests.jsonl").read_text().splitlines()
+    assert len(records) == summary["completed"] + summary["failed"]
+    workers = [c for c, command in commands.items() if "spawn_main" in command]
+    assert len(workers) == 2, commands
+    deadline = time.monotonic() + 10
+    while [c for c in workers if Path(f"/proc/{c}").exists()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in workers if Path(f"/proc/{c}").exists()]  # no worker left
+
+
+def _cmdline(pid: str) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def test_the_benchmark_module_runs_its_workers_too(tmp_path):
+    """Through Ansible (the module's code runs from AnsiballZ's payload): the spawned
+    workers find the collection as the module did."""
+    from test_results_module import ansible_module
+
+    out = tmp_path / "run"
+    with serving() as url:
+        args = {"url": url, "model": "m", "dataset": "short", "output_len": 4,
+                "num_prompts": 12, "request_rate": "40", "client_workers": 2,
+                "out_dir": str(out), "point": "default", "repetition": 1}  # fmt: skip
+        run = ansible_module("servelab.vllm.benchmark", json.dumps(args))
+    assert '"changed": true' in run.stdout, run.stdout[-3000:]
+    summary = json.loads((out / "default" / "rep-1" / "summary.json").read_text())
+    assert summary["completed"] == 12
+    assert [w["requests"] for w in summary["client"]["workers"]] == [6, 6]

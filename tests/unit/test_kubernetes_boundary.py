@@ -33,15 +33,18 @@ def real_spec(module: str) -> dict:
 @pytest.fixture
 def cluster(tmp_path):
     stack = Stack(tmp_path, defconfig="vllm-kind-dra-mps")
-    stack.configure(
+    base = (
         f'CONFIG_VLLM_WORK_DIR="{tmp_path}/work"',
         "CONFIG_VLLM_ROUTER_PORT=18650",
         'CONFIG_VLLM_API_KEY="k-boundary-secret"',
     )
+    stack.configure(*base)
     log = tmp_path / "calls.jsonl"
     log.touch()
     env = {
         "K8S_BOUNDARY_LOG": str(log),
+        # The stand-in keeps what it applied here, as the API server would (objects()).
+        "K8S_BOUNDARY_CLUSTER": str(tmp_path / "cluster.json"),
         "ANSIBLE_COLLECTIONS_PATH": f"{BOUNDARY}:{TOP / 'collections'}",
     }
     extra = [
@@ -62,6 +65,8 @@ def cluster(tmp_path):
 
     def calls() -> list[dict]:
         return [json.loads(line) for line in log.read_text().splitlines()]
+
+    run.configure = lambda *lines: stack.configure(*base, *lines)
 
     yield run, calls, tmp_path
     stack.playbook("teardown.yml", *extra, env=env, check=False)
@@ -93,6 +98,9 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
     ]
     first_release = min(i for i, c in enumerate(recorded) if c["module"] == "helm")
     assert claim_at and max(claim_at) < first_release
+    (shared,) = objects(tmp, "ResourceClaim")
+    assert shared.startswith("vllm-shared-gpu-")
+    assert f"--claim {shared}" in Path(helm["vllm-dev"]["post_renderer"]).read_text()
     secrets = [
         c["params"]["definition"]
         for c in recorded
@@ -127,7 +135,77 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
     # The shared claim goes once, after both releases are gone.
     (claim_at,) = [i for i, c in enumerate(removed) if c["params"].get("kind") == "ResourceClaim"]
     assert claim_at > max(i for i, c in enumerate(removed) if c["module"] == "helm")
-    assert removed[claim_at]["params"]["name"] == "vllm-shared-gpu"
+    # Every shared claim servelab made, of any spec (their names carry the spec's hash).
+    assert removed[claim_at]["params"]["label_selectors"] == [
+        "app.kubernetes.io/managed-by=servelab",
+        "servelab/groups",
+    ]
+    assert removed[claim_at]["params"]["delete_all"]
+    assert not objects(tmp, "ResourceClaim")
     assert all(c["params"]["state"] == "absent" for c in removed if c["module"] != "k8s_info")
     assert not (tmp / "work/stacks/dev/router-port-forward/supervisor.pid").exists()
     assert "kind delete" not in teardown.output  # servelab did not create this cluster
+
+
+def objects(tmp: Path, kind: str) -> dict[str, dict]:
+    """The stand-in cluster's objects of `kind`, by name."""
+    path = tmp / "cluster.json"
+    found = json.loads(path.read_text()) if path.exists() else []
+    return {o["name"]: o for o in found if o["kind"] == kind}
+
+
+def test_a_changed_claim_spec_deploys_under_a_new_name_and_the_old_one_goes(cluster):
+    """Claim and template specs are immutable (the stand-in refuses a changed spec under
+    the same name, as the API server does): a changed share must be a new object."""
+    run, calls, tmp = cluster
+    two_gpus = "CONFIG_VLLM_KUBERNETES_NODE_GPUS=2"  # a template per group
+    run.configure(two_gpus)
+    run("deploy.yml")
+    first = objects(tmp, "ResourceClaimTemplate")
+    (base_name,) = [n for n in first if n.startswith("vllm-baseline-gpu-")]
+    (dev_name,) = [n for n in first if n.startswith("vllm-dev-gpu-")]
+    assert set(first) == {base_name, dev_name}
+    assert dev_name in (tmp / "render/dev/post-renderer").read_text()
+
+    run.configure(two_gpus, 'CONFIG_VLLM_DEV_OVERRIDES="vllm_mps_active_thread_percentage=30"')
+    before = len(calls())
+    run("deploy.yml")
+    now = objects(tmp, "ResourceClaimTemplate")
+    assert base_name in now and dev_name not in now and len(now) == 2
+    (new_dev,) = set(now) - {base_name}
+    mps = now[new_dev]["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
+    assert mps["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"] == 30
+    assert new_dev in (tmp / "render/dev/post-renderer").read_text()  # dev's pods roll
+    redeploy = calls()[before:]
+    helm_dev = [i for i, c in enumerate(redeploy) if c["params"].get("name") == "vllm-dev"]
+    removal = [
+        i
+        for i, c in enumerate(redeploy)
+        if c["params"].get("kind") == "ResourceClaimTemplate"
+        and "servelab/group=dev" in c["params"]["label_selectors"]
+    ]
+    assert removal and min(removal) > max(helm_dev)  # after dev's release moved off it
+
+    # One GPU: the shared claim; the groups' templates go, and a changed spec (here the
+    # MPS memory limit) is a new claim, the old one removed after both releases.
+    run.configure()
+    run("deploy.yml")
+    assert not objects(tmp, "ResourceClaimTemplate")
+    (shared,) = objects(tmp, "ResourceClaim")
+    run.configure('CONFIG_VLLM_MPS_PINNED_DEVICE_MEMORY_LIMIT="20Gi"')
+    before = len(calls())
+    run("deploy.yml")
+    (new_shared,) = objects(tmp, "ResourceClaim")
+    assert new_shared != shared and new_shared.startswith("vllm-shared-gpu-")
+    for group in ("baseline", "dev"):
+        assert f"--claim {new_shared}" in (tmp / f"render/{group}/post-renderer").read_text()
+    redeploy = calls()[before:]
+    (removal,) = [
+        i
+        for i, c in enumerate(redeploy)
+        if c["params"].get("kind") == "ResourceClaim" and c["params"]["state"] == "absent"
+    ]
+    assert removal > max(i for i, c in enumerate(redeploy) if c["module"] == "helm")
+
+    run("teardown.yml")
+    assert not objects(tmp, "ResourceClaim") and not objects(tmp, "ResourceClaimTemplate")

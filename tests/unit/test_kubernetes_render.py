@@ -8,8 +8,10 @@ NVIDIA DRA driver chart with the driver values we write.
 """
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -163,6 +165,28 @@ def test_every_kubernetes_defconfig_renders_valid_files(tmp_path, defconfig):
         if (gdir / "kind-config.yaml").exists():
             kind = yaml.safe_load((gdir / "kind-config.yaml").read_text())
             jsonschema.validate(kind, json.loads(KIND_SCHEMA.read_text()))
+        if (gdir / "dra-driver-values.yaml").exists():
+            check_driver(gdir)
+
+
+def check_driver(gdir: Path) -> None:
+    """The real driver chart with our values: ComputeDomains off (no controller, no
+    compute-domain container or DeviceClass) and exactly the sharing gates in use."""
+    driver = real_driver(gdir / "dra-driver-values.yaml")
+    plugin = kubelet_plugin(driver)
+    containers = [c["name"] for c in plugin["spec"]["template"]["spec"]["containers"]]
+    assert containers == ["gpus"]
+    assert not [d for d in driver if d["kind"] == "Deployment"]  # the CD controller
+    classes = {d["metadata"]["name"] for d in driver if d["kind"] == "DeviceClass"}
+    assert "gpu.nvidia.com" in classes and not [c for c in classes if "compute-domain" in c]
+    gate = {"MPS": "MPSSupport=true", "TimeSlicing": "TimeSlicingSettings=true"}
+    wanted = set()
+    for path in gdir.parent.glob("*/resourceclaim*.yaml"):
+        claim = yaml.safe_load(path.read_text())
+        devices = claim["spec"].get("spec", claim["spec"])["devices"]
+        for config in devices.get("config") or []:
+            wanted.add(gate[config["opaque"]["parameters"]["sharing"]["strategy"]])
+    assert feature_gates(plugin) == wanted
 
 
 def test_one_gpu_ab_shares_one_claim_and_each_group_keeps_its_mps_share(tmp_path, stack_chart):
@@ -170,7 +194,8 @@ def test_one_gpu_ab_shares_one_claim_and_each_group_keeps_its_mps_share(tmp_path
     claims = {g: (out / g / "resourceclaim.yaml").read_text() for g in ("baseline", "dev")}
     assert claims["baseline"] == claims["dev"]
     claim = yaml.safe_load(claims["dev"])
-    assert claim["kind"] == "ResourceClaim" and claim["metadata"]["name"] == "vllm-shared-gpu"
+    shared = claim["metadata"]["name"]
+    assert claim["kind"] == "ResourceClaim" and shared.startswith("vllm-shared-gpu-")
     k8s_valid(claim)
     mps = claim["spec"]["devices"]["config"][0]["opaque"]["parameters"]["sharing"]
     assert mps["strategy"] == "MPS"
@@ -182,7 +207,7 @@ def test_one_gpu_ab_shares_one_claim_and_each_group_keeps_its_mps_share(tmp_path
         k8s_valid(engine)
         assert engine["metadata"]["labels"]["helm-release-name"] == f"vllm-{group}"
         pod = engine["spec"]["template"]["spec"]
-        assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimName": "vllm-shared-gpu"}]
+        assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimName": shared}]
         (vllm,) = [c for c in pod["containers"] if c["name"] == "vllm"]
         assert vllm["resources"]["claims"] == [{"name": "gpu"}]
         assert "nvidia.com/gpu" not in json.dumps(vllm["resources"])
@@ -215,14 +240,13 @@ def test_two_gpus_keep_a_claim_template_per_group(tmp_path, stack_chart):
     for group in ("baseline", "dev"):
         assert not (out / group / "resourceclaim.yaml").exists()
         claim = yaml.safe_load((out / group / "resourceclaimtemplate.yaml").read_text())
-        assert claim["metadata"]["name"] == f"vllm-{group}-gpu"
+        name = claim["metadata"]["name"]
+        assert name.startswith(f"vllm-{group}-gpu-")
         config = claim["spec"]["spec"]["devices"]["config"][0]["opaque"]["parameters"]
         shares[group] = config["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"]
         (engine,) = real_engines(stack_chart, out / group, f"vllm-{group}")
         pod = engine["spec"]["template"]["spec"]
-        assert pod["resourceClaims"] == [
-            {"name": "gpu", "resourceClaimTemplateName": f"vllm-{group}-gpu"}
-        ]
+        assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": name}]
         # Each claim has its own MPS daemon: the share is on the claim, not the container.
         assert "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE" not in engine_env(engine)
     assert shares == {"baseline": 100, "dev": 50}
@@ -311,6 +335,93 @@ def test_one_gpu_decides_the_claim_and_checks_what_one_claim_cannot_carry():
         kube.shared_claim([base, {**dev, "vllm_mps_pinned_device_memory_limit": "8Gi"}])
 
 
+ENGINE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: vllm-dev-deployment-vllm, labels: {helm-release-name: vllm-dev}}
+spec: {template: {spec: {containers: [{name: vllm}]}}}
+"""
+
+
+def post_render(tmp: Path, cfg: dict, peers: list[dict] | None = None) -> dict:
+    """Our post-renderer, as Helm runs it, on an engine Deployment: its pod's claim."""
+    wrapper = tmp / "post-renderer"
+    wrapper.write_text(kube.post_renderer_script(cfg, sys.executable, peers))
+    wrapper.chmod(0o755)
+    proc = subprocess.run([str(wrapper)], input=ENGINE, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (doc,) = yaml.safe_load_all(proc.stdout)
+    (claim,) = doc["spec"]["template"]["spec"]["resourceClaims"]
+    return claim
+
+
+def test_a_claim_is_named_by_its_spec_and_the_post_renderer_follows(tmp_path):
+    """Claim and template specs are immutable: a changed MPS share must be a new object."""
+    two = {"vllm_kubernetes_node_gpus": 2}
+    dev50 = group_cfg("dev", vllm_mps_active_thread_percentage=50, **two)
+    dev30 = group_cfg("dev", vllm_mps_active_thread_percentage=30, **two)
+    t50, t30 = kube.claim_template(dev50), kube.claim_template(dev30)
+    assert t50["metadata"]["name"] != t30["metadata"]["name"]
+    for template, cfg in ((t50, dev50), (t30, dev30)):
+        name = template["metadata"]["name"]
+        assert name == kube.claim_template_name(cfg) and name.startswith("vllm-dev-gpu-")
+        assert template["metadata"]["labels"]["servelab/claim-spec"] == name.rsplit("-", 1)[1]
+        k8s_valid(template)
+        assert post_render(tmp_path, cfg) == {"name": "gpu", "resourceClaimTemplateName": name}
+    # Same spec, same name: in another process too (no hash seed, no dict order), and
+    # whatever else differs (the namespace, the engine's memory share).
+    assert kube.claim_template_name(dict(reversed(dev50.items()))) == t50["metadata"]["name"]
+    other = {**dev50, "vllm_helm_namespace": "x", "vllm_gpu_memory_utilization": 0.9}
+    assert kube.claim_template_name(other) == t50["metadata"]["name"]
+    code = (
+        "from ansible_collections.servelab.vllm.plugins.plugin_utils import kube; "
+        f"print(kube.claim_template_name({dev50!r}))"
+    )
+    again = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(TOP / "collections")},
+    )
+    assert again.stdout.strip() == t50["metadata"]["name"]
+
+    # One GPU: the shared claim is named by its spec too, and both groups point at it.
+    base = group_cfg("baseline", vllm_mps_active_thread_percentage=100)
+    dev = group_cfg("dev", vllm_mps_active_thread_percentage=50)
+    claim = kube.shared_claim([base, dev])
+    assert post_render(tmp_path, dev, [base, dev]) == {
+        "name": "gpu",
+        "resourceClaimName": claim["metadata"]["name"],
+    }
+    limited = [{**c, "vllm_mps_pinned_device_memory_limit": "20Gi"} for c in (base, dev)]
+    assert kube.shared_claim_name(limited) != claim["metadata"]["name"]
+    # A group's own share below the claim's default leaves the claim as it is.
+    assert (
+        kube.shared_claim_name([base, {**dev, "vllm_mps_active_thread_percentage": 20}])
+        == (claim["metadata"]["name"])
+    )
+
+
+def test_a_swept_share_never_changes_the_shared_claim():
+    """A knob sweep redeploys one group; the other group's engines hold the shared claim,
+    so its MPS default counts every value of the sweep from the start."""
+    sweep = {
+        "vllm_benchmark_sweep": "knob",
+        "vllm_benchmark_sweep_knob_name": "vllm_mps_active_thread_percentage",
+        "vllm_benchmark_sweep_knob_values_list": [20, 80],
+    }
+    base = group_cfg("baseline", vllm_mps_active_thread_percentage=50, **sweep)
+    dev = group_cfg("dev", vllm_mps_active_thread_percentage=30)
+    names = {
+        kube.shared_claim_name([{**base, "vllm_mps_active_thread_percentage": v}, dev])
+        for v in (50, 20, 80)
+    }
+    assert len(names) == 1
+    mps = kube.shared_claim([base, dev])["spec"]["devices"]["config"][0]["opaque"]
+    assert mps["parameters"]["sharing"]["mpsConfig"]["defaultActiveThreadPercentage"] == 80
+
+
 def test_minikube_gpu_arguments_follow_the_allocation():
     cfg = group_cfg(
         "baseline",
@@ -324,13 +435,12 @@ def test_minikube_gpu_arguments_follow_the_allocation():
     assert "--gpus=all" in plugin and "--container-runtime=docker" in plugin
 
 
-def test_ingress_lmcache_ray_and_secrets(tmp_path):
+def test_ingress_lmcache_and_secrets(tmp_path):
     _, out = render(
         tmp_path,
-        "vllm-kind-dra-mps",
+        "vllm-production-stack-declared-hosts-gpu",
         "CONFIG_VLLM_PROD_STACK_ACCESS_INGRESS=y",
         "CONFIG_VLLM_LMCACHE_ENABLED=y",
-        "CONFIG_VLLM_PROD_STACK_RAY_ENABLED=y",
         'CONFIG_VLLM_API_KEY="k-123-secret"',
         'CONFIG_VLLM_HF_TOKEN="hf_secret_token"',
         "CONFIG_VLLM_ROUTER_SESSION_AFFINITY=y",
@@ -340,7 +450,11 @@ def test_ingress_lmcache_ray_and_secrets(tmp_path):
     values = yaml.safe_load((out / "dev" / "values.yaml").read_text())
     jsonschema.validate(values, json.loads(CHART_SCHEMA.read_text()))
     model = values["servingEngineSpec"]["modelSpec"][0]
-    assert model["lmcacheConfig"]["enabled"] is True and model["raySpec"]["enabled"] is True
+    assert model["lmcacheConfig"]["enabled"] is True
+    # Pinned images, not pulled again: both groups run the same ones.
+    assert values["routerSpec"]["tag"] not in kube.MUTABLE_TAGS
+    assert values["routerSpec"]["imagePullPolicy"] == "IfNotPresent"
+    assert values["servingEngineSpec"]["imagePullPolicy"] == "IfNotPresent"
     assert model["hf_token"] == {"secretName": "vllm-dev-servelab", "secretKey": "hf_token"}
     assert values["routerSpec"]["routingLogic"] == "session"
     extra = model["vllmConfig"]["extraArgs"]
@@ -352,12 +466,17 @@ def test_ingress_lmcache_ray_and_secrets(tmp_path):
 
 
 def test_helm_lints_what_we_render(tmp_path):
-    _, out = render(tmp_path, "vllm-kind-dra-mps", "CONFIG_VLLM_PROD_STACK_ACCESS_INGRESS=y")
+    _, out = render(tmp_path, "vllm-kind-dra-mps")
+    _, ingress_out = render(
+        tmp_path / "ingress",
+        "vllm-production-stack-declared-hosts-gpu",
+        "CONFIG_VLLM_PROD_STACK_ACCESS_INGRESS=y",
+    )
     chart = tmp_path / "servelab-objects"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: servelab-objects\nversion: 0.1.0\n")
-    for name in ("resourceclaim.yaml", "ingress.yaml"):
-        (chart / "templates" / name).write_text((out / "dev" / name).read_text())
+    for name, source in (("resourceclaim.yaml", out), ("ingress.yaml", ingress_out)):
+        (chart / "templates" / name).write_text((source / "dev" / name).read_text())
     lint = helm("lint", "--strict", str(chart))
     assert lint.returncode == 0, lint.stdout + lint.stderr
     lint = helm("lint", "--strict", str(ENGINE_CHART), "-f", str(out / "dev" / "values.yaml"))
@@ -374,7 +493,7 @@ def test_post_renderer_refuses_output_without_an_engine_deployment(tmp_path):
     )
     assert proc.returncode != 0
     assert "no engine Deployment" in proc.stderr and "helm-release-name=vllm-dev" in proc.stderr
-    assert "--claim vllm-shared-gpu" in (out / "dev" / "post-renderer").read_text()
+    assert "--claim vllm-shared-gpu-" in (out / "dev" / "post-renderer").read_text()
 
 
 def test_bad_input_is_named(tmp_path):
@@ -398,3 +517,61 @@ def test_bad_input_is_named(tmp_path):
     local.configure()
     run = local.playbook("render.yml", check=False)
     assert run.rc != 0 and "choose kind, minikube or existing_cluster" in run.output
+
+
+def test_refused_on_kubernetes_with_the_setting_named(tmp_path):
+    """What cannot run as configured is refused before anything is applied: Ray (no DRA
+    claim, colliding ConfigMaps, no operator), kv_aware (needs LMCache's controller),
+    ingress on a cluster servelab creates (no controller, no DNS), a mutable image tag,
+    and names the chart would make longer than a DNS label."""
+    with pytest.raises(subprocess.CalledProcessError) as removed:
+        Stack(tmp_path, defconfig="vllm-kind-dra-mps").configure(
+            "CONFIG_VLLM_PROD_STACK_RAY_ENABLED=y"
+        )
+    assert "VLLM_PROD_STACK_RAY_ENABLED" in removed.value.stderr
+    assert "no KubeRay operator" in removed.value.stderr
+    with pytest.raises(kube.KubeConfigError, match="vllm_prod_stack_ray_enabled"):
+        kube.stack_values({"vllm_prod_stack_ray_enabled": True})
+    cases = {
+        "kv-aware": (["CONFIG_VLLM_ROUTER_KV_AWARE=y"], "CONFIG_VLLM_ROUTER_PREFIX_AWARE"),
+        "latest": (['CONFIG_VLLM_PROD_STACK_ROUTER_TAG="latest"'],
+                   "CONFIG_VLLM_PROD_STACK_ROUTER_TAG"),
+    }  # fmt: skip
+    for name, (lines, message) in cases.items():
+        (tmp_path / name).mkdir()
+        stack = Stack(tmp_path / name, defconfig="vllm-kind-dra-mps")
+        stack.configure(*lines)
+        render_dir = f"k8s_render_dir={tmp_path}/{name}/r"
+        run = stack.playbook("render.yml", "-e", render_dir, check=False)
+        assert run.rc != 0 and message in run.output, (name, run.output[-2000:])
+    # Ingress is offered only on existing clusters; Kconfig drops it elsewhere.
+    (tmp_path / "ingress").mkdir()
+    stack = Stack(tmp_path / "ingress", defconfig="vllm-kind-dra-mps")
+    stack.configure("CONFIG_VLLM_PROD_STACK_ACCESS_INGRESS=y")
+    generated = yaml.safe_load((tmp_path / "ingress" / "extra_vars.yaml").read_text())
+    assert generated["vllm_prod_stack_access"] == "port_forward"
+    with pytest.raises(kube.KubeConfigError, match="existing cluster"):
+        kube.ingress({"vllm_platform": "kind", "servelab_group": "dev"}, 3600)
+
+
+def test_names_fit_the_chart_or_are_refused(tmp_path, stack_chart):
+    """The longest model name we accept gives the real chart's Services and pod hostname
+    at most 63 characters; one more character is refused, naming the setting."""
+    cfg = {"vllm_helm_release_name": "vllm", "servelab_group": "baseline"}
+    longest = max(len(n) for n in kube.chart_names({**cfg, "vllm_model_name": "m"}).values())
+    model = "m" * (kube.DNS_LABEL_MAX - longest + 1)
+    kube.check_names({**cfg, "vllm_model_name": model})
+    with pytest.raises(kube.KubeConfigError, match="CONFIG_VLLM_MODEL_NAME"):
+        kube.check_names({**cfg, "vllm_model_name": model + "m"})
+    _, out = render(tmp_path, "vllm-kind-dra-mps", f'CONFIG_VLLM_MODEL_NAME="{model}"')
+    args = ["template", "vllm-baseline", str(stack_chart), "-f", str(out / "baseline/values.yaml")]
+    args += ["--post-renderer", str(out / "baseline/post-renderer")]
+    proc = helm(*args)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+    hostnames = [
+        d["spec"]["template"]["spec"].get("hostname", "") for d in docs if d["kind"] == "Deployment"
+    ]
+    assert services and max(len(n) for n in services + hostnames) <= kube.DNS_LABEL_MAX
+    assert max(len(n) for n in services + hostnames) == kube.DNS_LABEL_MAX  # the bound is tight

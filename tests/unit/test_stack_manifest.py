@@ -204,7 +204,9 @@ def test_the_post_renderer_runs_from_the_collection_without_a_pythonpath(tmp_pat
     wrapper = kube.post_renderer_script(cfg, sys.executable)
     assert "PYTHONPATH" not in wrapper
     script = kube.collection_dir() / kube.POST_RENDERER
-    assert f"exec {sys.executable} {script} vllm-dev vllm-dev-gpu" in wrapper
+    template = kube.claim_template_name(cfg)
+    assert template.startswith("vllm-dev-gpu-")
+    assert f"exec {sys.executable} {script} vllm-dev {template}" in wrapper
     path = tmp_path / "post-renderer"
     path.write_text(wrapper)
     path.chmod(0o755)
@@ -213,7 +215,7 @@ def test_the_post_renderer_runs_from_the_collection_without_a_pythonpath(tmp_pat
     assert proc.returncode == 0, proc.stderr
     (doc,) = yaml.safe_load_all(proc.stdout)
     pod = doc["spec"]["template"]["spec"]
-    assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": "vllm-dev-gpu"}]
+    assert pod["resourceClaims"] == [{"name": "gpu", "resourceClaimTemplateName": template}]
     assert pod["containers"][0]["resources"]["claims"] == [{"name": "gpu"}]
     # Run by its real path in a checkout, it finds the collection too.
     real = subprocess.run(

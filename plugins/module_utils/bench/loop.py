@@ -17,7 +17,7 @@ try:
 except ImportError:  # the module reports it with missing_required_lib
     aiohttp = None
 
-from . import schedule
+from . import schedule, workers
 from .client import Target, send
 from .datasets import BenchRequest
 from .metrics import RequestOutcome
@@ -38,6 +38,7 @@ class RunState:
     send_span_s: float = 0.0  # seconds from the start to the last send
     interrupted: str = ""  # the signal that stopped the run, if one did
     client: WorkerCheck = field(default_factory=WorkerCheck)  # the client's self-check
+    workers: list[dict] = field(default_factory=list)  # worker processes' figures, if any
 
 
 async def run_load(
@@ -56,9 +57,11 @@ async def run_load(
         async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
             warm = dataclasses.replace(target, save_text=False)
             state.warmup = await _warm_up(spec, session, warm, requests[: spec.warmup_requests])
-            return await _send_measured(
-                spec, session, target, requests[spec.warmup_requests :], progress, sampler, state
-            )
+            measured = requests[spec.warmup_requests :]
+            n = workers.count(spec.client_workers, spec.max_concurrency)
+            if n > 1:
+                return await _send_by_workers(spec, target, measured, n, progress, sampler, state)
+            return await _send_measured(spec, session, target, measured, progress, sampler, state)
     finally:
         restore()
 
@@ -131,7 +134,7 @@ async def _send_measured(
     for i, offset in enumerate(schedule.send_times(spec, len(measured))):
         if deadline is not None and time.perf_counter() >= deadline:
             break
-        await _sleep_until(start + offset)
+        await sleep_until(start + offset)
         if deadline is not None and time.perf_counter() >= deadline:
             break
         tasks.append(asyncio.create_task(one(i, measured[i % len(measured)], offset)))
@@ -147,12 +150,55 @@ async def _send_measured(
     return duration
 
 
+async def _send_by_workers(
+    spec: RunSpec,
+    target: Target,
+    measured: list[BenchRequest],
+    n: int,
+    progress: Progress,
+    sampler: Sampler,
+    state: RunState,
+) -> float:
+    """The measured requests through n worker processes (workers.py); what they did is
+    merged into state, also when the run is stopped."""
+    pool = workers.Pool(workers.plan(spec, measured, n), target)
+    sampler.before = await sampler.snapshot_async()
+    done_event = asyncio.Event()
+    sampler_task = asyncio.create_task(sampler.sample_until(done_event))
+    try:
+        start = state.start = await pool.start(spec.duration)
+        while pool.running():
+            ended, failed = pool.counts()
+            progress.line(
+                f"{ended} done ({failed} failed), {n} workers, {time.perf_counter() - start:.0f} s"
+            )
+            await asyncio.sleep(0.1)
+        duration = time.perf_counter() - start
+    except asyncio.CancelledError:
+        pool.stop()  # each worker saves what ended, as one process does
+        _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
+        raise
+    finally:
+        done_event.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler_task
+    _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
+    sampler.after = await sampler.snapshot_async()
+    return duration
+
+
+def _merge(state: RunState, outcomes: list, figures: list[dict], span: float) -> None:
+    state.outcomes.extend(outcomes)
+    state.workers = sorted(figures, key=lambda f: f["worker"])
+    state.send_span_s = span
+
+
 # asyncio's timers fire up to 1 ms late (the epoll timeout is whole milliseconds, rounded
 # up): sends wait on a timer until this long before their time, then yield to the loop.
 SPIN_S = 0.001
 
 
-async def _sleep_until(when: float) -> None:
+async def sleep_until(when: float) -> None:
     """Return at perf_counter() `when`, not a timer's millisecond later: the last SPIN_S
     passes in asyncio.sleep(0), which lets every other task run meanwhile."""
     delay = when - time.perf_counter() - SPIN_S

@@ -112,9 +112,9 @@ def run(
             "host_load": host.figures,
             "server": sampler.deltas(),
             "dataset": dataset_info,
-            # Was the load generator the bottleneck? One worker today: this process.
+            # Was the load generator the bottleneck? This process, or its workers.
             "client": selfcheck.summary(
-                [state.client.figures()], paced=math.isfinite(spec.request_rate)
+                state.workers or [state.client.figures()], paced=math.isfinite(spec.request_rate)
             ),
         },
         context=context or {},

@@ -2,10 +2,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The load generator's check on itself: was the client, not the server, the bottleneck?
 
-Each worker (today the one asyncio process) measures, over its measured phase, how late
-it handed each request to the HTTP client (send lag), how late its event loop woke a
-timer (loop lag) and how much CPU it used. summary() joins the workers' figures and
-judges the run client-bound by SEND_LAG_P99_MS and CPU_PCT.
+Each worker (the one asyncio process, or each worker process of workers.py) measures,
+over its measured phase, how late it handed each request to the HTTP client (send lag),
+how late its event loop woke a timer (loop lag) and how much CPU it used. summary()
+joins the workers' figures and judges the run client-bound by SEND_LAG_P99_MS and CPU_PCT.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class WorkerCheck:
     request sent, stop() when the phase ends (or is cut off)."""
 
     worker: int = 0
+    event_loop: str = "asyncio"  # or uvloop, in worker processes where it installs
     send_lags: list[float] = field(default_factory=list)  # seconds, per measured request
     loop_lags: list[float] = field(default_factory=list)  # seconds, per probe tick
     started: tuple[float, float] | None = None  # perf_counter, process_time at start
@@ -73,6 +74,7 @@ class WorkerCheck:
         return {
             "worker": self.worker,
             "pid": os.getpid(),
+            "event_loop": self.event_loop,
             "requests": len(send),
             "send_lag_p50_ms": percentile(send, 50),
             "send_lag_p99_ms": percentile(send, 99),

@@ -109,6 +109,7 @@ class RunSpec:
         dict, "name to pid of processes whose CPU and memory are sampled", {}, cli=False
     )
     save_text: bool = option(bool, "keep each answer's text in requests.jsonl", False)
+    client_workers: int = option(int, "load generator processes; 0: one per 4 CPUs (at least 1)", 0)
 
     @property
     def slo(self) -> metrics.Slo:
@@ -132,6 +133,8 @@ class RunSpec:
             )
         if self.burstiness <= 0:
             raise BenchError(f"burstiness {self.burstiness}: expected > 0")
+        if self.client_workers < 0:
+            raise BenchError(f"client workers {self.client_workers}: expected >= 0 (0: auto)")
 
     def recorded(self) -> dict:
         """The spec as a summary records it: no secret, no pids."""
