@@ -49,7 +49,7 @@ def p99(values: list[float]) -> float:
 
 
 def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[float]:
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             str(TOP / "bin/servelab-bench"),
@@ -73,9 +73,12 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[floa
             "--out",
             str(out),
         ],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
     )
+    if done.returncode:
+        raise SystemExit(f"servelab-bench failed ({done.returncode}):\n{done.stderr[-3000:]}")
     errors = []
     for line in (out / "requests.jsonl").read_text().splitlines():
         record = json.loads(line)
