@@ -24,7 +24,7 @@ from .metrics import RequestOutcome
 from .progress import Progress
 from .selfcheck import WorkerCheck
 from .server_metrics import Sampler
-from .spec import RunSpec
+from .spec import BenchError, RunSpec
 
 
 @dataclass
@@ -166,7 +166,11 @@ async def _send_by_workers(
     done_event = asyncio.Event()
     sampler_task = asyncio.create_task(sampler.sample_until(done_event))
     try:
-        start = state.start = await pool.start(spec.duration)
+        try:
+            start = state.start = await pool.start(spec.duration)
+        except RuntimeError as err:  # a worker that did not start: before any load
+            pool.stop()
+            raise BenchError(f"the load generator could not start: {err}") from None
         while pool.running():
             ended, failed = pool.counts()
             progress.line(
@@ -182,7 +186,10 @@ async def _send_by_workers(
         done_event.set()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler_task
-    _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
+    try:
+        _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
+    except RuntimeError as err:  # a worker failed: its requests cannot be accounted for
+        raise BenchError(f"the load generator failed: {err}") from None
     sampler.after = await sampler.snapshot_async()
     return duration
 
