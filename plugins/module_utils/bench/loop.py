@@ -180,16 +180,16 @@ async def _send_by_workers(
         duration = time.perf_counter() - start
     except asyncio.CancelledError:
         pool.stop()  # each worker saves what ended, as one process does
-        _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
+        _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S)[:3])  # keep what came back
         raise
     finally:
         done_event.set()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler_task
-    try:
-        _merge(state, *pool.results(workers.RESULTS_TIMEOUT_S))
-    except RuntimeError as err:  # a worker failed: its requests cannot be accounted for
-        raise BenchError(f"the load generator failed: {err}") from None
+    *done, errors = pool.results(workers.RESULTS_TIMEOUT_S)
+    if errors:  # a worker failed: its share of the requests cannot be accounted for
+        raise BenchError(f"the load generator failed: {'; '.join(errors)}")
+    _merge(state, *done)
     sampler.after = await sampler.snapshot_async()
     return duration
 
