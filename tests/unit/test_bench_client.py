@@ -142,20 +142,25 @@ def bench_cli(url: str, out: Path, *extra: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def wait_for_done(out: Path, count: int, timeout: float = 60) -> None:
+    """Until the run's progress.log says `count` requests ended (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = out / "progress.log"
+        if log.exists() and any(
+            int(n) >= count for n in re.findall(r"(\d+) done", log.read_text())
+        ):
+            return
+        time.sleep(0.1)
+
+
 def test_an_interrupted_run_keeps_what_it_did(tmp_path):
     """SIGTERM (as a stopped playbook sends) mid-run: the requests that ended are saved,
     the summary says interrupted, and nothing half-written is left."""
     out = tmp_path / "run"
     with serving() as url:
         proc = bench_cli(url, out, "--request-rate", "4", "--num-prompts", "40")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            log = out / "progress.log"
-            if log.exists() and any(
-                int(n) >= 3 for n in re.findall(r"(\d+) done", log.read_text())
-            ):
-                break
-            time.sleep(0.1)
+        wait_for_done(out, 3)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
@@ -315,14 +320,7 @@ def test_a_stop_reaches_every_worker_and_keeps_what_they_did(tmp_path):
     with serving() as url:
         proc = bench_cli(url, out, "--request-rate", "4", "--num-prompts", "40",
                          "--client-workers", "2")  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            log = out / "progress.log"
-            if log.exists() and any(
-                int(n) >= 3 for n in re.findall(r"(\d+) done", log.read_text())
-            ):
-                break
-            time.sleep(0.1)
+        wait_for_done(out, 3)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                   text=True).stdout.split()  # fmt: skip
         commands = {c: _cmdline(c) for c in children}
