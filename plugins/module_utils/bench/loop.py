@@ -113,14 +113,7 @@ async def _send_measured(
     check.start()
 
     async def one(i: int, req: BenchRequest, due: float) -> None:
-        # Send lag: how late after its send time the request's task ran; nothing awaits
-        # between here and send() but a free slot under max_concurrency, and that wait
-        # is the limit at work, not the client lagging.
-        lag = time.perf_counter() - start - due
-        check.record(lag)
-        async with limit or contextlib.nullcontext():
-            outcome = await send(session, target, req, i, start)
-        outcome.send_lag = lag
+        outcome = await send_on_time(session, target, req, i, start, due, check, limit)
         if state.interrupted and outcome.error_class == "client_abort":
             return  # cut off by the user's stop: it never ended, so it is not a result
         outcomes.append(outcome)
@@ -148,6 +141,27 @@ async def _send_measured(
     sampler.after = await sampler.snapshot_async()
     state.send_span_s = last_scheduled
     return duration
+
+
+async def send_on_time(
+    session: aiohttp.ClientSession,
+    target: Target,
+    req: BenchRequest,
+    index: int,
+    start: float,
+    due: float,
+    check: WorkerCheck,
+    limit: asyncio.Semaphore | None,
+) -> RequestOutcome:
+    """One measured request, its send lag recorded: how late after its send time (`due`,
+    from `start`) its task ran. Nothing awaits between here and send() but a free slot
+    under max_concurrency, and that wait is the limit at work, not the client lagging."""
+    lag = time.perf_counter() - start - due
+    check.record(lag)
+    async with limit or contextlib.nullcontext():
+        outcome = await send(session, target, req, index, start)
+    outcome.send_lag = lag
+    return outcome
 
 
 async def _send_by_workers(

@@ -83,8 +83,7 @@ async def _send_share(
     """The worker's loop: ready, wait for the common start, send on time, collect."""
     import aiohttp
 
-    from .client import send
-    from .loop import sleep_until
+    from .loop import send_on_time, sleep_until
 
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -104,11 +103,7 @@ async def _send_share(
         stopped = False
 
         async def one(index: int, req: BenchRequest, due: float) -> None:
-            lag = time.perf_counter() - start - due
-            check.record(lag)
-            async with limit or contextlib.nullcontext():
-                outcome = await send(session, target, req, index, start)
-            outcome.send_lag = lag
+            outcome = await send_on_time(session, target, req, index, start, due, check, limit)
             if stopped and outcome.error_class == "client_abort":
                 return  # cut off by the user's stop: not a result
             outcomes.append(outcome)
@@ -168,7 +163,7 @@ class Pool:
     async def start(self, duration: float) -> float:
         """Wait until every worker is ready, then give them one start; returns it."""
         deadline = time.monotonic() + READY_TIMEOUT_S
-        for conn, proc in zip(self.conns, self.procs, strict=True):
+        for conn, proc in self.each():
             while not conn.poll():
                 if not proc.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError(f"load generator worker {proc.pid} did not start")
