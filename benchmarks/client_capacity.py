@@ -7,7 +7,8 @@ is compared with the server's actual send interval of the same two chunks: the
 difference is the client's (and the loopback's) timing error alone, free of the
 server's own jitter. For request rates rising by steps, both clients run the same load;
 the script prints, per tool, the highest request rate and chunk rate whose p99 error
-stays under 1 ms, and the ratio.
+stays under 1 ms, and the ratio; and under each point servelab's self-check of each run
+(its worst worker's CPU and p99 send lag; "!" where it judged itself client-bound).
 
 servelab runs with each worker count of --workers (1 is the single asyncio client; more
 are worker processes, bench/workers.py), and the paced server with --servers processes
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,17 @@ def errors_ms(itls_s: list[float], text: str) -> list[float]:
 def p99(values: list[float]) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(0.99 * (len(values) - 1) + 0.5))] if values else 0.0
+
+
+def capacity(points: list[tuple[float, float]]) -> float:
+    """The highest rate of the passing run from the lowest rate: a pass above a failure
+    is noise, not capacity."""
+    best = 0.0
+    for rate, error in sorted(points):
+        if error >= 1.0:
+            break
+        best = rate
+    return best
 
 
 def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[float]:
@@ -83,7 +96,11 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[floa
     for line in (out / "requests.jsonl").read_text().splitlines():
         record = json.loads(line)
         errors += errors_ms(record["itl"], record["text"])
+    CHECKS.append(json.loads((out / "summary.json").read_text())["client"])
     return errors
+
+
+CHECKS: list[dict] = []  # servelab's self-check of each run, in order
 
 
 def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: Path) -> list[float]:
@@ -141,7 +158,8 @@ def main() -> int:
     ap.add_argument("--gap-ms", type=float, default=20)
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--rates", default="5,10,20,40,80,160")
+    ap.add_argument("--rates", default="10,20,40,60,80,100,120,160,200,240")
+    ap.add_argument("--reps", type=int, default=3, help="runs a point and tool (the median)")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     tools = [f"servelab x{w}" for w in counts] + (["vllm bench serve"] if args.vllm_python else [])
@@ -156,42 +174,65 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.1)
-        best = dict.fromkeys(tools, 0.0)
         print(
             f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
-            f"~{args.seconds:g} s per point, {args.servers} server process(es)"
+            f"~{args.seconds:g} s per point, {args.servers} server process(es), "
+            f"{args.reps} repetition(s) a point, tools alternating"
         )
-        header = " ".join(f"{t + ' p99 ms':>22}" for t in tools)
+        header = " ".join(f"{t + ' p99 ms':>24}" for t in tools)
         print(f"{'rate req/s':>10} {'chunks/s':>9} {header}")
+        medians: dict[str, list[tuple[float, float]]] = {t: [] for t in tools}
         for rate in [float(r) for r in args.rates.split(",")]:
             n = max(10, int(rate * args.seconds))
-            errors = {}
-            with tempfile.TemporaryDirectory() as tmp:
-                for w in counts:
-                    out = Path(tmp) / f"ours{w}"
-                    errors[f"servelab x{w}"] = p99(ours(rate, n, args.tokens, out, w))
-                if args.vllm_python:
-                    b_dir = Path(tmp) / "vllm"
-                    b_dir.mkdir()
-                    errors["vllm bench serve"] = p99(
-                        theirs(args.vllm_python, args.tokenizer, rate, n, args.tokens, b_dir)
+            errors: dict[str, list[float]] = {t: [] for t in tools}
+            checks: dict[str, list[dict]] = {t: [] for t in tools}
+            for rep in range(args.reps):
+                # Alternate the order, so that neither tool always runs first or last.
+                for tool in tools if rep % 2 == 0 else tools[::-1]:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        out = Path(tmp) / "out"
+                        if tool == "vllm bench serve":
+                            out.mkdir()
+                            errs = theirs(
+                                args.vllm_python, args.tokenizer, rate, n, args.tokens, out
+                            )
+                        else:
+                            errs = ours(rate, n, args.tokens, out, int(tool.split("x")[-1]))
+                            checks[tool].append(CHECKS[-1])
+                    errors[tool].append(p99(errs))
+            cells = []
+            for tool in tools:
+                median = statistics.median(errors[tool])
+                medians[tool].append((rate, median))
+                spread = "/".join(f"{e:.2f}" for e in errors[tool]) if args.reps > 1 else ""
+                cells.append(f"{median:>7.3f} {('(' + spread + ')') if spread else '':>16}")
+            print(f"{rate:>10g} {rate * args.tokens:>9g} " + " ".join(cells), flush=True)
+            # servelab's own verdict on itself, per run: worst worker's CPU and send lag.
+            print(
+                " " * 21
+                + "self-check (CPU % / p99 send lag ms): "
+                + "; ".join(
+                    f"{tool} "
+                    + " ".join(
+                        f"{c['cpu_pct_max']:.0f}/{c['send_lag_p99_ms']:.2f}"
+                        + ("!" if c["bound"] else "")
+                        for c in checks[tool]
                     )
-            chunks = rate * args.tokens
-            print(f"{rate:>10g} {chunks:>9g} " + " ".join(f"{errors[t]:>22.3f}" for t in tools),
-                  flush=True)  # fmt: skip
-            for tool, err in errors.items():
-                if err < 1.0:
-                    best[tool] = max(best[tool], rate)
+                    for tool in tools
+                    if checks[tool]
+                ),
+                flush=True,
+            )
+        best = {tool: capacity(points) for tool, points in medians.items()}
         for tool, rate in best.items():
             print(
-                f"{tool}: highest rate under 1 ms p99 error: {rate:g} req/s "
-                f"({rate * args.tokens:g} chunks/s)"
+                f"{tool}: highest rate under 1 ms p99 error (median of {args.reps}, every lower "
+                f"rate under too): {rate:g} req/s ({rate * args.tokens:g} chunks/s)"
             )
-        reference = best.get("vllm bench serve") or best[tools[0]]
-        name = "vllm bench serve" if best.get("vllm bench serve") else tools[0]
+        name = "vllm bench serve" if "vllm bench serve" in best else tools[0]
         for tool in tools:
-            if tool != name and reference:
-                print(f"ratio {tool} / {name}: {best[tool] / reference:.2f}")
+            if tool != name and best[name]:
+                print(f"ratio {tool} / {name}: {best[tool] / best[name]:.2f}")
     finally:
         server.terminate()
         server.wait()

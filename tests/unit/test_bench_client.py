@@ -6,6 +6,7 @@ classes can be checked exactly; tests/integration runs the client against real v
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -75,6 +76,23 @@ def test_chunks_are_stamped_on_arrival():
     assert out.latency == pytest.approx(6 * GAP, abs=0.05)
     assert out.tpot == pytest.approx(GAP, abs=0.02)
     assert out.text == "" and "text" not in out.to_record()
+
+
+def test_a_chunk_is_stamped_when_it_is_read_not_when_it_is_parsed(monkeypatch):
+    """Between each socket read and its parse the loop is held 30 ms (as other streams'
+    reads and parses hold it under load): the first token is still timed at the server's
+    pace, and no watch is left behind."""
+    feed = client._WatchedReader.feed_data
+
+    def held(self, data, *args):
+        asyncio.get_running_loop().call_soon(time.sleep, 0.03)  # runs before the parse
+        return feed(self, data, *args)
+
+    monkeypatch.setattr(client._WatchedReader, "feed_data", held)
+    out = asyncio.run(call("ok", 4))
+    assert out.success and out.chunks == 4
+    assert out.ttft == pytest.approx(GAP, abs=0.015)  # parsed at GAP + 0.03
+    assert client._WATCHED == {}
 
 
 def test_a_token_with_empty_text_is_still_the_first_token():
@@ -312,6 +330,9 @@ def test_worker_processes_keep_the_schedule_and_merge_into_one_run(tmp_path):
     assert [w["requests"] for w in two["workers"]] == [30, 30]
     assert len({w["pid"] for w in two["workers"]}) == 2
     assert two["send_lag_p99_ms"] == max(w["send_lag_p99_ms"] for w in two["workers"])
+    # No cyclic garbage collection stopped either client in its measured phase (600
+    # chunks allocate far past the collector's threshold of 700 objects).
+    assert [w["gc_collections"] for w in one["workers"] + two["workers"]] == [0, 0, 0]
     assert runs["2"][0]["median_tpot_ms"] == pytest.approx(GAP * 1000, abs=10)
 
 
@@ -361,3 +382,22 @@ def test_the_benchmark_module_runs_its_workers_too(tmp_path):
     summary = json.loads((out / "default" / "rep-1" / "summary.json").read_text())
     assert summary["completed"] == 12
     assert [w["requests"] for w in summary["client"]["workers"]] == [6, 6]
+
+
+def test_the_collector_is_paused_only_for_the_measured_phase():
+    """gc_paused: the collector is off inside, back as it was after, also after an
+    error; what lived before is frozen out of collections only meanwhile."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench.loop import gc_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+        raise RuntimeError("a run that fails")
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()

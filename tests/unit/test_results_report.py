@@ -141,4 +141,11 @@ def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
         "dev/dev-local default rep 2: client-bound: the client's p99 send lag 3.20 ms is "
         "above 1 ms: the load generator, not only the server, shaped these figures",
     ]
-    assert warned[1] in (run / "report" / "report.md").read_text()
+    md = (run / "report" / "report.md").read_text()
+    assert warned[1] in md
+    # Every block shows its client check in the run-order table, bound or not.
+    table = [line for line in md.splitlines() if line.startswith("| ") and "| default |" in line]
+    rows = {line.split("|")[2].strip() + line.split("|")[4].strip(): line for line in table}
+    assert rows["dev2"].rstrip(" |").endswith("3.20 ms, 40% x1 BOUND")
+    assert rows["dev3"].rstrip(" |").endswith("3.20 ms, 40% x1")
+    assert rows["dev1"].rstrip(" |").endswith("| -")  # a summary from before the check

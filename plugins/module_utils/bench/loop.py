@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import time
 from dataclasses import dataclass, field
@@ -107,35 +108,38 @@ async def _send_measured(
     sampler_task = asyncio.create_task(sampler.sample_until(done_event))
     tasks: list[asyncio.Task] = []
     outcomes = state.outcomes
-    start = state.start = time.perf_counter()
-    deadline = start + spec.duration if spec.duration else None
+    failed = sum(not o.success for o in outcomes)
     check = state.client
-    check.start()
 
     async def one(i: int, req: BenchRequest, due: float) -> None:
+        nonlocal failed
         outcome = await send_on_time(session, target, req, i, start, due, check, limit)
         if state.interrupted and outcome.error_class == "client_abort":
             return  # cut off by the user's stop: it never ended, so it is not a result
         outcomes.append(outcome)
-        failed = sum(not o.success for o in outcomes)
+        failed += not outcome.success
         progress.line(
             f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
             f"{time.perf_counter() - start:.0f} s"
         )
 
-    # A request count ends after its last request; a duration at its deadline.
-    for i, offset in enumerate(schedule.send_times(spec, len(measured))):
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        await sleep_until(start + offset)
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        tasks.append(asyncio.create_task(one(i, measured[i % len(measured)], offset)))
-        state.send_span_s = time.perf_counter() - start
-    last_scheduled = time.perf_counter() - start
-    await asyncio.gather(*tasks)
-    duration = time.perf_counter() - start
-    check.stop()
+    with gc_paused():
+        start = state.start = time.perf_counter()
+        deadline = start + spec.duration if spec.duration else None
+        check.start()
+        # A request count ends after its last request; a duration at its deadline.
+        for i, offset in enumerate(schedule.send_times(spec, len(measured))):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            await sleep_until(start + offset)
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            tasks.append(asyncio.create_task(one(i, measured[i % len(measured)], offset)))
+            state.send_span_s = time.perf_counter() - start
+        last_scheduled = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+        duration = time.perf_counter() - start
+        check.stop()
     done_event.set()
     await sampler_task
     sampler.after = await sampler.snapshot_async()
@@ -212,6 +216,26 @@ def _merge(state: RunState, outcomes: list, figures: list[dict], span: float) ->
     state.outcomes.extend(outcomes)
     state.workers = sorted(figures, key=lambda f: f["worker"])
     state.send_span_s = span
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The measured phase without Python's cyclic garbage collector, which stops the
+    whole process while it runs: at 6,000 chunks/s it ran 125 times in 8 s (gen 0: up to
+    2 ms each; once gen 2: 23 ms) and doubled the p99 chunk timing error. The client
+    makes no cyclic garbage per request (reference counting frees it: 3,230 objects
+    unreachable after 500 requests, 3,244 after 2,000), so memory does not grow; what
+    was alive before is frozen out of later collections, and all is collected after."""
+    gc.collect()
+    gc.freeze()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        gc.unfreeze()
 
 
 # asyncio's timers fire up to 1 ms late (the epoll timeout is whole milliseconds, rounded

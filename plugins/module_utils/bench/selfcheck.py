@@ -11,6 +11,7 @@ joins the workers' figures and judges the run client-bound by SEND_LAG_P99_MS an
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,13 +36,14 @@ class WorkerCheck:
     event_loop: str = "asyncio"  # or uvloop, in worker processes where it installs
     send_lags: list[float] = field(default_factory=list)  # seconds, per measured request
     loop_lags: list[float] = field(default_factory=list)  # seconds, per probe tick
-    started: tuple[float, float] | None = None  # perf_counter, process_time at start
-    ended: tuple[float, float] | None = None  # the same at stop
+    started: tuple[float, float, int] | None = None  # perf_counter, process_time, GC runs
+    ended: tuple[float, float, int] | None = None  # the same at stop
     probe: asyncio.Task | None = field(default=None, repr=False)
 
     def start(self, probe: bool = True) -> None:
         """From now on the phase is measured; probe: run the loop-lag task (in a loop)."""
-        self.started = time.perf_counter(), time.process_time()  # user + sys, all threads
+        # process_time: user + sys, all threads
+        self.started = time.perf_counter(), time.process_time(), _gc_runs()
         if probe:
             self.probe = asyncio.get_running_loop().create_task(self._watch_loop())
 
@@ -51,7 +53,7 @@ class WorkerCheck:
     def stop(self) -> None:
         """End the measured phase, also one cut off; once: later calls change nothing."""
         if self.started is not None and self.ended is None:
-            self.ended = time.perf_counter(), time.process_time()
+            self.ended = time.perf_counter(), time.process_time(), _gc_runs()
         if self.probe is not None:
             self.probe.cancel()  # not awaited: stop() may run inside a cancellation
             self.probe = None
@@ -66,9 +68,9 @@ class WorkerCheck:
 
     def figures(self) -> dict:
         """This worker's figures, in milliseconds and % of one core."""
-        begin = self.started or (0.0, 0.0)
+        begin = self.started or (0.0, 0.0, 0)
         end = self.ended or begin
-        wall, cpu = end[0] - begin[0], end[1] - begin[1]
+        wall, cpu, gc_runs = end[0] - begin[0], end[1] - begin[1], end[2] - begin[2]
         send = [x * 1000 for x in self.send_lags]
         loop = [x * 1000 for x in self.loop_lags]
         return {
@@ -85,7 +87,13 @@ class WorkerCheck:
             "cpu_seconds": cpu,
             "wall_seconds": wall,
             "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
+            "gc_collections": gc_runs,  # 0: the collector is paused (loop.gc_paused)
         }
+
+
+def _gc_runs() -> int:
+    """How many times Python's cyclic garbage collector has run in this process."""
+    return sum(generation["collections"] for generation in gc.get_stats())
 
 
 def summary(workers: list[dict], paced: bool = True) -> dict:

@@ -133,9 +133,12 @@ async def _send_share(
 def _worker_main(share: Share, target, conn, done) -> None:
     """A worker process: its share, then (outcomes, self-check figures, send span)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until its loop handles it
+    from .loop import gc_paused
+
     event_loop = "uvloop" if _use_uvloop() else "asyncio"
     try:
-        outcomes, check, span = asyncio.run(_send_share(share, target, conn, done, event_loop))
+        with gc_paused():  # the worker's whole life: its load is all measured
+            outcomes, check, span = asyncio.run(_send_share(share, target, conn, done, event_loop))
         conn.send(("done", outcomes, check.figures(), span))
     except Exception as err:
         conn.send(("error", f"worker {share.worker}: {type(err).__name__}: {err}"))

@@ -201,14 +201,28 @@ def rep_rows(run: RunResults) -> list[list[str]]:
                 stats.fmt(sm.get("output_throughput")),
                 f"{warm.get('warmup_requests', '-')} in "
                 f"{stats.fmt(warm.get('warmup_seconds'), 0)} s",
+                _client_cell(sm.get("client") or {}),
             ]
         )
     return rows
 
 
+def _client_cell(client: dict) -> str:
+    """The load generator's self-check of one block: its worst worker's p99 send lag and
+    CPU, the number of workers, and whether it was the bottleneck."""
+    if not client:
+        return "-"
+    workers = len(client.get("workers") or []) or 1
+    return (
+        f"{client.get('send_lag_p99_ms') or 0:.2f} ms, {client.get('cpu_pct_max') or 0:.0f}% "
+        f"x{workers}" + (" BOUND" if client.get("bound") else "")
+    )
+
+
 REP_HEADER = [
     "order", "group", "point", "rep", "offered req/s", "achieved req/s", "ok/failed",
     "median TTFT ms", "median TPOT ms", "output tok/s", "warm-up",
+    "client: p99 send lag, CPU, workers",
 ]  # fmt: skip
 COMPARISON_HEADER = [
     "metric", "baseline", "dev", "delta %", "interval of dev - baseline", "level",
