@@ -16,7 +16,9 @@ on one port, so that the server is not the limit. Without --vllm-python, servela
 
 Usage: .venv/bin/python benchmarks/client_capacity.py [--vllm-python ENGINE_VENV/bin/python \
            --tokenizer MODEL_DIR] [--workers 1,2] [--servers 1] [--gap-ms 20] [--tokens 50] \
-           [--seconds 8] [--rates 5,10,20,40,80,160]
+           [--seconds 8] [--rates 10,20,...] [--reps 3] [--server-cpus 0-7]
+(run it under `taskset -c 8-15` with --server-cpus 0-7 to keep the server off the
+client's cores)
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ def main() -> int:
     ap.add_argument("--tokenizer", default="", help="model directory (for vllm bench serve)")
     ap.add_argument("--workers", default="1,2", help="servelab worker counts to compare")
     ap.add_argument("--servers", type=int, default=1, help="paced server processes")
+    ap.add_argument(
+        "--server-cpus", default="", help="pin the server to these CPUs (taskset -c LIST)"
+    )
     ap.add_argument("--gap-ms", type=float, default=20)
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=8)
@@ -163,9 +168,10 @@ def main() -> int:
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     tools = [f"servelab x{w}" for w in counts] + (["vllm bench serve"] if args.vllm_python else [])
+    pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
     server = subprocess.Popen(
-        [sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT), str(args.gap_ms),
-         str(args.servers)]
+        [*pin, sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT),
+         str(args.gap_ms), str(args.servers)]
     )  # fmt: skip
     try:
         for _ in range(100):
