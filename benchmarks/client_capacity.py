@@ -30,9 +30,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+import paced_server
 
 TOP = Path(__file__).resolve().parents[1]
 PORT = 18999
@@ -168,18 +168,7 @@ def main() -> int:
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     tools = [f"servelab x{w}" for w in counts] + (["vllm bench serve"] if args.vllm_python else [])
-    pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
-    server = subprocess.Popen(
-        [*pin, sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT),
-         str(args.gap_ms), str(args.servers)]
-    )  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v1/models", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with paced_server.running(PORT, args.gap_ms, args.servers, args.server_cpus):
         print(
             f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
             f"~{args.seconds:g} s per point, {args.servers} server process(es), "
@@ -239,9 +228,6 @@ def main() -> int:
         for tool in tools:
             if tool != name and best[name]:
                 print(f"ratio {tool} / {name}: {best[tool] / best[name]:.2f}")
-    finally:
-        server.terminate()
-        server.wait()
     return 0
 
 

@@ -11,11 +11,14 @@ server's own scheduling jitter from the client's timing error.
 """
 
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
+import subprocess
 import sys
 import time
+import urllib.request
 
 from aiohttp import web
 
@@ -64,6 +67,27 @@ def serve(port: int, gap: float) -> None:
     app.router.add_post("/v1/completions", handler(gap, chat=False))
     app.router.add_post("/v1/chat/completions", handler(gap, chat=True))
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, reuse_port=True)
+
+
+@contextlib.contextmanager
+def running(port: int, gap_ms: float, processes: int = 1, cpus: str = ""):
+    """This server in a subprocess (pinned to `cpus` with taskset if given), ready to
+    answer when the block starts, stopped when it ends."""
+    pin = ["taskset", "-c", cpus] if cpus else []
+    server = subprocess.Popen(
+        [*pin, sys.executable, __file__, str(port), str(gap_ms), str(processes)]
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def main() -> None:

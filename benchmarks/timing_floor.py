@@ -30,13 +30,11 @@ import multiprocessing
 import re
 import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 
-TOP = Path(__file__).resolve().parents[1]
+import paced_server
+
 PORT = 18998
 STAMP = re.compile(rb'"text": " (\d+)"')
 
@@ -130,17 +128,7 @@ def main() -> int:
         f"timer: 1 ms sleep wakes late by p50 {statistics.median(late):.3f} ms, "
         f"p99 {pct(late, 99):.3f} ms, max {max(late):.3f} ms ({len(late)} sleeps)"
     )
-    server = subprocess.Popen(
-        [sys.executable, str(TOP / "benchmarks/paced_server.py"), str(PORT), str(args.gap_ms),
-         str(args.servers)]
-    )  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v1/models", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with paced_server.running(PORT, args.gap_ms, args.servers):
         for procs, spin in itertools.product([int(p) for p in args.procs.split(",")], modes):
             errors, delays = bare(procs, args.streams, args.tokens, spin)
             rate = procs * 1000 / args.gap_ms
@@ -152,9 +140,6 @@ def main() -> int:
                 f"p99 {pct(delays, 99):.3f} ms",
                 flush=True,
             )
-    finally:
-        server.terminate()
-        server.wait()
     return 0
 
 
