@@ -34,14 +34,10 @@ import sys
 import time
 
 import paced_server
+from client_capacity import p99
 
 PORT = 18998
 STAMP = re.compile(rb'"text": " (\d+)"')
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q / 100 * (len(values) - 1) + 0.5))]
 
 
 def timer_lateness_ms(n: int = 2000, sleep_s: float = 0.001) -> list[float]:
@@ -126,7 +122,7 @@ def main() -> int:
     late = timer_lateness_ms()
     print(
         f"timer: 1 ms sleep wakes late by p50 {statistics.median(late):.3f} ms, "
-        f"p99 {pct(late, 99):.3f} ms, max {max(late):.3f} ms ({len(late)} sleeps)"
+        f"p99 {p99(late):.3f} ms, max {max(late):.3f} ms ({len(late)} sleeps)"
     )
     with paced_server.running(PORT, args.gap_ms, args.servers):
         for procs, spin in itertools.product([int(p) for p in args.procs.split(",")], modes):
@@ -135,9 +131,9 @@ def main() -> int:
             how = "polling" if spin else "blocking"
             print(
                 f"bare reader x{procs}, {how} ({rate:g} chunks/s, {len(errors)} intervals): timing "
-                f"error p50 {statistics.median(errors):.3f} ms, p99 {pct(errors, 99):.3f} ms; "
+                f"error p50 {statistics.median(errors):.3f} ms, p99 {p99(errors):.3f} ms; "
                 f"one-way delay p50 {statistics.median(delays):.3f} ms, "
-                f"p99 {pct(delays, 99):.3f} ms",
+                f"p99 {p99(delays):.3f} ms",
                 flush=True,
             )
     return 0
