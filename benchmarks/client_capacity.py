@@ -11,11 +11,13 @@ stays under 1 ms, and the ratio; and under each point servelab's self-check of e
 (its worst worker's CPU and p99 send lag; "!" where it judged itself client-bound).
 
 servelab runs with each worker count of --workers (1 is the single asyncio client; more
-are worker processes, bench/workers.py), and the paced server with --servers processes
+are worker processes, bench/workers.py; a "p" after the count, e.g. 1p, runs them
+busy-polling, --client-busy-poll, whose self-check gives the share of the core spent on
+work instead of CPU), and the paced server with --servers processes
 on one port, so that the server is not the limit. Without --vllm-python, servelab alone.
 
 Usage: .venv/bin/python benchmarks/client_capacity.py [--vllm-python ENGINE_VENV/bin/python \
-           --tokenizer MODEL_DIR] [--workers 1,2] [--servers 1] [--gap-ms 20] [--tokens 50] \
+           --tokenizer MODEL_DIR] [--workers 1,2,1p] [--servers 1] [--gap-ms 20] [--tokens 50] \
            [--seconds 8] [--rates 10,20,...] [--reps 3] [--server-cpus 0-7]
 (run it under `taskset -c 8-15` with --server-cpus 0-7 to keep the server off the
 client's cores)
@@ -63,7 +65,8 @@ def capacity(points: list[tuple[float, float]]) -> float:
     return best
 
 
-def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[float]:
+def ours(rate: float, n: int, tokens: int, out: Path, workers: str) -> list[float]:
+    """servelab-bench with `workers` processes ("2p": two, busy-polling)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -84,7 +87,8 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[floa
             "--warmup-requests",
             "0",
             "--client-workers",
-            str(workers),
+            workers.rstrip("p"),
+            *(["--client-busy-poll"] if workers.endswith("p") else []),
             "--out",
             str(out),
         ],
@@ -103,6 +107,13 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: int) -> list[floa
 
 
 CHECKS: list[dict] = []  # servelab's self-check of each run, in order
+
+
+def _name(workers: str) -> str:
+    """A servelab tool's name: "1" -> servelab x1, "2p" -> servelab x2 poll."""
+    if not workers.rstrip("p").isdigit():
+        raise SystemExit(f"--workers: {workers!r}: expected a count, optionally with p (2p)")
+    return f"servelab x{workers.rstrip('p')}" + (" poll" if workers.endswith("p") else "")
 
 
 def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: Path) -> list[float]:
@@ -155,7 +166,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vllm-python", default="", help="an engine venv's python; empty: skip")
     ap.add_argument("--tokenizer", default="", help="model directory (for vllm bench serve)")
-    ap.add_argument("--workers", default="1,2", help="servelab worker counts to compare")
+    ap.add_argument(
+        "--workers", default="1,2", help="servelab worker counts to compare (2p: busy-polling)"
+    )
     ap.add_argument("--servers", type=int, default=1, help="paced server processes")
     ap.add_argument(
         "--server-cpus", default="", help="pin the server to these CPUs (taskset -c LIST)"
@@ -166,8 +179,8 @@ def main() -> int:
     ap.add_argument("--rates", default="10,20,40,60,80,100,120,160,200,240")
     ap.add_argument("--reps", type=int, default=3, help="runs a point and tool (the median)")
     args = ap.parse_args()
-    counts = [int(w) for w in args.workers.split(",")]
-    tools = [f"servelab x{w}" for w in counts] + (["vllm bench serve"] if args.vllm_python else [])
+    ours_by_tool = {_name(w): w for w in args.workers.split(",")}
+    tools = list(ours_by_tool) + (["vllm bench serve"] if args.vllm_python else [])
     with paced_server.running(PORT, args.gap_ms, args.servers, args.server_cpus):
         print(
             f"pace {args.gap_ms:g} ms/chunk, {args.tokens} chunks/request, "
@@ -192,7 +205,7 @@ def main() -> int:
                                 args.vllm_python, args.tokenizer, rate, n, args.tokens, out
                             )
                         else:
-                            errs = ours(rate, n, args.tokens, out, int(tool.split("x")[-1]))
+                            errs = ours(rate, n, args.tokens, out, ours_by_tool[tool])
                             checks[tool].append(CHECKS[-1])
                     errors[tool].append(p99(errs))
             cells = []
@@ -202,15 +215,16 @@ def main() -> int:
                 spread = "/".join(f"{e:.2f}" for e in errors[tool]) if args.reps > 1 else ""
                 cells.append(f"{median:>7.3f} {('(' + spread + ')') if spread else '':>16}")
             print(f"{rate:>10g} {rate * args.tokens:>9g} " + " ".join(cells), flush=True)
-            # servelab's own verdict on itself, per run: worst worker's CPU and send lag.
+            # servelab's own verdict on itself, per run: worst worker's CPU (busy-polling:
+            # share of its core at work) and send lag.
             print(
                 " " * 21
-                + "self-check (CPU % / p99 send lag ms): "
+                + "self-check (CPU or busy % / p99 send lag ms): "
                 + "; ".join(
                     f"{tool} "
                     + " ".join(
-                        f"{c['cpu_pct_max']:.0f}/{c['send_lag_p99_ms']:.2f}"
-                        + ("!" if c["bound"] else "")
+                        f"{c['loop_busy_pct_max'] if c.get('busy_poll') else c['cpu_pct_max']:.0f}"
+                        f"/{c['send_lag_p99_ms']:.2f}" + ("!" if c["bound"] else "")
                         for c in checks[tool]
                     )
                     for tool in tools

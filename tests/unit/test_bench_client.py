@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from ansible_collections.servelab.vllm.plugins.module_utils.bench import client, datasets
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import client, datasets, selfcheck
 
 GAP = 0.05  # seconds between streamed chunks
 
@@ -334,6 +334,30 @@ def test_worker_processes_keep_the_schedule_and_merge_into_one_run(tmp_path):
     # chunks allocate far past the collector's threshold of 700 objects).
     assert [w["gc_collections"] for w in one["workers"] + two["workers"]] == [0, 0, 0]
     assert runs["2"][0]["median_tpot_ms"] == pytest.approx(GAP * 1000, abs=10)
+
+
+def test_busy_polling_workers_report_the_share_of_their_core_at_work(tmp_path):
+    """--client-busy-poll: one process and two workers keep the schedule as a sleeping
+    client does; each reports its loop turns and the share of its CPU spent on work,
+    and a full core is not taken for a client-bound run."""
+    with serving() as url:
+        for workers in ("1", "2"):
+            out = tmp_path / f"w{workers}"
+            proc = bench_cli(url, out, "--request-rate", "40", "--num-prompts", "40",
+                             "--client-workers", workers, "--client-busy-poll")  # fmt: skip
+            output, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, output
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["completed"] == 40 and summary["spec"]["client_busy_poll"] is True
+            check = summary["client"]
+            assert check["busy_poll"] is True and len(check["workers"]) == int(workers)
+            for w in check["workers"]:
+                assert w["busy_poll"] is True and w["loop_turns"] > 1000
+                assert 0 <= w["loop_busy_pct"] < selfcheck.BUSY_PCT, w
+            assert check["loop_busy_pct_max"] == max(w["loop_busy_pct"] for w in check["workers"])
+            assert "% of a core" not in check["why"]  # the CPU rule is not applied
+            records = [json.loads(line) for line in (out / "requests.jsonl").open()]
+            assert all(0 <= r["start"] - (r["index"] + 1) / 40 < 0.02 for r in records)
 
 
 def test_a_stop_reaches_every_worker_and_keeps_what_they_did(tmp_path):

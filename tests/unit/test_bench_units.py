@@ -240,6 +240,50 @@ def test_the_client_is_bound_by_its_worst_worker_and_says_why():
     assert edge["bound"] is False  # above the thresholds, not at them
 
 
+def test_a_busy_polling_worker_is_judged_by_its_work_not_its_full_core():
+    """A polling loop uses a whole core by design: 100% CPU alone is no verdict; the
+    share of it spent on work above BUSY_PCT is."""
+    polling = dict(worker(cpu=100.0), busy_poll=True, loop_busy_pct=30.0)
+    calm = selfcheck.summary([polling])
+    assert calm["bound"] is False and calm["busy_poll"] is True
+    assert calm["loop_busy_pct_max"] == 30.0 and calm["cpu_pct_max"] == 100.0
+    full = selfcheck.summary([polling, dict(polling, worker=1, loop_busy_pct=95.0)])
+    assert full["bound"] is True and full["loop_busy_pct_max"] == 95.0
+    assert full["why"] == (
+        "worker 1's busy-polling loop spent 95% of its CPU on work over the measured "
+        "phase (above 90%)"
+    )
+    assert selfcheck.summary([worker()])["loop_busy_pct_max"] is None
+
+
+def test_a_busy_polling_worker_tells_empty_turns_from_work():
+    """An idle polling loop is busy little of its CPU; one whose callbacks hold it for
+    4 ms between turns is busy nearly all of it. Both use a whole core."""
+
+    async def phase(hold: float):
+        check = selfcheck.WorkerCheck(busy_poll=True)
+        await check.calibrate()
+        check.start()
+        ends = time.perf_counter() + 0.3
+        while time.perf_counter() < ends:
+            if hold:
+                cpu = time.process_time()
+                while time.process_time() - cpu < hold:  # a callback that works
+                    pass
+            await asyncio.sleep(0.001 if not hold else 0)
+        check.stop()
+        return check.figures()
+
+    idle, busy = asyncio.run(phase(0)), asyncio.run(phase(0.004))
+    assert idle["busy_poll"] is True and idle["idle_turn_us"] > 0
+    assert idle["loop_turns"] > 1000  # the poller kept the loop turning
+    assert idle["cpu_pct"] > 50  # ...on a core of its own
+    assert idle["loop_busy_pct"] < 50, idle
+    assert busy["loop_busy_pct"] > 90, busy
+    # Without polling nothing is counted and the figure is not given.
+    assert selfcheck.WorkerCheck().figures()["loop_busy_pct"] is None
+
+
 def test_a_few_sends_are_judged_on_their_median_not_one_preemption():
     """5 requests a block: the p99 is the largest lag, and one preemption of the client
     on a busy 2-core host (9.5 ms, seen here) must not call the run client-bound."""

@@ -131,6 +131,11 @@ def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()),
                                 "client": {"bound": True, "send_lag_p99_ms": 0.4,
                                            "cpu_pct_max": 97.0}}))  # fmt: skip
+    # A busy-polling client: its full core is no warning; the share at work is shown.
+    path = run / "baseline" / "baseline-local" / "default" / "rep-2" / "summary.json"
+    polling = {"bound": False, "send_lag_p99_ms": 0.3, "cpu_pct_max": 100.0, "busy_poll": True,
+               "loop_busy_pct_max": 35.0, "workers": [{}, {}]}  # fmt: skip
+    path.write_text(json.dumps({**json.loads(path.read_text()), "client": polling}))
     report.write_report(run, SETTINGS, GATE)
     doc = json.loads((run / "report" / "compare.json").read_text())
     warned = sorted(w for w in doc["warnings"] if "client-bound" in w)
@@ -149,3 +154,4 @@ def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
     assert rows["dev2"].rstrip(" |").endswith("3.20 ms, 40% x1 BOUND")
     assert rows["dev3"].rstrip(" |").endswith("3.20 ms, 40% x1")
     assert rows["dev1"].rstrip(" |").endswith("| -")  # a summary from before the check
+    assert rows["baseline2"].rstrip(" |").endswith("0.30 ms, busy 35% x2 poll")

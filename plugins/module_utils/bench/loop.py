@@ -123,6 +123,9 @@ async def _send_measured(
             f"{time.perf_counter() - start:.0f} s"
         )
 
+    check.busy_poll = spec.client_busy_poll
+    if check.busy_poll:
+        await check.calibrate()
     with gc_paused():
         start = state.start = time.perf_counter()
         deadline = start + spec.duration if spec.duration else None

@@ -6,6 +6,12 @@ Each worker (the one asyncio process, or each worker process of workers.py) meas
 over its measured phase, how late it handed each request to the HTTP client (send lag),
 how late its event loop woke a timer (loop lag) and how much CPU it used. summary()
 joins the workers' figures and judges the run client-bound by SEND_LAG_P99_MS and CPU_PCT.
+
+A busy-polling worker (VLLM_BENCHMARK_CLIENT_BUSY_POLL) never lets its loop sleep, so
+it uses a whole core however little it does, and CPU_PCT would judge every such run.
+Its load is measured instead by counting loop turns: an empty turn's CPU cost is
+calibrated before the measured phase, and whatever CPU the turns took beyond that went
+to work (sending, reading, parsing). That share is judged by BUSY_PCT.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ CPU_PCT = 90.0  # a worker's CPU over its measured phase above this (% of one co
 # worker is judged on its median send lag, which a client that cannot keep up raises.
 MIN_SENDS_FOR_P99 = 100
 LOOP_TICK_S = 0.010  # the loop-lag probe's sleep
+BUSY_PCT = 90.0  # busy-polling: a worker's CPU share spent on work above this
+# An empty loop turn's cost: the cheapest of a few batches (another task that runs
+# during one batch, or a preemption between two clock reads, only raises a batch).
+CALIBRATION_BATCHES, CALIBRATION_TURNS = 5, 400
 
 
 @dataclass
@@ -38,14 +48,32 @@ class WorkerCheck:
     loop_lags: list[float] = field(default_factory=list)  # seconds, per probe tick
     started: tuple[float, float, int] | None = None  # perf_counter, process_time, GC runs
     ended: tuple[float, float, int] | None = None  # the same at stop
+    busy_poll: bool = False  # the loop never sleeps (see the module's docstring)
+    idle_turn_s: float = 0.0  # CPU seconds of an empty loop turn (busy_poll: calibrated)
+    turns: int = 0  # busy_poll: loop turns in the measured phase
     probe: asyncio.Task | None = field(default=None, repr=False)
+    poller: asyncio.Task | None = field(default=None, repr=False)
+
+    async def calibrate(self) -> None:
+        """busy_poll: measure an empty loop turn's CPU cost, before any load (in a loop)."""
+        batches = []
+        for _ in range(CALIBRATION_BATCHES):
+            began = time.process_time()
+            for _ in range(CALIBRATION_TURNS):
+                await asyncio.sleep(0)
+            batches.append((time.process_time() - began) / CALIBRATION_TURNS)
+        self.idle_turn_s = min(batches)
 
     def start(self, probe: bool = True) -> None:
-        """From now on the phase is measured; probe: run the loop-lag task (in a loop)."""
+        """From now on the phase is measured; probe: run the loop-lag task (in a loop);
+        busy_poll: also the task that keeps the loop from sleeping, counting its turns."""
         # process_time: user + sys, all threads
         self.started = time.perf_counter(), time.process_time(), _gc_runs()
+        loop = asyncio.get_running_loop()
         if probe:
-            self.probe = asyncio.get_running_loop().create_task(self._watch_loop())
+            self.probe = loop.create_task(self._watch_loop())
+        if self.busy_poll:
+            self.poller = loop.create_task(self._poll())
 
     def record(self, lag: float) -> None:
         self.send_lags.append(lag)
@@ -54,9 +82,17 @@ class WorkerCheck:
         """End the measured phase, also one cut off; once: later calls change nothing."""
         if self.started is not None and self.ended is None:
             self.ended = time.perf_counter(), time.process_time(), _gc_runs()
-        if self.probe is not None:
-            self.probe.cancel()  # not awaited: stop() may run inside a cancellation
-            self.probe = None
+        for task in (self.probe, self.poller):
+            if task is not None:
+                task.cancel()  # not awaited: stop() may run inside a cancellation
+        self.probe = self.poller = None
+
+    async def _poll(self) -> None:
+        # Always ready, so the loop's poll for I/O never waits: a chunk is read, and a
+        # timer fires, on the loop's next turn, not when the kernel wakes the process.
+        while True:
+            await asyncio.sleep(0)
+            self.turns += 1
 
     async def _watch_loop(self) -> None:
         # A timer due every LOOP_TICK_S: how late it fires is how long the loop was busy
@@ -88,7 +124,18 @@ class WorkerCheck:
             "wall_seconds": wall,
             "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
             "gc_collections": gc_runs,  # 0: the collector is paused (loop.gc_paused)
+            "busy_poll": self.busy_poll,
+            "loop_turns": self.turns,
+            "idle_turn_us": self.idle_turn_s * 1e6,
+            "loop_busy_pct": self.busy_pct(cpu) if self.busy_poll else None,
         }
+
+    def busy_pct(self, cpu: float) -> float:
+        """busy_poll: the share of the phase's CPU time (cpu seconds) that went to work,
+        not to empty turns."""
+        if cpu <= 0:
+            return 0.0
+        return max(0.0, 100 * (1 - self.turns * self.idle_turn_s / cpu))
 
 
 def _gc_runs() -> int:
@@ -115,19 +162,29 @@ def summary(workers: list[dict], paced: bool = True) -> dict:
                 f"{name}'s {stat} send lag {lag:.2f} ms is above {SEND_LAG_P99_MS:g} ms"
                 + (f" (a median: {w['requests']} sends are too few for a p99)" if few else "")
             )
-        if w["cpu_pct"] > CPU_PCT:
+        if w.get("busy_poll"):  # a whole core by design: judged by the work it did
+            if w["loop_busy_pct"] > BUSY_PCT:
+                why.append(
+                    f"{name}'s busy-polling loop spent {w['loop_busy_pct']:.0f}% of its CPU "
+                    f"on work over the measured phase (above {BUSY_PCT:g}%)"
+                )
+        elif w["cpu_pct"] > CPU_PCT:
             why.append(
                 f"{name} used {w['cpu_pct']:.0f}% of a core over the measured phase "
                 f"(above {CPU_PCT:g}%)"
             )
+    busy = [w["loop_busy_pct"] for w in workers if w.get("busy_poll")]
     return {
         "workers": workers,
         "send_lag_p99_ms": send_p99,
         "loop_lag_p99_ms": max((w["loop_lag_p99_ms"] for w in workers), default=0.0),
         "cpu_pct_max": cpu_max,
+        "busy_poll": bool(busy),
+        "loop_busy_pct_max": max(busy) if busy else None,
         "thresholds": {
             "send_lag_p99_ms": SEND_LAG_P99_MS,
             "cpu_pct": CPU_PCT,
+            "loop_busy_pct": BUSY_PCT,
             "min_sends_for_p99": MIN_SENDS_FOR_P99,
         },
         "send_lag_judged": paced,

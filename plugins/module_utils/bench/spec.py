@@ -110,6 +110,9 @@ class RunSpec:
     )
     save_text: bool = option(bool, "keep each answer's text in requests.jsonl", False)
     client_workers: int = option(int, "load generator processes; 0: one per 4 CPUs (at least 1)", 0)
+    client_busy_poll: bool = option(
+        bool, "keep each load generator process's event loop from sleeping (a core each)", False
+    )
 
     @property
     def slo(self) -> metrics.Slo:

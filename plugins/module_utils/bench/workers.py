@@ -50,6 +50,7 @@ class Share:
     worker: int
     items: list[tuple[int, BenchRequest, float]]
     concurrency: int  # 0: no limit
+    busy_poll: bool = False  # its loop never sleeps (selfcheck.py)
 
 
 def plan(spec, measured: list[BenchRequest], n: int) -> list[Share]:
@@ -58,7 +59,7 @@ def plan(spec, measured: list[BenchRequest], n: int) -> list[Share]:
     offsets = schedule.send_times(spec, len(measured))
     if spec.duration:
         offsets = itertools.takewhile(lambda t: t < spec.duration, offsets)
-    shares = [Share(k, [], 0) for k in range(n)]
+    shares = [Share(k, [], 0, spec.client_busy_poll) for k in range(n)]
     for i, offset in enumerate(offsets):
         shares[i % n].items.append((i, measured[i % len(measured)], offset))
     if spec.max_concurrency:
@@ -90,7 +91,7 @@ async def _send_share(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
     outcomes: list = []
-    check = WorkerCheck(worker=share.worker, event_loop=event_loop)
+    check = WorkerCheck(worker=share.worker, event_loop=event_loop, busy_poll=share.busy_poll)
     span = 0.0
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
@@ -98,6 +99,8 @@ async def _send_share(
         while not conn.poll():
             await asyncio.sleep(0.005)
         _, start, deadline = conn.recv()
+        if check.busy_poll:
+            await check.calibrate()  # within the start margin
         limit = asyncio.Semaphore(share.concurrency) if share.concurrency else None
         tasks: list[asyncio.Task] = []
         stopped = False

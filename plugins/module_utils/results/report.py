@@ -213,9 +213,14 @@ def _client_cell(client: dict) -> str:
     if not client:
         return "-"
     workers = len(client.get("workers") or []) or 1
+    if client.get("busy_poll"):  # a core each by design: the share of it spent on work
+        load = f"busy {client.get('loop_busy_pct_max') or 0:.0f}%"
+    else:
+        load = f"{client.get('cpu_pct_max') or 0:.0f}%"
     return (
-        f"{client.get('send_lag_p99_ms') or 0:.2f} ms, {client.get('cpu_pct_max') or 0:.0f}% "
-        f"x{workers}" + (" BOUND" if client.get("bound") else "")
+        f"{client.get('send_lag_p99_ms') or 0:.2f} ms, {load} x{workers}"
+        + (" poll" if client.get("busy_poll") else "")
+        + (" BOUND" if client.get("bound") else "")
     )
 
 
