@@ -18,7 +18,7 @@ on one port, so that the server is not the limit. Without --vllm-python, servela
 
 Usage: .venv/bin/python benchmarks/client_capacity.py [--vllm-python ENGINE_VENV/bin/python \
            --tokenizer MODEL_DIR] [--workers 1,2,1p] [--servers 1] [--gap-ms 20] [--tokens 50] \
-           [--seconds 8] [--rates 10,20,...] [--reps 3] [--server-cpus 0-7]
+           [--seconds 8] [--rates 10,20,...] [--reps 3] [--server-cpus 0-7] [--checks FILE]
 (run it under `taskset -c 8-15` with --server-cpus 0-7 to keep the server off the
 client's cores)
 """
@@ -178,6 +178,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rates", default="10,20,40,60,80,100,120,160,200,240")
     ap.add_argument("--reps", type=int, default=3, help="runs a point and tool (the median)")
+    ap.add_argument("--checks", type=Path, help="write servelab's self-check of every run here")
     args = ap.parse_args()
     ours_by_tool = {_name(w): w for w in args.workers.split(",")}
     tools = list(ours_by_tool) + (["vllm bench serve"] if args.vllm_python else [])
@@ -207,6 +208,7 @@ def main() -> int:
                         else:
                             errs = ours(rate, n, args.tokens, out, ours_by_tool[tool])
                             checks[tool].append(CHECKS[-1])
+                            CHECKS[-1].update(tool=tool, rate=rate, rep=rep)
                     errors[tool].append(p99(errs))
             cells = []
             for tool in tools:
@@ -232,6 +234,8 @@ def main() -> int:
                 ),
                 flush=True,
             )
+        if args.checks:
+            args.checks.write_text(json.dumps(CHECKS, indent=1))
         best = {tool: capacity(points) for tool, points in medians.items()}
         for tool, rate in best.items():
             print(

@@ -143,6 +143,8 @@ async def _send_measured(
         await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
         check.stop()
+        if check.busy_poll:
+            await check.calibrate()  # again, with the load gone
     done_event.set()
     await sampler_task
     sampler.after = await sampler.snapshot_async()

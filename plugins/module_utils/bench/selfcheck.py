@@ -55,8 +55,11 @@ class WorkerCheck:
     poller: asyncio.Task | None = field(default=None, repr=False)
 
     async def calibrate(self) -> None:
-        """busy_poll: measure an empty loop turn's CPU cost, before any load (in a loop)."""
-        batches = []
+        """busy_poll: measure an empty loop turn's CPU cost with no load (in a loop),
+        before the measured phase and again after it; the cheapest batch of all counts.
+        Before, N workers start at once: on the 16-vCPU VM every worker of one run read
+        its turns then as dearer than its whole phase's (a work share of 0%)."""
+        batches = [self.idle_turn_s] if self.idle_turn_s else []
         for _ in range(CALIBRATION_BATCHES):
             began = time.process_time()
             for _ in range(CALIBRATION_TURNS):

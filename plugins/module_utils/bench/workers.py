@@ -130,6 +130,8 @@ async def _send_share(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         check.stop()
+        if check.busy_poll and not stopped:
+            await check.calibrate()  # again, with the load gone
     return outcomes, check, span
 
 
