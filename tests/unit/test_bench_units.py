@@ -243,7 +243,7 @@ def test_the_client_is_bound_by_its_worst_worker_and_says_why():
 def test_a_busy_polling_worker_is_judged_by_its_work_not_its_full_core():
     """A polling loop uses a whole core by design: 100% CPU alone is no verdict; the
     share of it spent on work above BUSY_PCT is."""
-    polling = dict(worker(cpu=100.0), busy_poll=True, loop_busy_pct=30.0)
+    polling = dict(worker(cpu=100.0), busy_poll=True, loop_busy_pct=30.0, loop_ticks=600)
     calm = selfcheck.summary([polling])
     assert calm["bound"] is False and calm["busy_poll"] is True
     assert calm["loop_busy_pct_max"] == 30.0 and calm["cpu_pct_max"] == 100.0
@@ -254,6 +254,14 @@ def test_a_busy_polling_worker_is_judged_by_its_work_not_its_full_core():
         "phase (above 90%)"
     )
     assert selfcheck.summary([worker()])["loop_busy_pct_max"] is None
+    # Its loop lag has no timer millisecond in it: judged, over enough ticks.
+    held = selfcheck.summary([dict(polling, loop_lag_p99_ms=1.6)])
+    assert held["bound"] is True and held["why"] == (
+        "the client's busy-polling loop fired its timer 1.60 ms late at p99 (above 1 ms): "
+        "chunks waited as long"
+    )
+    assert selfcheck.summary([dict(polling, loop_lag_p99_ms=1.6, loop_ticks=50)])["bound"] is False
+    assert selfcheck.summary([dict(worker(), loop_lag_p99_ms=1.6)])["bound"] is False  # asleep
 
 
 def test_a_busy_polling_worker_tells_empty_turns_from_work():

@@ -11,7 +11,11 @@ A busy-polling worker (VLLM_BENCHMARK_CLIENT_BUSY_POLL) never lets its loop slee
 it uses a whole core however little it does, and CPU_PCT would judge every such run.
 Its load is measured instead by counting loop turns: an empty turn's CPU cost is
 calibrated before the measured phase, and whatever CPU the turns took beyond that went
-to work (sending, reading, parsing). That share is judged by BUSY_PCT.
+to work (sending, reading, parsing). That share is judged by BUSY_PCT. Its loop lag is
+judged too (LOOP_LAG_P99_MS): a loop that never sleeps fires a due timer on its next
+turn, so the lag is how long a turn held it, which is how late a chunk that arrived
+meanwhile was stamped (a sleeping loop's lag also holds the timer's millisecond, so
+there it is only reported).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ CPU_PCT = 90.0  # a worker's CPU over its measured phase above this (% of one co
 MIN_SENDS_FOR_P99 = 100
 LOOP_TICK_S = 0.010  # the loop-lag probe's sleep
 BUSY_PCT = 90.0  # busy-polling: a worker's CPU share spent on work above this
+LOOP_LAG_P99_MS = 1.0  # busy-polling: a worker's p99 loop lag above this (over enough ticks)
 # An empty loop turn's cost: the cheapest of a few batches (another task that runs
 # during one batch, or a preemption between two clock reads, only raises a batch).
 CALIBRATION_BATCHES, CALIBRATION_TURNS = 5, 400
@@ -171,6 +176,11 @@ def summary(workers: list[dict], paced: bool = True) -> dict:
                     f"{name}'s busy-polling loop spent {w['loop_busy_pct']:.0f}% of its CPU "
                     f"on work over the measured phase (above {BUSY_PCT:g}%)"
                 )
+            if w["loop_ticks"] >= MIN_SENDS_FOR_P99 and w["loop_lag_p99_ms"] > LOOP_LAG_P99_MS:
+                why.append(
+                    f"{name}'s busy-polling loop fired its timer {w['loop_lag_p99_ms']:.2f} "
+                    f"ms late at p99 (above {LOOP_LAG_P99_MS:g} ms): chunks waited as long"
+                )
         elif w["cpu_pct"] > CPU_PCT:
             why.append(
                 f"{name} used {w['cpu_pct']:.0f}% of a core over the measured phase "
@@ -188,6 +198,7 @@ def summary(workers: list[dict], paced: bool = True) -> dict:
             "send_lag_p99_ms": SEND_LAG_P99_MS,
             "cpu_pct": CPU_PCT,
             "loop_busy_pct": BUSY_PCT,
+            "loop_lag_p99_ms": LOOP_LAG_P99_MS,
             "min_sends_for_p99": MIN_SENDS_FOR_P99,
         },
         "send_lag_judged": paced,
