@@ -6,6 +6,7 @@ under the same name is refused (their spec is immutable), and state=absent delet
 name or, with delete_all, by label selector (key=value, key!=value, key).
 """
 
+import fcntl
 import json
 import os
 import sys
@@ -39,10 +40,18 @@ def _selected(labels: dict, selectors: list) -> bool:
 
 
 def _cluster(params: dict) -> str:
-    """Apply the call to the stand-in's objects; an error message, or ''."""
+    """Apply the call to the stand-in's objects; an error message, or ''. One call at a
+    time: the groups' hosts call k8s in parallel, and a read between another call's
+    truncate and write found an empty file (seen in a CI rehearsal)."""
     path = os.environ.get("K8S_BOUNDARY_CLUSTER")
     if not path:
         return ""
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _apply(path, params)
+
+
+def _apply(path: str, params: dict) -> str:
     objects = []
     if os.path.exists(path):
         with open(path) as state:
@@ -76,8 +85,9 @@ def _cluster(params: dict) -> str:
             )
 
         objects = [o for o in objects if not gone(o)]
-    with open(path, "w") as out:
+    with open(path + ".tmp", "w") as out:
         json.dump(objects, out)
+    os.replace(path + ".tmp", path)  # whole, for readers that do not lock
     return ""
 
 
