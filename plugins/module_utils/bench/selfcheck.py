@@ -10,8 +10,8 @@ joins the workers' figures and judges the run client-bound by SEND_LAG_P99_MS an
 A busy-polling worker (VLLM_BENCHMARK_CLIENT_BUSY_POLL) never lets its loop sleep, so
 it uses a whole core however little it does, and CPU_PCT would judge every such run.
 Its load is measured instead by counting loop turns: an empty turn's CPU cost is
-calibrated before the measured phase, and whatever CPU the turns took beyond that went
-to work (sending, reading, parsing). That share is judged by BUSY_PCT. Its loop lag is
+calibrated before and after the measured phase, and whatever CPU the turns took beyond
+that went to work (sending, reading, parsing). That share is judged by BUSY_PCT. Its loop lag is
 judged too (LOOP_LAG_P99_MS): a loop that never sleeps fires a due timer on its next
 turn, so the lag is how long a turn held it, which is how late a chunk that arrived
 meanwhile was stamped (a sleeping loop's lag also holds the timer's millisecond, so
