@@ -8,7 +8,8 @@ difference is the client's (and the loopback's) timing error alone, free of the
 server's own jitter. For request rates rising by steps, both clients run the same load;
 the script prints, per tool, the highest request rate and chunk rate whose p99 error
 stays under 1 ms, and the ratio; and under each point servelab's self-check of each run
-(its worst worker's CPU and p99 send lag; "!" where it judged itself client-bound).
+(its worst worker's CPU, or share of its core at work when busy-polling, and p99 send
+lag; "!" where it judged itself client-bound).
 
 servelab runs with each worker count of --workers (1 is the single asyncio client; more
 are worker processes, bench/workers.py; a "p" after the count, e.g. 1p, runs them
@@ -65,8 +66,8 @@ def capacity(points: list[tuple[float, float]]) -> float:
     return best
 
 
-def ours(rate: float, n: int, tokens: int, out: Path, workers: str) -> list[float]:
-    """servelab-bench with `workers` processes ("2p": two, busy-polling)."""
+def ours(rate: float, n: int, tokens: int, out: Path, workers: int, poll: bool) -> list[float]:
+    """servelab-bench with `workers` processes, busy-polling if `poll`."""
     done = subprocess.run(
         [
             sys.executable,
@@ -87,8 +88,8 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: str) -> list[floa
             "--warmup-requests",
             "0",
             "--client-workers",
-            workers.rstrip("p"),
-            *(["--client-busy-poll"] if workers.endswith("p") else []),
+            str(workers),
+            *(["--client-busy-poll"] if poll else []),
             "--out",
             str(out),
         ],
@@ -109,11 +110,13 @@ def ours(rate: float, n: int, tokens: int, out: Path, workers: str) -> list[floa
 CHECKS: list[dict] = []  # servelab's self-check of each run, in order
 
 
-def _name(workers: str) -> str:
-    """A servelab tool's name: "1" -> servelab x1, "2p" -> servelab x2 poll."""
-    if not workers.rstrip("p").isdigit():
+def _servelab(workers: str) -> tuple[str, tuple[int, bool]]:
+    """One --workers entry: the tool's name and (processes, busy-polling);
+    "1" -> servelab x1, "2p" -> servelab x2 poll."""
+    count, poll = workers.removesuffix("p"), workers.endswith("p")
+    if not count.isdigit():
         raise SystemExit(f"--workers: {workers!r}: expected a count, optionally with p (2p)")
-    return f"servelab x{workers.rstrip('p')}" + (" poll" if workers.endswith("p") else "")
+    return f"servelab x{count}" + (" poll" if poll else ""), (int(count), poll)
 
 
 def theirs(python: str, tokenizer: str, rate: float, n: int, tokens: int, out: Path) -> list[float]:
@@ -180,7 +183,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs a point and tool (the median)")
     ap.add_argument("--checks", type=Path, help="write servelab's self-check of every run here")
     args = ap.parse_args()
-    ours_by_tool = {_name(w): w for w in args.workers.split(",")}
+    ours_by_tool = dict(_servelab(w) for w in args.workers.split(","))
     tools = list(ours_by_tool) + (["vllm bench serve"] if args.vllm_python else [])
     with paced_server.running(PORT, args.gap_ms, args.servers, args.server_cpus):
         print(
@@ -206,7 +209,7 @@ def main() -> int:
                                 args.vllm_python, args.tokenizer, rate, n, args.tokens, out
                             )
                         else:
-                            errs = ours(rate, n, args.tokens, out, ours_by_tool[tool])
+                            errs = ours(rate, n, args.tokens, out, *ours_by_tool[tool])
                             checks[tool].append(CHECKS[-1])
                             CHECKS[-1].update(tool=tool, rate=rate, rep=rep)
                     errors[tool].append(p99(errs))
