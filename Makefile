@@ -14,10 +14,13 @@ KCONFIG_FILES := $(wildcard kconfig/Kconfig kconfig/Kconfig.*)
 SERVELAB_CONFIG := $(VBIN)/python kconfig/scripts/servelab_config.py
 PLAYBOOK := ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VBIN)/ansible-playbook -i $(HOSTS) -e @$(EXTRA_VARS)
 GENERATED := $(EXTRA_VARS) $(HOSTS)
-# RUN=<id> picks a results run; FAIL_ON_REGRESSION=1 makes vllm-results and vllm-compare a gate.
+# RUN=<id> picks a results run; FAIL_ON_REGRESSION=1 makes vllm-results and vllm-compare a
+# gate that fails on WORSE, and FAIL_ON_UNDECIDED=1 on UNDECIDED too.
 RUN ?=
 FAIL_ON_REGRESSION ?= 0
-RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION)
+FAIL_ON_UNDECIDED ?= 0
+RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION) \
+  -e servelab_fail_on_undecided=$(FAIL_ON_UNDECIDED)
 
 $(VENV_STAMP): requirements.txt requirements-test.txt constraints.txt scripts/fetch_deps.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }

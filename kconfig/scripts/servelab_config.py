@@ -156,7 +156,7 @@ TYPED_STRINGS: dict[str, Any] = {
     ),
     "VLLM_BENCHMARK_BURSTINESS": Number(0, None, low_open=True, allow_inf=True),
     "VLLM_RESULTS_CONFIDENCE": Number(0, 1, low_open=True, high_open=True),
-    "VLLM_RESULTS_THRESHOLD_PCT": Number(0, 100),
+    "VLLM_RESULTS_MARGIN_PCT": Number(0, 100, low_open=True, high_open=True),
     "VLLM_LMCACHE_CPU_BUFFER_SIZE": Number(0, None, low_open=True),
     "VLLM_DTYPE": Enum(("auto", "half", "float16", "bfloat16", "float", "float32")),
     "VLLM_TIME_SLICING_INTERVAL": Enum(("Default", "Short", "Medium", "Long")),
@@ -191,6 +191,8 @@ RENAMED = {
     "VLLM_BENCHMARK_PERCENTILES_LIST": "VLLM_BENCHMARK_PERCENTILES",
     "VLLM_METRICS_SAMPLE_INTERVAL": "VLLM_BENCHMARK_METRICS_INTERVAL",
     "VLLM_ENGINE_WHEELHOUSE": "VLLM_WHEELHOUSE",  # it feeds every install, not the engine's
+    # The smallest change that matters is now the equivalence margin of the verdict.
+    "VLLM_RESULTS_THRESHOLD_PCT": "VLLM_RESULTS_MARGIN_PCT",
 }
 REMOVED = {
     "VLLM_BENCHMARK_ENABLED": "it was read nowhere: `make vllm` always benchmarks",
@@ -475,6 +477,14 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                     f"CONFIG_{key.upper()} is empty: the declared-hosts platform needs at least "
                     f"one host for the {group} group (space separated host names)"
                 )
+    first_look = shared.get("vllm_benchmark_min_repetitions", 2)
+    for group, cfg in groups.items():
+        if cfg.get("vllm_benchmark_repetitions", first_look) < first_look:
+            raise ConfigError(
+                f"{group}: CONFIG_VLLM_BENCHMARK_REPETITIONS={cfg['vllm_benchmark_repetitions']} "
+                f"is below CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS={first_look}: the budget must "
+                "allow the first look (raise the one or lower the other)"
+            )
     if platform in SHARED_HOST_PLATFORMS and "dev" in groups:
         offset = shared["vllm_local_dev_port_offset"]
         for key, port in ports(groups["dev"]).items():

@@ -21,6 +21,18 @@ PROGRESS = "progress.log"
 TELEMETRY = "telemetry.csv"
 METRICS = "metrics"
 REP_PREFIX = "rep-"
+# The metrics the results compare, one value a block, by the summary's names: the
+# benchmark returns them to the stopping rule, which reads them as the report does.
+LATENCY_METRICS = tuple(
+    f"{stat}_{name}_ms" for name in ("ttft", "tpot", "itl", "e2el") for stat in ("median", "p99")
+)
+THROUGHPUT_METRICS = (
+    "request_throughput",
+    "output_throughput",
+    "total_token_throughput",
+    "request_goodput",
+)
+COMPARED = LATENCY_METRICS + THROUGHPUT_METRICS
 # The results stage's output, derived from the above and rewritten each time.
 REPORT = "report"  # <results_dir>/<run_id>/report/, beside the groups' directories
 REPORT_MD = "report.md"

@@ -55,6 +55,10 @@ options:
   burstiness: {description: Gamma shape., type: float, default: 1.0}
   max_concurrency: {description: Requests in flight at most; 0 for no limit., type: int, default: 0}
   input_len: {description: Prompt tokens (random workload)., type: int, default: 256}
+  prefix_len:
+    description: Tokens of one prefix before every prompt of a block (random workload).
+    type: int
+    default: 0
   output_len: {description: Output tokens; 0 lets the workload decide., type: int, default: 0}
   ignore_eos:
     description:
@@ -145,8 +149,9 @@ EXAMPLES = r"""
 RETURN = r"""
 summary:
   description: >-
-    Key figures of the block run; C(client) is the load generator's self-check (bound,
-    why, p99 send lag in ms, highest CPU %), as in summary.json.
+    Key figures of the block run: each compared metric (what the stopping rule reads),
+    C(order), C(offered_rate), C(saturated); C(client) is the load generator's
+    self-check (bound, why, p99 send lag in ms, highest CPU %), as in summary.json.
   returned: always
   type: dict
 capacity:
@@ -163,7 +168,7 @@ import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.servelab.vllm.plugins.module_utils import freeze  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils import freeze, layout  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # noqa: E402
     plan,
     runner,
@@ -231,6 +236,9 @@ def main() -> None:
     keys = ("completed", "failed", "errors", "request_throughput", "median_tpot_ms", "saturated")
     brief = {k: summary.get(k) for k in keys}
     client = summary.get("client") or {}  # the load generator's self-check, in every block
+    # What the stopping rule reads (compare.go_on): each compared metric, the block's place.
+    brief.update({k: summary[k] for k in layout.COMPARED if k in summary})
+    brief.update(order=p["context"].get("order"), offered_rate=summary.get("offered_rate"))
     brief["client"] = {
         k: client.get(k)
         for k in ("bound", "why", "send_lag_p99_ms", "cpu_pct_max", "loop_busy_pct_max")

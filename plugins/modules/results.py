@@ -20,8 +20,8 @@ description:
     is deleted.
   - With O(action=compare), compares and returns the table without writing anything; with
     O(action=list), lists the runs here and those only on the nodes (O(node_runs)); with
-    O(fail_on_regression), fails when dev is significantly worse on one of
-    O(gate_metrics).
+    O(fail_on_regression), fails when dev is WORSE on one of O(gate_metrics) (and with
+    O(fail_on_undecided), when one is UNDECIDED).
 version_added: "0.1.0"
 author: servelab developers (@servelab)
 options:
@@ -44,22 +44,27 @@ options:
     default: 0.95
   primary_metrics:
     description:
-      - The metrics the verdict and the gate rest on; each is tested at
-        (1 - O(confidence)) / their number (Bonferroni).
+      - The metrics that get a word (BETTER, WORSE, SAME, UNDECIDED); Holm's step-down
+        over them keeps the family-wise level. Throughput counts only where the load lets
+        it move (closed loop or saturated).
     type: list
     elements: str
     default: [median_ttft_ms, median_tpot_ms, output_throughput]
-  threshold_pct:
-    description: Smallest relative change reported as better or worse.
+  margin_pct:
+    description: Equivalence margin in percent (SAME inside it, BETTER or WORSE beyond).
     type: float
-    default: 2
+    default: 5
   gate_metrics:
-    description: Metrics checked by O(fail_on_regression).
+    description: Primary metrics checked by O(fail_on_regression); empty for every primary.
     type: list
     elements: str
     default: []
   fail_on_regression:
-    description: Fail when dev is significantly worse on a gate metric.
+    description: Fail when a gate metric is WORSE.
+    type: bool
+    default: false
+  fail_on_undecided:
+    description: With O(fail_on_regression), also fail when a gate metric is UNDECIDED.
     type: bool
     default: false
   node_runs:
@@ -92,7 +97,7 @@ problems:
   type: list
   elements: str
 regressions:
-  description: Gate metrics on which dev is significantly worse.
+  description: Gate metrics on which dev is WORSE (or UNDECIDED, with O(fail_on_undecided)).
   returned: always
   type: list
   elements: str
@@ -127,7 +132,7 @@ def main() -> None:
             },
             "node_runs": {"type": "dict", "default": {}},
             "confidence": {"type": "float", "default": 0.95},
-            "threshold_pct": {"type": "float", "default": 2},
+            "margin_pct": {"type": "float", "default": 5},
             "primary_metrics": {
                 "type": "list",
                 "elements": "str",
@@ -135,6 +140,7 @@ def main() -> None:
             },
             "gate_metrics": {"type": "list", "elements": "str", "default": []},
             "fail_on_regression": {"type": "bool", "default": False},
+            "fail_on_undecided": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -151,6 +157,10 @@ def main() -> None:
         module.exit_json(changed=False, **{**base, "table": lines or ["(no runs)"]})
     if not 0 < p["confidence"] < 1:
         module.fail_json(msg=f"confidence {p['confidence']}: expected 0 < x < 1")
+    if not 0 < p["margin_pct"] < 100:
+        module.fail_json(
+            msg=f"margin {p['margin_pct']}% (VLLM_RESULTS_MARGIN_PCT): expected 0 < x < 100"
+        )
     run_id = p["run_id"] or (runs[-1]["run_id"] if runs else "")
     if not run_id or not (results_dir / run_id).is_dir():
         module.fail_json(
@@ -171,11 +181,21 @@ def main() -> None:
             msg=f"unknown metric(s) {', '.join(unknown)} in VLLM_RESULTS_PRIMARY_METRICS_LIST or "
             f"VLLM_RESULTS_GATE_METRICS_LIST: expected some of {', '.join(compare.metric_names())}"
         )
-    settings = compare.Settings(p["confidence"], p["threshold_pct"], list(p["primary_metrics"]))
+    not_primary = sorted(set(p["gate_metrics"]) - set(p["primary_metrics"]))
+    if not_primary:
+        module.fail_json(
+            msg=f"VLLM_RESULTS_GATE_METRICS_LIST has {', '.join(not_primary)}, not primary: "
+            "only primary metrics get a word to gate on; add them to "
+            "VLLM_RESULTS_PRIMARY_METRICS_LIST or leave the gate list empty (every primary)"
+        )
+    settings = compare.Settings(
+        p["confidence"], p["margin_pct"], list(p["primary_metrics"])
+    )
     write = p["action"] == "report"
     out = report.write_report(
-        results_dir / run_id, settings, p["gate_metrics"], results_dir, write=write
-    )
+        results_dir / run_id, settings, p["gate_metrics"], results_dir, write=write,
+        undecided=p["fail_on_undecided"] and p["fail_on_regression"],
+    )  # fmt: skip
     result = {
         **base,
         "changed": write,
@@ -187,9 +207,8 @@ def main() -> None:
     }
     if p["fail_on_regression"] and out["regressions"]:
         module.fail_json(
-            msg="dev is significantly worse than baseline on: " + "; ".join(out["regressions"]),
-            **result,
-        )
+            msg="the gate fails: " + "; ".join(out["regressions"]), **result,
+        )  # fmt: skip
     module.exit_json(**result)
 
 

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import numpy as np
 from ansible_collections.servelab.vllm.plugins.module_utils import layout
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import metrics
 
 
 def write_run(
     root: Path,
     run_id: str = "20261122T000000Z-abcdef123456",
-    dev_scale: float = 1.10,
+    dev_scale: float = 1.5,
     reps: int = 3,
     points: tuple[str, ...] = ("default",),
     n: int = 40,
     seed: int = 0,
+    config: dict | None = None,
 ) -> Path:
-    """Baseline and dev results; dev's latencies are dev_scale times baseline's."""
+    """Baseline and dev results in ABBA order; dev's latencies are dev_scale times
+    baseline's. The summaries are the benchmark's own (metrics.summarize)."""
     rng = np.random.default_rng(seed)
     run = root / run_id
     for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
@@ -49,17 +52,14 @@ def write_run(
                         }
                     )
                 duration = 10.0 * scale * float(rng.normal(1, 0.01))
+                outcomes = [metrics.RequestOutcome.from_record(r) for r in requests]
+                first = group == ("baseline" if rep % 2 else "dev")  # ABBA
                 summary = {
                     "schema_version": layout.SCHEMA_VERSION,
-                    "completed": n,
-                    "failed": 0,
-                    "errors": {},
-                    "duration": duration,
-                    "request_throughput": n / duration,
-                    "output_throughput": 32 * n / duration,
-                    "total_token_throughput": 52 * n / duration,
-                    "median_ttft_ms": 100.0,
-                    "median_tpot_ms": 30.0,
+                    **metrics.summarize(outcomes, duration, [50, 99], metrics.Slo()),
+                    "offered_rate": None,  # a closed loop: throughput can move
+                    "order": (p_i + (rep - 1) * len(points)) * 2 + (1 if first else 2),
+                    "config": config or {},
                     "versions": {"engine": "0.32.0", "router": "0.1.17", "model": "m"},
                     "config_hash": "abcdef123456",
                     "point": point,

@@ -1,4 +1,4 @@
-"""The report of a run, from synthetic results with a known 10% latency regression."""
+"""The report of a run, from synthetic results with a known 50% latency regression."""
 
 import json
 import shutil
@@ -6,8 +6,8 @@ import shutil
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
 from results_fixture import write_run
 
-SETTINGS = compare.Settings(confidence=0.95, threshold_pct=2)
-GATE = ["median_ttft_ms", "median_tpot_ms", "request_throughput"]
+SETTINGS = compare.Settings(confidence=0.95, margin_pct=5)
+GATE = ["median_ttft_ms", "median_tpot_ms"]
 
 
 def verdicts(out: dict, point: str = "default") -> dict:
@@ -18,8 +18,9 @@ def test_report_detects_the_regression_and_writes_every_file(tmp_path):
     run = write_run(tmp_path)
     out = report.write_report(run, SETTINGS, GATE)
     v = verdicts(out)
-    assert v["median_ttft_ms"] == "worse" and v["median_tpot_ms"] == "worse"
-    assert v["request_throughput"] == "worse"
+    assert v["median_ttft_ms"] == "WORSE" and v["median_tpot_ms"] == "WORSE"
+    assert v["output_throughput"] == "WORSE"  # a closed loop: throughput is primary
+    assert v["request_throughput"] == "-"  # a secondary: an interval, no word
     assert out["regressions"] and not out["problems"]
     rdir = run / "report"
     for name in (
@@ -31,25 +32,44 @@ def test_report_detects_the_regression_and_writes_every_file(tmp_path):
         "cdf_itl_default.png",
         "cdf_e2el_default.png",
         "throughput_default.png",
+        "decision.png",
+        "blocks_default.png",
     ):
         assert (rdir / name).stat().st_size > 0, name
     html = (rdir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html
+    assert html.count("data:image/png;base64,") == 6 and "src='http" not in html
+    # The first image is the forest plot of what decided the verdict.
+    assert html.index("alt='decision'") < html.index("alt='blocks_default'") < html.index(
+        "alt='cdf_ttft_default'"
+    )
     assert len((rdir / "summary.csv").read_text().splitlines()) == 1 + 2 * 3
     doc = json.loads((rdir / "compare.json").read_text())
-    assert doc["gate"]["regressions"] and doc["comparisons"]["default"][0]["n_dev"] == 3
-    assert any("median_ttft_ms is WORSE" in line for line in out["table"])
+    assert doc["gate"]["regressions"] and doc["comparisons"]["default"][0]["pairs"] == 3
+    # The printed summary and the report open with the words.
+    assert out["table"][1].strip().startswith("WORSE median_ttft_ms, median_tpot_ms")
+    assert any(line.strip().startswith("median_ttft_ms WORSE: ") for line in out["table"])
     md = (rdir / "report.md").read_text()
     # The answer comes first: the verdict before the tables, the MDE beside each verdict.
     assert md.index("## Verdict") < md.index("## Comparison: default") < md.index("## Plots")
+    assert md.index("## Verdict") < md.index("## What decided it") < md.index("decision.png")
     assert "MDE %" in md and "## Repetitions in run order" in md and "## Warnings" in md
     assert "<h2>Verdict</h2>" in html and "Repetitions in run order" in html
 
 
-def test_identical_groups_give_no_verdict_and_no_regression(tmp_path):
-    out = report.write_report(write_run(tmp_path, dev_scale=1.0, seed=5), SETTINGS, GATE)
-    assert not out["regressions"]
-    assert verdicts(out)["median_ttft_ms"] == "no significant change"
+def test_identical_groups_are_the_same_with_enough_blocks_and_undecided_with_few(tmp_path):
+    many = report.write_report(
+        write_run(tmp_path / "many", dev_scale=1.0, seed=5, reps=8, n=400), SETTINGS, GATE
+    )
+    assert not many["regressions"]
+    assert verdicts(many)["median_ttft_ms"] == "SAME"
+    few = report.write_report(write_run(tmp_path / "few", dev_scale=1.0, seed=5), SETTINGS, GATE)
+    assert not few["regressions"]
+    assert verdicts(few)["median_ttft_ms"] == "UNDECIDED"
+    assert "more blocks a group would likely decide it" in "\n".join(few["table"])
+    undecided = report.write_report(
+        write_run(tmp_path / "gate", dev_scale=1.0, seed=5), SETTINGS, GATE, undecided=True
+    )
+    assert undecided["regressions"]  # FAIL_ON_UNDECIDED: an undecided run fails the gate
 
 
 def test_sweep_points_get_their_own_comparison_and_a_sweep_plot(tmp_path):
@@ -70,7 +90,7 @@ def test_a_sweep_of_one_group_compares_each_point_with_the_first_in_run_order(tm
     assert list(out["comparisons"]) == ["mps-50 against mps-100", "mps-20 against mps-100"]
     assert not out["problems"]
     # The fixture's later points are slower (load 1.5x, 2x): the first point plays baseline.
-    assert verdicts(out, "mps-20 against mps-100")["median_ttft_ms"] == "worse"
+    assert verdicts(out, "mps-20 against mps-100")["median_ttft_ms"] == "WORSE"
     md = (run / "report" / "report.md").read_text()
     assert "the first point plays baseline" in md
     assert (

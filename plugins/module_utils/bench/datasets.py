@@ -135,31 +135,37 @@ def load_sharegpt(
 
 
 def random_prompts(
-    num: int, input_len: int, output_len: int, seed: int, tokenizer: Tokenizer
+    num: int, input_len: int, output_len: int, seed: int, tokenizer: Tokenizer, prefix_len: int = 0
 ) -> list[BenchRequest]:
-    """Prompts of exactly input_len tokens (after a decode/encode round trip)."""
+    """Prompts of exactly input_len tokens (after a decode/encode round trip), each after
+    one prefix of prefix_len tokens that they all share (as vllm bench serve's
+    --random-prefix-len): prefix caching and prefix-aware routing can then show."""
     rng = random.Random(seed)
-    vocab = tokenizer.vocab_size
+    prefix = _random_text(rng, prefix_len, tokenizer) if prefix_len else ""
     out = []
     for _ in range(num):
-        ids = [rng.randrange(100, vocab) for _ in range(input_len)]
-        text = tokenizer.decode(ids)
-        # Decoding then encoding can merge or split tokens: trim or pad to the exact length.
-        for _attempt in range(10):
-            encoded = tokenizer.encode(text)
-            if len(encoded) == input_len:
-                break
-            if len(encoded) > input_len:
-                encoded = encoded[:input_len]
-            else:
-                encoded = encoded + [
-                    rng.randrange(100, vocab) for _ in range(input_len - len(encoded))
-                ]
-            text = tokenizer.decode(encoded)
+        text = prefix + _random_text(rng, input_len, tokenizer)
         out.append(
             BenchRequest(prompt=text, prompt_len=len(tokenizer.encode(text)), output_len=output_len)
         )
     return out
+
+
+def _random_text(rng: random.Random, length: int, tokenizer: Tokenizer) -> str:
+    """Text of exactly `length` random tokens of the vocabulary."""
+    vocab = tokenizer.vocab_size
+    text = tokenizer.decode([rng.randrange(100, vocab) for _ in range(length)])
+    # Decoding then encoding can merge or split tokens: trim or pad to the exact length.
+    for _attempt in range(10):
+        encoded = tokenizer.encode(text)
+        if len(encoded) == length:
+            break
+        if len(encoded) > length:
+            encoded = encoded[:length]
+        else:
+            encoded = encoded + [rng.randrange(100, vocab) for _ in range(length - len(encoded))]
+        text = tokenizer.decode(encoded)
+    return text
 
 
 SHORT_PROMPT = "Write one sentence about the sea."

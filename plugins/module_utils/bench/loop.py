@@ -107,6 +107,7 @@ async def _send_measured(
     done_event = asyncio.Event()
     sampler_task = asyncio.create_task(sampler.sample_until(done_event))
     tasks: list[asyncio.Task] = []
+    pending: set[asyncio.Task] = set()
     outcomes = state.outcomes
     failed = sum(not o.success for o in outcomes)
     check = state.client
@@ -137,7 +138,13 @@ async def _send_measured(
             await sleep_until(start + offset)
             if deadline is not None and time.perf_counter() >= deadline:
                 break
-            tasks.append(asyncio.create_task(one(i, measured[i % len(measured)], offset)))
+            # A closed loop for a duration: no more tasks than slots, or the loop would
+            # create a task a turn (all due at once) until the deadline.
+            while spec.max_concurrency and len(pending) >= spec.max_concurrency:
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(one(i, measured[i % len(measured)], offset))
+            tasks.append(task)
+            pending.add(task)
             state.send_span_s = time.perf_counter() - start
         last_scheduled = time.perf_counter() - start
         await asyncio.gather(*tasks)

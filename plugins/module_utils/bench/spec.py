@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from . import arrivals, metrics
@@ -77,6 +78,9 @@ class RunSpec:
     burstiness: float = option(float, "gamma shape; below 1 burstier, inf a fixed pace", 1.0)
     max_concurrency: int = option(int, "requests in flight at most; 0 for no limit", 0)
     input_len: int = option(int, "prompt tokens (random workload)", 256)
+    prefix_len: int = option(
+        int, "tokens of one prefix before every prompt of a block (random workload)", 0
+    )
     output_len: int = option(int, "output tokens; 0 lets the workload decide", 0)
     # Warm-up stops earlier when steady; its requests are excluded from the figures.
     warmup_requests: int = option(int, "most warm-up requests; 0 for none", 0)
@@ -128,8 +132,15 @@ class RunSpec:
             raise BenchError(f"max concurrency {self.max_concurrency}: expected >= 0 (0: no limit)")
         if self.num_prompts <= 0 and self.duration <= 0:
             raise BenchError("expected a request count > 0 or a duration > 0")
+        if self.prefix_len < 0:
+            raise BenchError(f"prefix length {self.prefix_len}: expected >= 0")
         if self.duration < 0:
             raise BenchError(f"duration {self.duration}: expected >= 0")
+        if self.duration and math.isinf(self.request_rate) and not self.max_concurrency:
+            raise BenchError(
+                f"duration {self.duration:g} s at request rate inf with no max concurrency "
+                "would send without end: set a max concurrency (a closed loop) or a rate"
+            )
         if self.arrivals not in arrivals.PROCESSES:
             raise BenchError(
                 f"arrivals {self.arrivals!r}: expected one of {', '.join(arrivals.PROCESSES)}"

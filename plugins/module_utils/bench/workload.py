@@ -58,8 +58,9 @@ def build(spec: RunSpec) -> Workload:
             if tokenizer is None:
                 raise BenchError("the random workload needs the model's tokenizer (tokenizer_path)")
             reqs = datasets.random_prompts(
-                total, spec.input_len, spec.output_len or 128, spec.seed, tokenizer
-            )
+                total, spec.input_len, spec.output_len or 128, spec.seed, tokenizer,
+                spec.prefix_len,
+            )  # fmt: skip
             return Workload(reqs, info, True)
         if spec.dataset in ("short", "long"):
             reqs = datasets.fixed_payload(total, spec.dataset, spec.output_len, tokenizer)

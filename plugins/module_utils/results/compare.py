@@ -4,43 +4,44 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from .. import layout
 from . import stats
 from .collect import RepResult, RunResults
 
-# Every metric is compared on one value per repetition (and host): latencies take the
-# statistic over that repetition's requests, throughputs its summary's figure.
-LATENCY = [(name, stat) for name in ("ttft", "tpot", "itl", "e2el") for stat in ("median", "p99")]
-THROUGHPUT = [
-    "request_throughput",
-    "output_throughput",
-    "total_token_throughput",
-    "request_goodput",
-]
+# Every metric is compared on one value per block: latencies take the statistic over that
+# block's requests, throughputs its summary's figure.
+THROUGHPUT = list(layout.THROUGHPUT_METRICS)
 DEFAULT_PRIMARY = ["median_ttft_ms", "median_tpot_ms", "output_throughput"]
-# From this many repetitions a side, compare differences of repetition r (paired t):
-# measured on the embedded default, pairing cut the MDE of median TTFT from 11.1% to 2.5%
-# at 8 repetitions of a drifting run, while at 5 its n - 1 degrees of freedom made the
-# MDE wider than Welch's for median TTFT in 2 of 3 runs and for median TPOT in 1 of 3
-# (docs/results.md). Fixed in advance, never chosen by which interval is narrower.
-PAIRED_MIN_REPS = 6
 
 
 @dataclass
 class Settings:
-    confidence: float = 0.95  # family-wise over the primary metrics of one point
-    threshold_pct: float = 2.0
+    """How a run is judged: the family-wise level, the margin, the primaries, and the
+    sequential plan (first look, budget) the run was measured under."""
+
+    confidence: float = 0.95  # family-wise: primaries, looks and sweep points
+    margin_pct: float = 5.0
     primary: list[str] = field(default_factory=lambda: list(DEFAULT_PRIMARY))
-    # metric -> relative run-to-run spread (cv) from a calibration run, and its name
+    min_pairs: int = 4  # the first look, in blocks a group per point
+    max_pairs: int = 12  # the budget
+    step: int = 2
+    rho: float = 2.0
+    # metric -> {"sd": sd of a pair's log ratio, "df": its degrees of freedom, "runs": [...]}
     calibration: dict = field(default_factory=dict)
     calibration_run: str = ""
 
-    def alpha(self, metric: str) -> float:
-        """The level a metric is tested at: the family-wise level split among the primary
-        metrics (Bonferroni), the nominal level for the others."""
-        alpha = 1 - self.confidence
-        return alpha / max(len(self.primary), 1) if metric in self.primary else alpha
+    def plan(self, points: int = 1) -> stats.Plan:
+        return stats.Plan(
+            self.confidence, self.margin_pct, self.min_pairs, max(self.max_pairs, self.min_pairs),
+            self.step, self.rho, points,
+        )  # fmt: skip
+
+
+def metric_names() -> list[str]:
+    return list(layout.COMPARED)
 
 
 def latency_samples(reps: list[RepResult], name: str) -> list[float]:
@@ -62,12 +63,14 @@ def latency_samples(reps: list[RepResult], name: str) -> list[float]:
 
 
 def rep_values(reps: list[RepResult], metric: str) -> list[float]:
-    """One value per repetition, in run order."""
+    """One value per block, in run order: the summary's figure (the benchmark computed it
+    from the same requests, and the stopping rule read it there), else from the requests."""
     out = []
     for rep in reps:
+        if isinstance(rep.summary.get(metric), (int, float)):
+            out.append(float(rep.summary[metric]))
+            continue
         if metric in THROUGHPUT:
-            if metric in rep.summary:
-                out.append(float(rep.summary[metric]))
             continue
         stat, _, name = metric.removesuffix("_ms").partition("_")
         samples = latency_samples([rep], name)
@@ -76,77 +79,136 @@ def rep_values(reps: list[RepResult], metric: str) -> list[float]:
     return out
 
 
-def rep_pairs(base: list[RepResult], dev: list[RepResult], metric: str) -> tuple[list, list] | None:
-    """Baseline's and dev's value of each repetition, aligned by repetition (None where one
-    is missing), or None when a group ran more than one block per repetition (several
-    hosts): only one block a side per repetition makes a pair of neighbours in time."""
-    if len({r.rep for r in base}) != len(base) or len({r.rep for r in dev}) != len(dev):
-        return None
-    by_rep = [{r.rep: r for r in reps} for reps in (base, dev)]
-    out: tuple[list, list] = ([], [])
-    for rep in sorted(by_rep[0].keys() | by_rep[1].keys()):
-        for side, reps in zip(out, by_rep, strict=True):
-            values = rep_values([reps[rep]], metric) if rep in reps else []
-            side.append(values[0] if values else None)
+def _by_rep(reps: list[RepResult]) -> dict[int, list[RepResult]]:
+    out: dict[int, list[RepResult]] = {}
+    for r in reps:
+        out.setdefault(r.rep, []).append(r)
     return out
 
 
-def metric_names() -> list[str]:
-    return [f"{stat}_{name}_ms" for name, stat in LATENCY] + THROUGHPUT
+def rep_pairs(base: list[RepResult], dev: list[RepResult], metric: str) -> tuple[list, list]:
+    """Baseline's and dev's value of each repetition, aligned (None where one is missing).
+    A group with several hosts has one block a host in a repetition: their geometric
+    mean is the group's value, so the pairing by repetition holds at any host count."""
+    by = [_by_rep(base), _by_rep(dev)]
+    out: tuple[list, list] = ([], [])
+    for rep in sorted(by[0].keys() | by[1].keys()):
+        for side, groups in zip(out, by, strict=True):
+            values = [v for v in rep_values(groups.get(rep, []), metric) if v > 0]
+            side.append(
+                math.exp(sum(map(math.log, values)) / len(values)) if values else None
+            )
+    return out
 
 
-def compare_point(base: list[RepResult], dev: list[RepResult], s: Settings) -> list[dict]:
+def dev_second(base: list[RepResult], dev: list[RepResult]) -> list[bool] | None:
+    """Per repetition, whether dev's block ran after baseline's (the ABBA position), from
+    the blocks' `order`; None when an order is missing."""
+    by = [_by_rep(base), _by_rep(dev)]
+    out = []
+    for rep in sorted(by[0].keys() | by[1].keys()):
+        orders = [[r.summary.get("order") for r in g.get(rep, [])] for g in by]
+        if not all(orders) or None in orders[0] + orders[1]:
+            return None
+        out.append(min(orders[1]) > min(orders[0]))
+    return out
+
+
+def throughput_moves(reps: list[RepResult]) -> bool:
+    """Whether the load lets throughput move: a closed loop (no rate: the server sets the
+    pace) or a saturated block. At a fixed pace below capacity, throughput follows the
+    offered rate whatever the server does (a 10% slower TPOT moved it by 1.5%)."""
+    return any(
+        r.summary.get("offered_rate") is None or r.summary.get("saturated") for r in reps
+    )
+
+
+def primaries(base: list[RepResult], dev: list[RepResult], s: Settings) -> list[str]:
+    """The primary metrics at a point: the configured ones the load lets move."""
+    moves = throughput_moves(base + dev)
+    return [m for m in metric_names() if m in s.primary and (moves or m not in THROUGHPUT)]
+
+
+def point_verdicts(
+    base: list[RepResult], dev: list[RepResult], s: Settings, points: int = 1
+) -> dict[str, stats.Verdict]:
+    """The sequential verdict of each primary at one point (stats.sequential)."""
+    series = {m: rep_pairs(base, dev, m) for m in primaries(base, dev, s)}
+    series = {m: v for m, v in series.items() if any(x is not None for x in v[0] + v[1])}
+    lower = {m: m not in THROUGHPUT for m in series}
+    return stats.sequential(series, lower, s.plan(points), dev_second(base, dev))
+
+
+def compare_point(
+    base: list[RepResult], dev: list[RepResult], s: Settings, points: int = 1
+) -> list[dict]:
+    """Every metric's row at a point: the primaries with their verdict, then the
+    secondaries with an interval and no word."""
+    verdicts = point_verdicts(base, dev, s, points)
+    order = dev_second(base, dev)
+    plan = s.plan(points)
     rows = []
-    primaries = [m for m in metric_names() if m in s.primary]
-    ordered = primaries + [m for m in metric_names() if m not in s.primary]
-    for metric in ordered:
-        pairs = rep_pairs(base, dev, metric)
-        if pairs and len(pairs[0]) < PAIRED_MIN_REPS:
-            pairs = None
-        b, d = pairs or (rep_values(base, metric), rep_values(dev, metric))
-        if metric in THROUGHPUT and not any(x is not None for x in b + d):
+    for metric in list(verdicts) + [m for m in metric_names() if m not in verdicts]:
+        b, d = rep_pairs(base, dev, metric)
+        if not any(x is not None for x in b + d):
             continue
-        cal = s.calibration.get(metric)
-        if isinstance(cal, dict):  # {"welch": cv of a value, "paired": cv of a difference}
-            cal = cal.get("paired" if pairs else "welch")
-        rows.append(
-            stats.compare(
-                metric,
-                b,
-                d,
-                lower_is_better=metric not in THROUGHPUT,
-                alpha=s.alpha(metric),
-                threshold_pct=s.threshold_pct,
-                primary=metric in s.primary,
-                spread_cv=cal,
-                spread_source=f"calibration {s.calibration_run}" if cal is not None else "",
-                pair=pairs is not None,
-            ).to_dict()
-        )
+        row = stats.comparison(
+            metric, b, d, metric not in THROUGHPUT, metric in verdicts, plan,
+            verdicts.get(metric), order,
+        )  # fmt: skip
+        rows.append(row.to_dict())
     return rows
 
 
+def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
+    """The stopping rule the block loop asks after each round: whether to run another,
+    and why (stats.sequential over the blocks so far, every point)."""
+    points = [p for p in run.points() if run.select("baseline", p) and run.select("dev", p)]
+    if not points:
+        return True, "no pair of blocks yet"
+    done = min(len(_by_rep(run.select("dev", p))) for p in points)
+    if done >= s.max_pairs:
+        return False, f"the budget of {s.max_pairs} blocks a group is spent"
+    open_ = [
+        p for p in points
+        if not stats.decided(point_verdicts(run.select("baseline", p), run.select("dev", p), s, len(points)))
+    ]  # fmt: skip
+    if not open_:
+        return False, f"every primary metric is decided after {done} blocks a group"
+    return True, f"undecided at {', '.join(open_)} after {done} blocks a group"
+
+
 def calibration_spread(run: RunResults) -> dict:
-    """metric -> relative run-to-run spread of an A/A run's default point: of one
-    repetition's value (welch: pooled sd / mean) and of one pair's difference (paired)."""
+    """metric -> the spread of one pair's log ratio in an A/A run's first point (the
+    position term removed where fitted), with its degrees of freedom."""
     out: dict = {}
     point = run.points()[0] if run.points() else None
     if point is None:
         return out
     base, dev = run.select("baseline", point), run.select("dev", point)
+    order = dev_second(base, dev)
     for metric in metric_names():
-        b, d = rep_values(base, metric), rep_values(dev, metric)
-        values = b + d
-        if len(values) <= 2 or not sum(values):
-            continue
-        mean = sum(values) / len(values)
-        out[metric] = {"welch": stats.pooled_sd(b, d) / mean}
-        pairs = rep_pairs(base, dev, metric)
-        if pairs:
-            kept_b, kept_d = stats.complete_pairs(*pairs)
-            if len(kept_b) > 1:
-                out[metric]["paired"] = stats.diff_sd(kept_b, kept_d) / mean
+        e = stats.estimate(*rep_pairs(base, dev, metric), order)
+        if e is not None and math.isfinite(e.sd):
+            out[metric] = {"sd": e.sd, "df": e.df, "runs": [run.run_id]}
     return out
+
+
+def pool_spreads(spreads: list[dict]) -> dict:
+    """Several calibrations' spreads pooled per metric: sum(df * sd^2) / sum(df), their
+    degrees of freedom added."""
+    out: dict = {}
+    for spread in spreads:
+        for metric, c in spread.items():
+            acc = out.setdefault(metric, {"ss": 0.0, "df": 0, "runs": []})
+            acc["ss"] += c["df"] * c["sd"] ** 2
+            acc["df"] += c["df"]
+            acc["runs"] += c["runs"]
+    return {
+        m: {"sd": math.sqrt(a["ss"] / a["df"]), "df": a["df"], "runs": a["runs"]}
+        for m, a in out.items()
+        if a["df"]
+    }
 
 
 def single_group_sweep(run: RunResults) -> bool:
@@ -156,22 +218,25 @@ def single_group_sweep(run: RunResults) -> bool:
 
 def compare_run(run: RunResults, s: Settings) -> dict:
     """{title: [comparison rows]}: dev against baseline at every point both groups ran; for
-    a sweep of one group, every later point against the first."""
+    a sweep of one group, every later point against the first. The points share the
+    family-wise level (Bonferroni), so that the gate holds it across a sweep."""
     out: dict = {}
     points = run.points()
     if single_group_sweep(run):
         first = run.select("baseline", points[0])
         for point in points[1:]:
             out[f"{point} against {points[0]}"] = compare_point(
-                first, run.select("baseline", point), s
+                first, run.select("baseline", point), s, len(points) - 1
             )
         return out
+    both = [p for p in points if run.select("baseline", p) and run.select("dev", p)]
     for point in points:
-        base, dev = run.select("baseline", point), run.select("dev", point)
-        if base and dev:
-            out[point] = compare_point(base, dev, s)
+        if point in both:
+            out[point] = compare_point(
+                run.select("baseline", point), run.select("dev", point), s, len(both)
+            )
         else:
-            missing = "baseline" if not base else "dev"
+            missing = "baseline" if not run.select("baseline", point) else "dev"
             run.problems.append(f"point {point}: no {missing} results; not compared")
     return out
 
@@ -202,12 +267,13 @@ def group_table(run: RunResults) -> list[dict]:
     return rows
 
 
-def gate(comparisons: dict, metrics: list[str]) -> list[str]:
-    """The comparisons on the gate metrics that are significantly worse (at the level each
-    was tested at: the gate uses the report's family-wise rule)."""
+def gate(comparisons: dict, metrics: list[str], undecided: bool = False) -> list[str]:
+    """The gate metrics (the primaries when none are named) called WORSE, and with
+    `undecided` also those left UNDECIDED: one-sided, family-wise over the points."""
+    bad = {stats.WORSE, stats.UNDECIDED} if undecided else {stats.WORSE}
     return [
-        f"{point}: {row['metric']} ({stats.fmt((row['relative'] or 0) * 100, 1)}%)"
+        f"{point}: {row['metric']} {row['verdict']} ({stats.fmt(row['change_pct'], 1)}%)"
         for point, rows in comparisons.items()
         for row in rows
-        if row["metric"] in metrics and row["verdict"] == stats.WORSE
+        if row["primary"] and (not metrics or row["metric"] in metrics) and row["verdict"] in bad
     ]

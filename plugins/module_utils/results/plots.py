@@ -81,6 +81,64 @@ def throughput(run: RunResults, point: str, out: Path) -> Path | None:
     return _save(fig, out / f"throughput_{_slug(point)}.png")
 
 
+VERDICT_COLORS = {"WORSE": "#d62728", "BETTER": "#2ca02c", "SAME": "#1f77b4", "UNDECIDED": "#7f7f7f"}
+
+
+def decision(comparisons: dict, out: Path) -> Path | None:
+    """The forest plot: each primary's change (dev / baseline - 1) with the interval that
+    decided it, against the +-margin band; the word beside it."""
+    rows = [(point, r) for point, rs in comparisons.items() for r in rs if r["primary"]]
+    rows = [(p, r) for p, r in rows if r["change_pct"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(rows)))
+    margin = rows[0][1]["margin_pct"]
+    ax.axvspan(-margin, margin, color="#1f77b4", alpha=0.12, label=f"+-{margin:g}% margin")
+    ax.axvline(0, color="black", lw=0.8)
+    for y, (point, r) in enumerate(reversed(rows)):
+        color = VERDICT_COLORS.get(r["verdict"], "black")
+        low, high = r["low_pct"], r["high_pct"]
+        ax.errorbar(
+            r["change_pct"], y, xerr=[[r["change_pct"] - low], [high - r["change_pct"]]],
+            fmt="o", color=color, capsize=4,
+        )  # fmt: skip
+        ax.annotate(
+            f"{r['verdict']} ({r['pairs']} blocks)", (high, y), xytext=(6, -4),
+            textcoords="offset points", color=color,
+        )  # fmt: skip
+    labels = [f"{r['metric']}" + (f" [{p}]" if len(comparisons) > 1 else "") for p, r in rows]
+    ax.set_yticks(range(len(rows)), list(reversed(labels)))
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set(xlabel="dev against baseline (%), with the interval at the level of its decision",
+           title="What decided the verdict")  # fmt: skip
+    ax.margins(x=0.25)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, out / "decision.png")
+
+
+def run_order(run: RunResults, point: str, metrics: list[str], out: Path) -> Path | None:
+    """Each block's value of each primary, in run order, per group: the drift, the ABBA
+    order and a redone block show here."""
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for group in run.groups():
+            reps = [r for r in run.select(group, point) if r.summary.get("order") is not None]
+            xs = [r.summary["order"] for r in reps]
+            ys = [r.summary.get(metric) for r in reps]
+            kept = [(x, y) for x, y in zip(xs, ys, strict=True) if isinstance(y, (int, float))]
+            if kept:
+                ax.plot(*zip(*kept, strict=True), marker="o", ls=":", label=group,
+                        color=COLORS.get(group))  # fmt: skip
+        ax.set(xlabel="block (run order)", title=metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"Blocks in run order: {point}")
+    return _save(fig, out / f"blocks_{_slug(point)}.png")
+
+
 def point_value(point: str) -> tuple[str, float]:
     """('concurrency', 4.0) from 'concurrency-4'; infinite rates sort last."""
     knob, _, value = point.rpartition("-")
@@ -119,6 +177,16 @@ def sweep(run: RunResults, out: Path) -> Path | None:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def decision_plots(run: RunResults, comparisons: dict, out: Path) -> list[Path]:
+    """The forest plot, then the blocks in run order of each point compared."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = [decision(comparisons, out)]
+    for point, rows in comparisons.items():
+        if point in run.points():
+            made.append(run_order(run, point, [r["metric"] for r in rows if r["primary"]], out))
+    return [p for p in made if p is not None]
 
 
 def all_plots(run: RunResults, out: Path) -> list[Path]:

@@ -66,7 +66,8 @@ def to_html(run_id: str, secs: list[Section]) -> str:
         "table{border-collapse:collapse;margin:1em 0}",
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}",
         "td:first-child,th:first-child{text-align:left}",
-        ".better{background:#dfd}.worse{background:#fdd}img{max-width:100%}",
+        ".better{background:#dfd}.worse{background:#fdd}.same{background:#eef}",
+        ".undecided{background:#ffd}img{max-width:100%}",
         "</style></head><body>",
         f"<h1>servelab report: {e(run_id)}</h1>",
     ]
@@ -80,7 +81,8 @@ def to_html(run_id: str, secs: list[Section]) -> str:
                 "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in table.header) + "</tr>"
             )
             for row in table.rows:
-                css = next((v for v in (stats.BETTER, stats.WORSE) if v in row), "")
+                words = (stats.BETTER, stats.WORSE, stats.SAME, stats.UNDECIDED)
+                css = next((v.lower() for v in words if v in row), "")
                 parts.append(
                     f"<tr class='{css}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
                 )

@@ -24,13 +24,14 @@ from ..mps import describe as describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
-    PAIRED_MIN_REPS,
     Settings,
     calibration_spread,
     compare_run,
     gate,
+    go_on,
     group_table,
     latency_samples,
+    pool_spreads,
     single_group_sweep,
 )
 from .render import Section, Table, markdown, to_html
@@ -69,64 +70,120 @@ def config_diff(run: RunResults) -> list[list[str]]:
     ]
 
 
+def run_plan(run: RunResults, s: Settings) -> Settings:
+    """The settings with the sequential plan the run was measured under (its first look
+    and budget, from its recorded config); a run without them is judged as one look at
+    the repetitions it has."""
+    config = next((r.summary.get("config") or {} for r in run.reps), {})
+    budget = config.get("vllm_benchmark_repetitions")
+    first = config.get("vllm_benchmark_min_repetitions")
+    if not config.get("vllm_benchmark_sequential", True) and budget:
+        first = budget
+    if not (isinstance(budget, int) and isinstance(first, int) and 2 <= first <= budget):
+        reps = max((r.rep for r in run.reps), default=2)
+        budget = first = max(reps, 2)
+    s.min_pairs, s.max_pairs = first, budget
+    return s
+
+
+def identity(rep) -> tuple:
+    """What a calibration must share with a run to speak for its noise: the configuration,
+    the engine's version and the machine (CPU model, core count)."""
+    sm = rep.summary
+    hw = sm.get("hardware") or {}
+    return (
+        sm.get("config_hash"),
+        (sm.get("versions") or {}).get("engine"),
+        hw.get("cpu_model"),
+        hw.get("cpus"),
+    )
+
+
 def find_calibration(run: RunResults, results_dir: Path | None) -> tuple[str, dict]:
-    """The newest calibration (A/A) run of the same configuration, and its spread."""
-    hashes = {r.summary.get("config_hash") for r in run.reps}
-    if results_dir is None or len(hashes) != 1 or run_kind(run) == "calibration":
+    """The calibration (A/A) runs of the same configuration, engine version and machine,
+    their spreads pooled (their degrees of freedom added); older ones expire when any of
+    those changed."""
+    ids = {identity(r) for r in run.reps}
+    if results_dir is None or len(ids) != 1 or run_kind(run) == "calibration":
         return "", {}
-    (config_hash,) = hashes
-    for entry in reversed(list_runs(results_dir)):
-        if entry["run_id"].endswith(f"{config_hash}-calibration"):
-            spread = calibration_spread(load_run(results_dir / entry["run_id"]))
+    ((config_hash, *_),) = ids
+    spreads, names = [], []
+    for entry in list_runs(results_dir):
+        if not entry["run_id"].endswith(f"{config_hash}-calibration"):
+            continue
+        cal = load_run(results_dir / entry["run_id"])
+        if cal.reps and {identity(r) for r in cal.reps} == ids:
+            spread = calibration_spread(cal)
             if spread:
-                return entry["run_id"], spread
-    return "", {}
+                spreads.append(spread)
+                names.append(entry["run_id"])
+    if not spreads:
+        return "", {}
+    return ", ".join(names), pool_spreads(spreads)
 
 
-def verdict_lines(comparisons: dict, s: Settings) -> list[str]:
-    """The answer first: which primary metrics changed, by how much, and what could not
-    have been seen."""
-    lines = []
+def stopped(run: RunResults, s: Settings) -> str:
+    """How many blocks ran and why they stopped, from the stopping rule replayed."""
+    both = [p for p in run.points() if run.select("baseline", p) and run.select("dev", p)]
+    if not both:
+        return ""
+    done = min(len({r.rep for r in run.select(g, p)}) for p in both for g in ("baseline", "dev"))
+    go, why = go_on(run, s)
+    if go:
+        why = (
+            f"stopped after {done} blocks a group of a budget of {s.max_pairs}, undecided: "
+            "the time budget (VLLM_BENCHMARK_MAX_MINUTES) ran out, the sequential verdict "
+            "was off, or the run was cut short"
+        )
+    return why
+
+
+def headline(comparisons: dict) -> str:
+    """The answer in words, first line of the report and of the printed summary."""
+    parts = []
     for point, rows in comparisons.items():
-        primary = [r for r in rows if r["primary"]]
-        changed = [r for r in primary if r["verdict"] in (stats.BETTER, stats.WORSE)]
-        unknown = [r for r in primary if r["verdict"] == stats.UNKNOWN]
+        words: dict[str, list[str]] = {}
+        for r in rows:
+            if r["primary"]:
+                words.setdefault(r["verdict"], []).append(r["metric"])
         head = f"{point}: " if len(comparisons) > 1 else ""
-        for r in changed:
-            lines.append(
-                f"{head}{r['metric']} is {r['verdict'].upper()} in dev: "
-                f"{stats.fmt(r['baseline'])} -> {stats.fmt(r['dev'])} "
-                f"({stats.fmt((r['relative'] or 0) * 100, 1)}%, {r['level']:.1%} interval of "
-                f"dev - baseline [{stats.fmt(r['ci_low'])}, {stats.fmt(r['ci_high'])}])"
+        parts.append(head + "; ".join(f"{w} {', '.join(ms)}" for w, ms in words.items()))
+    return " | ".join(parts) or "no primary metric could be compared"
+
+
+def verdict_lines(comparisons: dict, s: Settings, stopped: str = "") -> list[str]:
+    """The answer first: each primary's word, its change and interval, and for an
+    undecided one what would decide it."""
+    lines = [headline(comparisons)]
+    for point, rows in comparisons.items():
+        head = f"{point}: " if len(comparisons) > 1 else ""
+        for r in (r for r in rows if r["primary"]):
+            if r["change_pct"] is None:
+                lines.append(f"{head}{r['metric']} UNDECIDED: fewer than 2 pairs of blocks")
+                continue
+            line = (
+                f"{head}{r['metric']} {r['verdict']}: {stats.fmt(r['baseline'])} -> "
+                f"{stats.fmt(r['dev'])} ({r['change_pct']:+.1f}%, {r['level']:.2%} interval "
+                f"[{r['low_pct']:+.1f}%, {r['high_pct']:+.1f}%], {r['pairs']} blocks a group)"
             )
-        quiet = [r for r in primary if r["verdict"] == stats.SAME]
-        if quiet:
-            mdes = ", ".join(
-                f"{r['metric']} {stats.fmt(r['mde_pct'], 1)}%" for r in quiet if r["mde_pct"]
-            )
-            lines.append(
-                f"{head}no significant change in {', '.join(r['metric'] for r in quiet)}"
-                + (f"; changes this run would find 80% of the time: {mdes}" if mdes else "")
-            )
-        if unknown:
-            lines.append(
-                f"{head}not tested (fewer than 2 repetitions a side): "
-                + ", ".join(r["metric"] for r in unknown)
-            )
-    family = (
-        f"{s.confidence:.1%} family-wise over the {len(s.primary)} primary metrics of a point "
-        f"({', '.join(s.primary)}), each at {1 - (1 - s.confidence) / len(s.primary):.2%}; "
-        f"a change must also reach {s.threshold_pct:g}%"
+            if r["verdict"] == stats.UNDECIDED:
+                more = r["more_pairs"]
+                line += (
+                    f"; about {more} more blocks a group would likely decide it"
+                    if more is not None
+                    else f"; more than {stats.MORE_CAP} blocks a group: widen the margin "
+                    "or quiet the machine"
+                )
+            lines.append(line)
+    if stopped:
+        lines.append(f"blocks: {stopped}")
+    lines.append(
+        f"(margin +-{s.margin_pct:g}%; paired log ratios of dev and baseline block by block; "
+        f"{s.confidence:.0%} family-wise over the primaries (Holm), the looks (alpha "
+        f"spending from {s.min_pairs} to {s.max_pairs} blocks a group) and the points; "
+        "docs/results.md)"
     )
-    methods = {r["method"] for rows in comparisons.values() for r in rows if r["primary"]}
-    how = (
-        "paired t on the differences of repetition r (neighbours in the ABBA order)"
-        if methods == {"paired"}
-        else "Welch's t on one value per repetition"
-        if methods <= {"welch"}
-        else "paired t where the repetitions pair up, else Welch's t"
-    )
-    return [*lines, f"(method: {how}, {family})"]
+    return lines
 
 
 def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
@@ -136,7 +193,8 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
         for r in rows:
             if not r["primary"]:
                 continue
-            for group, values in (("baseline", r["baseline_reps"]), ("dev", r["dev_reps"])):
+            for group, reps in (("baseline", r["baseline_reps"]), ("dev", r["dev_reps"])):
+                values = [v for v in reps if v is not None]
                 if len(values) > 1 and statistics.fmean(values):
                     cv = statistics.stdev(values) / abs(statistics.fmean(values))
                     if cv > UNSTABLE_CV:
@@ -230,24 +288,27 @@ REP_HEADER = [
     "client: p99 send lag, CPU, workers",
 ]  # fmt: skip
 COMPARISON_HEADER = [
-    "metric", "baseline", "dev", "delta %", "interval of dev - baseline", "level",
-    "verdict", "MDE %", "reps for 5%", "repetitions (base / dev)",
+    "metric", "baseline", "dev", "change %", "interval %", "level", "verdict",
+    "blocks a group", "MDE %", "more blocks to decide",
 ]  # fmt: skip
 
 
 def _comparison_rows(rows: list[dict]) -> list[list[str]]:
+    def pct(x):
+        return "-" if x is None else f"{x:+.1f}"
+
     return [
         [
             r["metric"] + ("" if r["primary"] else " (secondary)"),
             stats.fmt(r["baseline"]),
             stats.fmt(r["dev"]),
-            stats.fmt(None if r["relative"] is None else r["relative"] * 100, 1),
-            f"[{stats.fmt(r['ci_low'])}, {stats.fmt(r['ci_high'])}]",
-            f"{r['level']:.1%}",
+            pct(r["change_pct"]),
+            f"[{pct(r['low_pct'])}, {pct(r['high_pct'])}]",
+            f"{r['level']:.2%}" if r["level"] else "-",
             r["verdict"],
-            stats.fmt(r["mde_pct"], 1) + (" (cal.)" if r["mde_source"].startswith("cal") else ""),
-            str(r["reps_for_5pct"] or ">200"),
-            f"{r['n_baseline']} / {r['n_dev']}" + (" paired" if r["method"] == "paired" else ""),
+            str(r["pairs"]),
+            stats.fmt(r["mde_pct"], 1),
+            "-" if r["verdict"] != stats.UNDECIDED else str(r["more_pairs"] or f">{stats.MORE_CAP}"),
         ]
         for r in rows
     ]
@@ -256,7 +317,7 @@ def _comparison_rows(rows: list[dict]) -> list[list[str]]:
 def comparison_lines(comparisons: dict) -> list[str]:
     """The comparison as aligned text, for the terminal."""
     lines = []
-    header = ("metric", "baseline", "dev", "delta %", "interval", "verdict", "MDE %")
+    header = ("metric", "baseline", "dev", "change %", "interval %", "verdict", "blocks")
     for point, rows in comparisons.items():
         table = [header] + [
             (r[0], r[1], r[2], r[3], r[4], r[6], r[7]) for r in _comparison_rows(rows)
@@ -323,6 +384,7 @@ class Facts:
     settings: Settings
     calibration_run: str = ""
     images: list[Path] = field(default_factory=list)
+    decision_images: list[Path] = field(default_factory=list)
     verdict: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -351,6 +413,14 @@ def verdict_section(f: Facts) -> list[Section]:
     return [Section("Verdict", items=f.verdict)]
 
 
+def decision_section(f: Facts) -> list[Section]:
+    """The forest plot (each primary's interval against the margin band) and each
+    block's value in run order: what decided the words, and the drift and ABBA beside."""
+    if not f.decision_images:
+        return []
+    return [Section("What decided it", images=f.decision_images)]
+
+
 def warnings_section(f: Facts) -> list[Section]:
     return [Section("Warnings", items=f.warnings or ["none"])]
 
@@ -376,21 +446,39 @@ def comparison_sections(f: Facts) -> list[Section]:
 
 
 def method_section(f: Facts) -> list[Section]:
-    mde_from = (
-        f"MDE from calibration run {f.calibration_run}"
-        if f.calibration_run
-        else "MDE from this run's own repetitions (run `make vllm-calibrate` for a calibrated one)"
-    )
-    return [Section("How the comparison works", paragraphs=[
-        "Each metric is one value per repetition (latencies: the statistic over that "
-        "repetition's requests). With at least "
-        f"{PAIRED_MIN_REPS} repetitions a side, one block each, repetition r of "
-        "baseline and of dev ran next to each other (ABBA), so the interval is a "
-        "paired t interval on their differences: a drift of the machine over a few "
-        "blocks cancels in them. With fewer, Welch's t interval of the difference "
-        "of means. Primary metrics share the family-wise level (Bonferroni); others are "
-        f"secondary, at the nominal level. MDE: the change found 80% of the time at "
-        f"the metric's level; {mde_from}."
+    s = f.settings
+    noise = (
+        f" Calibration {f.calibration_run} (A/A runs of this configuration, engine and "
+        "machine, pooled) puts the spread of one pair's log ratio at "
+        + ", ".join(
+            f"{m} {c['sd'] * 100:.1f}% ({c['df']} df): +-{s.margin_pct:g}% takes about "
+            f"{stats.pairs_for_same(c['sd'], s.plan())} blocks a group"
+            for m, c in s.calibration.items() if m in s.primary
+        ) + "."
+        if f.calibration_run and s.calibration
+        else " Run `make vllm-calibrate` (an A/A) to learn the noise of this machine before "
+        "a run: the report then says how many blocks deciding the margin takes."
+    )  # fmt: skip
+    return [Section("How the verdict works", paragraphs=[
+        "Each metric is one value a block (latencies: the statistic over the block's "
+        "requests). Block r of baseline and of dev ran next to each other (ABBA), so "
+        "each repetition gives a pair, and the interval is a paired t interval of the "
+        "mean log ratio dev / baseline: a drift of the machine over a few blocks cancels "
+        "in it, and it reads as a relative change. From "
+        f"{stats.POSITION_MIN_PAIRS} pairs the model has an ABBA position term (whether dev "
+        "ran second), so that a cost of running second is neither noise nor effect. "
+        f"WORSE or BETTER: the interval lies wholly beyond +-{s.margin_pct:g}% "
+        "(VLLM_RESULTS_MARGIN_PCT); SAME: wholly inside it; UNDECIDED: neither. Each "
+        "claim is a one-sided test at its level (the interval shown is 1 - 2 x level); "
+        f"Holm's step-down shares each look's alpha among the undecided primaries. Looks: "
+        f"after {s.min_pairs} blocks a group and every {s.step} after, to {s.max_pairs}; "
+        f"look k spends alpha x (k / budget)^2 of {1 - s.confidence:.0%} "
+        "(alpha spending, union bound), so the chance of any false word stays at most "
+        f"{1 - s.confidence:.0%} however often the run was looked at. Throughput is "
+        "primary only where the load lets it move (closed loop or saturated). Secondary "
+        f"metrics: a {s.confidence:.0%} interval, no word. MDE: the smallest worsening "
+        "this rule calls WORSE 80% of the time at this many blocks (noncentral t)."
+        + noise
     ])]  # fmt: skip
 
 
@@ -414,6 +502,7 @@ def plots_section(f: Facts) -> list[Section]:
 SECTIONS = (
     differs_section,
     verdict_section,
+    decision_section,
     warnings_section,
     groups_section,
     note_section,
@@ -445,6 +534,7 @@ def write_report(
     gate_metrics: list[str],
     results_dir: Path | None = None,
     write: bool = True,
+    undecided: bool = False,
 ) -> dict:
     """Compare, plot and write run_dir/report/; return what the caller prints and checks.
     With write=False (make vllm-compare), compare only: no plot, no file."""
@@ -452,20 +542,23 @@ def write_report(
     out = run_dir / layout.REPORT
     if write:
         out.mkdir(parents=True, exist_ok=True)
+    settings = run_plan(run, settings)
     cal_run, spread = find_calibration(run, results_dir)
     if cal_run:
         settings.calibration, settings.calibration_run = spread, cal_run
     compared = compare_run(run, settings)
+    write_plots = bool(run.reps and write)
     f = Facts(
         run,
         compared,
         settings,
         cal_run,
-        images=plots.all_plots(run, out) if run.reps and write else [],
-        verdict=verdict_lines(compared, settings),
+        images=plots.all_plots(run, out) if write_plots else [],
+        decision_images=plots.decision_plots(run, compared, out) if write_plots else [],
+        verdict=verdict_lines(compared, settings, stopped(run, settings)),
         warnings=warnings(run, compared, settings),
     )
-    regressions = gate(compared, gate_metrics)
+    regressions = gate(compared, gate_metrics, undecided)
     secs = sections(f)  # after the comparison: it notes points it could not compare
     diff = config_diff(run)
     compare_doc = {

@@ -1,19 +1,31 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Baseline vs dev on one value per repetition: a paired t interval over the repetitions'
-differences (Welch's t when the repetitions cannot be paired), a family-wise level over the
-primary metrics (Bonferroni), and the minimum detectable effect (MDE).
+"""The verdict: dev against baseline, per primary metric, in one of four words.
 
-Why paired: the blocks run ABBA, so repetition r of baseline and of dev are neighbours in
-time. A drift of the machine that spans a few blocks moves both alike: it cancels in
-their difference but counts twice in Welch's spread. On the embedded default one run's
-blocks moved between 82 and 101 ms median TPOT; Welch's MDE was 11.4%, paired 5.3%.
+WORSE / BETTER  the change is shown to lie beyond the margin (the whole interval of the
+                ratio dev / baseline lies past +margin, or past -margin);
+SAME            the change is shown to lie inside +-margin (the whole interval inside);
+UNDECIDED       neither yet, with how many more blocks would likely decide it.
 
-Why one value per repetition: requests of one repetition share its conditions (the
-engine's state, the machine's other load), so the repetition is the unit that varies
-from run to run. Resampling requests, or even repetitions then requests, with three
-repetitions a side understates that spread (benchmarks/false_alarm.py measures it); a t
-interval on the repetitions' values holds its nominal rate with as few as two a side.
+How (docs/results.md, "The verdict"):
+- One value per block (a repetition of one group), compared on the log scale, so that
+  the interval is one of the ratio and reads as a relative change. Block r of baseline and
+  of dev ran next to each other (ABBA), so each repetition gives one pair and the test is
+  a paired t on the pairs' log ratios, at every n: a drift of the machine over a few
+  blocks cancels in a pair.
+- From POSITION_MIN_PAIRS pairs on, the model also has a position term (+1 where dev ran
+  second in its pair, -1 where first), so that a block that runs faster or slower for
+  being second (a cache, a thaw) is not counted as noise or as an effect.
+- The margin is symmetric on the log scale: +-5% means a ratio in [1/1.05, 1.05].
+- Each claim (WORSE, BETTER, SAME) is a one-sided test at level a: the (1 - 2a) interval
+  of the ratio lies past the margin (WORSE, BETTER), or inside it (SAME: two one-sided
+  tests, TOST). Holm's step-down shares a look's level among the undecided primaries.
+- Sequential looks: a run is looked at after `min_pairs` pairs and every `step` pairs
+  after, up to `max_pairs` (the budget). Look k may spend a_k = A(t_k) - A(t_k-1) of the
+  family-wise alpha, with A(t) = alpha * t**rho and t = pairs / max_pairs (a Kim-DeMets
+  power-family spending function). The union bound over looks keeps the chance of any
+  false claim at or below alpha however the looks correlate, with no boundary tables.
+  A decided metric keeps its word; the run stops when every primary has one.
 """
 
 from __future__ import annotations
@@ -24,42 +36,334 @@ from dataclasses import asdict, dataclass, field
 
 try:
     import numpy as np
+    from scipy import optimize, special
     from scipy import stats as scipy_stats
 
     IMPORT_ERROR = ""
 except ImportError:  # the module reports it with missing_required_lib
-    np = scipy_stats = None
+    np = optimize = special = scipy_stats = None
     IMPORT_ERROR = traceback.format_exc()
 
-BETTER, WORSE, SAME, UNKNOWN = "better", "worse", "no significant change", "insufficient data"
-POWER = 0.8  # the MDE is the change found 80% of the time
+WORSE, BETTER, SAME, UNDECIDED = "WORSE", "BETTER", "SAME", "UNDECIDED"
+SECONDARY = "-"  # secondaries show an interval, never a word
+POWER = 0.8  # the MDE is the change called WORSE 80% of the time
+POSITION_MIN_PAIRS = 6  # from here the model has a position term (n - 2 df)
+MORE_CAP = 1000  # "more than this many pairs" beyond it
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The sequential design of one run: its looks and the alpha each may spend."""
+
+    confidence: float = 0.95  # 1 - alpha: family-wise over primaries, looks and points
+    margin_pct: float = 5.0
+    min_pairs: int = 4  # the first look
+    max_pairs: int = 12  # the budget, in blocks a group per point
+    step: int = 2  # pairs between looks: one ABBA round
+    rho: float = 2.0  # shape of the spending function alpha * t**rho
+    points: int = 1  # sweep points sharing alpha (Bonferroni)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence {self.confidence}: expected 0 < x < 1")
+        if not 0 < self.margin_pct < 100:
+            raise ValueError(f"margin {self.margin_pct}%: expected 0 < x < 100")
+        if not 2 <= self.min_pairs <= self.max_pairs:
+            raise ValueError(
+                f"repetitions: first look at {self.min_pairs}, budget {self.max_pairs}: "
+                "expected 2 <= first look <= budget"
+            )
+
+    @property
+    def alpha(self) -> float:
+        return (1 - self.confidence) / max(self.points, 1)
+
+    @property
+    def log_margin(self) -> float:
+        return math.log1p(self.margin_pct / 100)
+
+    def spent(self, pairs: int) -> float:
+        return self.alpha * min(1.0, pairs / self.max_pairs) ** self.rho
+
+    def is_look(self, pairs: int) -> bool:
+        return pairs == self.max_pairs or (
+            pairs >= self.min_pairs and (pairs - self.min_pairs) % self.step == 0
+        )
+
+    def looks(self, pairs: int) -> list[int]:
+        """The looks a run of `pairs` pairs took: the scheduled ones, and `pairs` itself
+        when it stopped between two (a time budget, an interrupted run)."""
+        out = [n for n in range(self.min_pairs, min(pairs, self.max_pairs) + 1) if self.is_look(n)]
+        if pairs >= 2 and (not out or out[-1] != min(pairs, self.max_pairs)):
+            out.append(min(pairs, self.max_pairs))
+        return out
+
+
+@dataclass
+class Estimate:
+    """The log ratio dev / baseline over n pairs: its mean effect, standard error, df."""
+
+    n: int
+    mu: float  # mean log ratio (the position term's average removed)
+    se: float
+    df: int
+    sd: float  # of one pair's log ratio, the position term removed
+    position: float | None = None  # log ratio of "dev second" over "dev first", halved
+
+    def interval(self, a: float) -> tuple[float, float]:
+        """The (1 - 2a) interval of mu: each end a one-sided bound at level a."""
+        if self.se == 0:
+            return self.mu, self.mu
+        t = tq(1 - a, self.df)
+        return self.mu - t * self.se, self.mu + t * self.se
+
+
+def log_pairs(base: list, dev: list) -> tuple[list[float], list[float], list[int]]:
+    """Logs of the pairs whose values are both finite and positive, and their indices."""
+    xs, ys, kept = [], [], []
+    for i, (b, d) in enumerate(zip(base, dev, strict=True)):
+        if _pos(b) and _pos(d):
+            xs.append(math.log(b))
+            ys.append(math.log(d))
+            kept.append(i)
+    return xs, ys, kept
+
+
+def estimate(base: list, dev: list, dev_second: list[bool] | None = None) -> Estimate | None:
+    """Paired estimate of log(dev / baseline); None below two usable pairs."""
+    xs, ys, kept = log_pairs(base, dev)
+    n = len(kept)
+    if n < 2:
+        return None
+    d = np.asarray(ys) - np.asarray(xs)
+    s = None
+    if dev_second is not None and n >= POSITION_MIN_PAIRS:
+        s = np.asarray([1.0 if dev_second[i] else -1.0 for i in kept])
+        if min((s > 0).sum(), (s < 0).sum()) < 2:  # one order only: nothing to separate
+            s = None
+    if s is None:
+        sd = float(d.std(ddof=1))
+        return Estimate(n, float(d.mean()), sd / math.sqrt(n), n - 1, sd)
+    x = np.column_stack([np.ones(n), s])
+    coef, *_ = np.linalg.lstsq(x, d, rcond=None)
+    resid = d - x @ coef
+    df = n - 2
+    sd = float(math.sqrt((resid**2).sum() / df))
+    cov = np.linalg.inv(x.T @ x)
+    return Estimate(n, float(coef[0]), sd * math.sqrt(cov[0, 0]), df, sd, float(coef[1]))
+
+
+def p_values(e: Estimate, log_margin: float, lower_is_better: bool) -> dict[str, float]:
+    """One-sided p value of each claim: WORSE, BETTER (beyond the margin), SAME (inside)."""
+    up = _sf(_t(e.mu - log_margin, e.se), e.df)  # the ratio above 1 + margin
+    down = _sf(_t(-log_margin - e.mu, e.se), e.df)  # below 1 / (1 + margin)
+    above_low = _sf(_t(e.mu + log_margin, e.se), e.df)  # TOST: above the lower end ...
+    below_high = _sf(_t(log_margin - e.mu, e.se), e.df)  # ... and below the upper end
+    worse, better = (up, down) if lower_is_better else (down, up)
+    return {WORSE: worse, BETTER: better, SAME: max(above_low, below_high)}
+
+
+def _t(distance: float, se: float) -> float:
+    if se:
+        return distance / se
+    return math.copysign(math.inf, distance) if distance else 0.0
+
+
+def _sf(t: float, df: int) -> float:
+    return float(special.stdtr(df, -t)) if math.isfinite(t) else (0.0 if t > 0 else 1.0)
+
+
+def tq(q: float, df: int) -> float:
+    """Student's t quantile (scipy.special: the distribution object is 20x slower)."""
+    return float(special.stdtrit(df, q))
+
+
+def holm(p: dict[str, float], level: float) -> list[str]:
+    """The names whose p value Holm's step-down rejects at family-wise `level`."""
+    out = []
+    for i, (name, value) in enumerate(sorted(p.items(), key=lambda kv: kv[1])):
+        if value > level / (len(p) - i):
+            break
+        out.append(name)
+    return out
+
+
+@dataclass
+class Verdict:
+    """One primary metric's word and what decided it."""
+
+    verdict: str = UNDECIDED
+    pairs: int = 0  # at the look that decided it, or the last look
+    level: float = 0.0  # one-sided level of the claim (the interval is 1 - 2 * level)
+    p_value: float | None = None  # of the claim made (or the nearest one, undecided)
+    estimate: Estimate | None = None
+    why: str = ""
+
+
+def sequential(
+    series: dict[str, tuple[list, list]],
+    lower_is_better: dict[str, bool],
+    plan: Plan,
+    dev_second: list[bool] | None = None,
+) -> dict[str, Verdict]:
+    """Replay the looks over the primaries' paired values (run order of the pairs) and
+    return each primary's verdict. The same function decides whether a run goes on."""
+    n_pairs = max((len(b) for b, _ in series.values()), default=0)
+    out = {m: Verdict() for m in series}
+    spent = 0.0
+    for look in plan.looks(n_pairs):
+        level, spent = plan.spent(look) - spent, plan.spent(look)
+        est, claims = {}, {}
+        for m, (b, d) in series.items():
+            if out[m].verdict != UNDECIDED:
+                continue
+            e = estimate(b[:look], d[:look], dev_second[:look] if dev_second else None)
+            if e is not None:
+                ps = p_values(e, plan.log_margin, lower_is_better[m])
+                claim = min(ps, key=ps.get)
+                est[m], claims[m] = e, (claim, ps[claim])
+        rejected = holm({m: p for m, (_, p) in claims.items()}, level)
+        for rank, m in enumerate(rejected):
+            claim, p = claims[m]
+            out[m] = Verdict(claim, look, level / (len(claims) - rank), p, est[m])
+        rest = level / max(len(claims) - len(rejected), 1)  # the next Holm step's level
+        for m in claims.keys() - set(rejected):
+            out[m] = Verdict(UNDECIDED, look, rest, claims[m][1], est[m])
+    return out
+
+
+def decided(verdicts: dict[str, Verdict]) -> bool:
+    return bool(verdicts) and all(v.verdict != UNDECIDED for v in verdicts.values())
+
+
+def pairs_needed(e: Estimate, log_margin: float, level: float, cap: int = MORE_CAP) -> int | None:
+    """Pairs (in all) at which a run like this one would likely (80%) decide: the estimate
+    taken as the truth, its distance from the margin to be cleared by the interval."""
+    gap = abs(abs(e.mu) - log_margin)
+    if not math.isfinite(e.sd) or e.sd == 0:
+        return e.n
+    p = e.n - e.df  # parameters of the model
+    for n in range(max(e.n, p + 2), cap + 1):
+        if (tq(1 - level, n - p) + tq(POWER, n - p)) * e.sd / math.sqrt(n) <= gap:
+            return n
+    return None
+
+
+def pairs_for_same(sd: float, plan: Plan) -> int | str:
+    """Blocks a group at which an A/A with this spread of a pair's log ratio is called SAME
+    80% of the time, at the level the budget's last look gives one primary of three."""
+    level = (plan.spent(plan.max_pairs) - plan.spent(plan.max_pairs - plan.step)) / 3
+    for n in range(2, MORE_CAP + 1):
+        if (tq(1 - level, n - 1) + tq(0.9, n - 1)) * sd / math.sqrt(n) <= plan.log_margin:
+            return n
+    return f"more than {MORE_CAP}"
+
+
+def mde(e: Estimate, log_margin: float, level: float) -> float:
+    """The smallest true change (log) called WORSE 80% of the time by this rule (the
+    margin, the level, this many pairs and df): the noncentral t's power solved."""
+    if not e.se or not math.isfinite(e.se):
+        return float("nan")
+    crit = tq(1 - level, e.df)
+
+    def power_gap(ncp: float) -> float:
+        return float(scipy_stats.nct.sf(crit, e.df, ncp)) - POWER
+
+    ncp = optimize.brentq(power_gap, 0.0, crit + 50)
+    return log_margin + ncp * e.se
+
+
+def interval(base: list, dev: list, confidence: float, dev_second=None):
+    """A secondary's (or any) two-sided interval of the ratio, with its estimate."""
+    e = estimate(base, dev, dev_second)
+    if e is None:
+        return None, None
+    return e, e.interval((1 - confidence) / 2)
 
 
 @dataclass
 class Comparison:
+    """One metric at one point: the groups' values, the ratio and its interval, the word."""
+
     metric: str
-    baseline: float  # mean over the repetitions of the per-repetition value
-    dev: float
-    delta: float  # dev - baseline
-    relative: float | None  # delta / baseline
-    ci_low: float | None  # of dev - baseline, at `level`
-    ci_high: float | None
-    p_value: float | None
-    verdict: str
+    primary: bool
     lower_is_better: bool
-    n_baseline: int  # repetitions (times hosts)
-    n_dev: int
-    primary: bool = True
-    level: float = 0.95  # confidence of this interval (family-wise level / primaries)
-    mde_pct: float | None = None  # smallest relative change this comparison would find
-    mde_source: str = ""  # "calibration <run>" or "this run"
-    reps_for_5pct: int | None = None  # repetitions a side that would find a 5% change
-    baseline_reps: list = field(default_factory=list)  # per-repetition values, run order
+    baseline: float | None  # geometric mean over the blocks
+    dev: float | None
+    change_pct: float | None  # (ratio - 1) * 100
+    low_pct: float | None  # the interval of the change, at `level`
+    high_pct: float | None
+    level: float  # two-sided confidence of that interval
+    verdict: str
+    pairs: int = 0  # used (at the deciding look for a decided primary)
+    margin_pct: float = 0.0
+    p_value: float | None = None
+    mde_pct: float | None = None  # smallest worsening this rule finds 80% of the time
+    more_pairs: int | None = None  # undecided: about this many more blocks a group
+    position_pct: float | None = None  # the ABBA position term, where fitted
+    method: str = "paired log ratio"
+    baseline_reps: list = field(default_factory=list)  # one value a block, run order
     dev_reps: list = field(default_factory=list)
-    method: str = "welch"  # "paired": differences of repetition r; "welch": two samples
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _pct(log_value: float | None) -> float | None:
+    return None if log_value is None or not math.isfinite(log_value) else math.expm1(log_value) * 100
+
+
+def _gmean(values: list) -> float | None:
+    kept = [math.log(v) for v in values if _pos(v)]
+    return math.exp(sum(kept) / len(kept)) if kept else None
+
+
+def comparison(
+    metric: str,
+    base: list,
+    dev: list,
+    lower_is_better: bool,
+    primary: bool,
+    plan: Plan,
+    verdict: Verdict | None = None,
+    dev_second: list[bool] | None = None,
+) -> Comparison:
+    """The row of one metric: a primary's from its sequential verdict, a secondary's with
+    a nominal (confidence) interval and no word."""
+    row = Comparison(
+        metric, primary, lower_is_better, _gmean(base), _gmean(dev), None, None, None,
+        plan.confidence, SECONDARY, margin_pct=plan.margin_pct,
+        baseline_reps=list(base), dev_reps=list(dev),
+    )  # fmt: skip
+    if primary:
+        v = verdict or Verdict()
+        row.verdict, row.p_value, e = v.verdict, v.p_value, v.estimate
+        if e is not None:
+            row.level = 1 - 2 * v.level
+            low, high = e.interval(v.level)
+            row.pairs = e.n
+            row.mde_pct = _pct(mde(e, plan.log_margin, v.level))
+            if v.verdict == UNDECIDED:
+                need = pairs_needed(e, plan.log_margin, v.level)
+                row.more_pairs = None if need is None else max(need - e.n, plan.step)
+        else:
+            row.level = 0.0
+    else:
+        e, (low, high) = (None, (None, None))
+        got = interval(base, dev, plan.confidence, dev_second)
+        if got[0] is not None:
+            e, (low, high) = got
+            row.pairs = e.n
+    if e is not None:
+        row.change_pct, row.low_pct, row.high_pct = _pct(e.mu), _pct(low), _pct(high)
+        row.position_pct = _pct(e.position)
+        if e.position is not None:
+            row.method = "paired log ratio + ABBA position"
+    return row
+
+
+def _pos(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
 def statistic(name: str):
@@ -72,153 +376,6 @@ def statistic(name: str):
         q = float(name[1:].replace("_", "."))
         return lambda a: np.percentile(a, q, axis=-1)
     raise ValueError(f"unknown statistic {name!r}")
-
-
-def welch(base: list, dev: list, confidence: float) -> tuple[float, float, float]:
-    """Welch's t interval of mean(dev) - mean(base), and the two-sided p value."""
-    b, d = np.asarray(base, dtype=float), np.asarray(dev, dtype=float)
-    delta = float(d.mean() - b.mean())
-    if b.var() == 0 and d.var() == 0:  # identical repetitions: no spread to test against
-        return delta, delta, 1.0 if delta == 0 else 0.0
-    res = scipy_stats.ttest_ind(d, b, equal_var=False)
-    ci = res.confidence_interval(confidence)
-    return float(ci.low), float(ci.high), float(res.pvalue)
-
-
-def paired(base: list, dev: list, confidence: float) -> tuple[float, float, float]:
-    """t interval of the mean of dev[i] - base[i], and the two-sided p value."""
-    diff = np.asarray(dev, dtype=float) - np.asarray(base, dtype=float)
-    if diff.var() == 0:  # identical differences: no spread to test against
-        delta = float(diff.mean())
-        return delta, delta, 1.0 if delta == 0 else 0.0
-    res = scipy_stats.ttest_rel(dev, base)
-    ci = res.confidence_interval(confidence)
-    return float(ci.low), float(ci.high), float(res.pvalue)
-
-
-def diff_sd(base: list, dev: list) -> float:
-    """Run-to-run standard deviation of one repetition's dev - baseline difference."""
-    diff = np.asarray(dev, dtype=float) - np.asarray(base, dtype=float)
-    return float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
-
-
-def pooled_sd(base: list, dev: list) -> float:
-    """Run-to-run standard deviation of one repetition's value, both groups pooled."""
-    b, d = np.asarray(base, dtype=float), np.asarray(dev, dtype=float)
-    dof = max(len(b) - 1, 0) + max(len(d) - 1, 0)
-    if dof == 0:
-        return float("nan")
-    ss = (((b - b.mean()) ** 2).sum() if len(b) else 0.0) + (
-        ((d - d.mean()) ** 2).sum() if len(d) else 0.0
-    )
-    return math.sqrt(ss / dof)
-
-
-def mde(
-    sd: float, n_base: int, n_dev: int, alpha: float, power: float = POWER, method: str = "welch"
-) -> float:
-    """Smallest true difference that a two-sided test at alpha finds with this power (t
-    approximation). welch: sd of one repetition's value, n_base + n_dev - 2 dof; paired:
-    sd of one pair's difference, n - 1 dof for n pairs."""
-    if method == "paired":
-        n = min(n_base, n_dev)
-        dof, scale = n - 1, math.sqrt(1 / n) if n else float("nan")
-    else:
-        dof = n_base + n_dev - 2
-        scale = math.sqrt(1 / n_base + 1 / n_dev) if n_base and n_dev else 0.0
-    if dof < 1 or not math.isfinite(sd):
-        return float("nan")
-    t = scipy_stats.t
-    return (t.ppf(1 - alpha / 2, dof) + t.ppf(power, dof)) * sd * scale
-
-
-def reps_needed(
-    cv: float, change: float, alpha: float, power: float = POWER, cap: int = 200,
-    method: str = "welch",
-):  # fmt: skip
-    """Repetitions a side for an MDE at or below `change` (relative), given the relative
-    run-to-run spread cv (of a value, or of a pair's difference); None beyond cap."""
-    if not math.isfinite(cv):
-        return None
-    for n in range(2, cap + 1):
-        if mde(cv, n, n, alpha, power, method) <= change:
-            return n
-    return None
-
-
-def _ok(x) -> bool:
-    return x is not None and math.isfinite(x)
-
-
-def complete_pairs(base: list, dev: list) -> tuple[list[float], list[float]]:
-    """The repetitions that have a finite value on both sides, still aligned."""
-    kept = [(float(x), float(y)) for x, y in zip(base, dev, strict=True) if _ok(x) and _ok(y)]
-    return [x for x, _ in kept], [y for _, y in kept]
-
-
-def compare(
-    metric: str,
-    base: list,
-    dev: list,
-    lower_is_better: bool,
-    alpha: float = 0.05,
-    threshold_pct: float = 0.0,
-    primary: bool = True,
-    spread_cv: float | None = None,
-    spread_source: str = "this run",
-    pair: bool = False,
-) -> Comparison:
-    """Compare one metric given one value per repetition and side, tested at `alpha`
-    (the caller divides the family-wise level among the primary metrics).
-
-    pair: base[i] and dev[i] are the same repetition (None where one is missing); the
-    interval is then on their differences. better/worse needs the interval to exclude 0
-    and the change to reach threshold_pct. spread_cv: the relative run-to-run spread from
-    a calibration (of a pair's difference when paired), for the MDE; without it the MDE
-    comes from this run's own repetitions."""
-    if pair and len(base) == len(dev):
-        b, d = complete_pairs(base, dev)
-        pair = len(b) >= 2
-    else:
-        pair = False
-    if not pair:
-        b = [float(x) for x in base if _ok(x)]
-        d = [float(x) for x in dev if _ok(x)]
-    method = "paired" if pair else "welch"
-    level = 1 - alpha
-    if not b or not d:
-        nan = float("nan")
-        return Comparison(
-            metric, nan, nan, nan, None, None, None, None, UNKNOWN, lower_is_better,
-            len(b), len(d), primary, level, baseline_reps=b, dev_reps=d,
-        )  # fmt: skip
-    vb, vd = sum(b) / len(b), sum(d) / len(d)
-    delta = vd - vb
-    relative = delta / vb if vb else None
-    cv = spread_cv
-    if cv is None:
-        sd = diff_sd(b, d) if pair else pooled_sd(b, d)
-        cv, spread_source = (sd / abs(vb) if vb else float("nan")), "this run"
-    mde_rel = mde(cv, len(b), len(d), alpha, method=method) if len(b) + len(d) > 2 else float("nan")
-    needed = reps_needed(cv, 0.05, alpha, method=method)
-    row = Comparison(
-        metric, vb, vd, delta, relative, None, None, None, UNKNOWN, lower_is_better,
-        len(b), len(d), primary, level,
-        mde_pct=None if math.isnan(mde_rel) else mde_rel * 100,
-        mde_source=spread_source, reps_for_5pct=needed, baseline_reps=b, dev_reps=d,
-        method=method,
-    )  # fmt: skip
-    if len(b) < 2 or len(d) < 2:
-        return row
-    row.ci_low, row.ci_high, row.p_value = (paired if pair else welch)(b, d, level)
-    significant = row.ci_low > 0 or row.ci_high < 0
-    big_enough = relative is None or abs(relative) * 100 >= threshold_pct
-    if not (significant and big_enough):
-        row.verdict = SAME
-    else:
-        improved = delta < 0 if lower_is_better else delta > 0
-        row.verdict = BETTER if improved else WORSE
-    return row
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
