@@ -188,9 +188,7 @@ def main() -> None:
             "only primary metrics get a word to gate on; add them to "
             "VLLM_RESULTS_PRIMARY_METRICS_LIST or leave the gate list empty (every primary)"
         )
-    settings = compare.Settings(
-        p["confidence"], p["margin_pct"], list(p["primary_metrics"])
-    )
+    settings = compare.Settings(p["confidence"], p["margin_pct"], list(p["primary_metrics"]))
     write = p["action"] == "report"
     out = report.write_report(
         results_dir / run_id, settings, p["gate_metrics"], results_dir, write=write,

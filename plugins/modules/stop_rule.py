@@ -103,14 +103,16 @@ def main() -> None:
             "confidence": {"type": "float", "default": 0.95},
             "margin_pct": {"type": "float", "default": 5},
             "primary_metrics": {
-                "type": "list", "elements": "str", "default": list(compare.DEFAULT_PRIMARY),
+                "type": "list",
+                "elements": "str",
+                "default": list(compare.DEFAULT_PRIMARY),
             },
             "min_repetitions": {"type": "int", "default": 4},
             "repetitions": {"type": "int", "required": True},
             "sequential": {"type": "bool", "default": True},
             "started": {"type": "float", "default": 0},
             "max_minutes": {"type": "float", "default": 0},
-        },  # fmt: skip
+        },
         supports_check_mode=True,
     )
     if stats.IMPORT_ERROR:

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 TOP = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
@@ -31,6 +33,16 @@ class Stack:
         with self.config.open("a") as out:
             out.write("\n".join([*self.lines, *extra]) + "\n")
         self._config(["generate"])
+
+    def host_var(self, host: str, key: str, value: str) -> None:
+        """Set a variable of one host in the generated inventory (until the next configure),
+        as a user sets one in an inventory of their own."""
+        path = self.tmp / "inventory/hosts.yml"
+        inventory = yaml.safe_load(path.read_text())
+        for group in inventory["all"]["children"].values():
+            if host in group.get("hosts", {}):
+                group["hosts"][host][key] = value
+        path.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     def _config(self, args: list[str]) -> None:
         subprocess.run(

@@ -39,8 +39,10 @@ def test_report_detects_the_regression_and_writes_every_file(tmp_path):
     html = (rdir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 6 and "src='http" not in html
     # The first image is the forest plot of what decided the verdict.
-    assert html.index("alt='decision'") < html.index("alt='blocks_default'") < html.index(
-        "alt='cdf_ttft_default'"
+    assert (
+        html.index("alt='decision'")
+        < html.index("alt='blocks_default'")
+        < html.index("alt='cdf_ttft_default'")
     )
     assert len((rdir / "summary.csv").read_text().splitlines()) == 1 + 2 * 3
     doc = json.loads((rdir / "compare.json").read_text())

@@ -95,9 +95,7 @@ def rep_pairs(base: list[RepResult], dev: list[RepResult], metric: str) -> tuple
     for rep in sorted(by[0].keys() | by[1].keys()):
         for side, groups in zip(out, by, strict=True):
             values = [v for v in rep_values(groups.get(rep, []), metric) if v > 0]
-            side.append(
-                math.exp(sum(map(math.log, values)) / len(values)) if values else None
-            )
+            side.append(math.exp(sum(map(math.log, values)) / len(values)) if values else None)
     return out
 
 
@@ -118,9 +116,7 @@ def throughput_moves(reps: list[RepResult]) -> bool:
     """Whether the load lets throughput move: a closed loop (no rate: the server sets the
     pace) or a saturated block. At a fixed pace below capacity, throughput follows the
     offered rate whatever the server does (a 10% slower TPOT moved it by 1.5%)."""
-    return any(
-        r.summary.get("offered_rate") is None or r.summary.get("saturated") for r in reps
-    )
+    return any(r.summary.get("offered_rate") is None or r.summary.get("saturated") for r in reps)
 
 
 def primaries(base: list[RepResult], dev: list[RepResult], s: Settings) -> list[str]:
@@ -170,9 +166,12 @@ def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
     if done >= s.max_pairs:
         return False, f"the budget of {s.max_pairs} blocks a group is spent"
     open_ = [
-        p for p in points
-        if not stats.decided(point_verdicts(run.select("baseline", p), run.select("dev", p), s, len(points)))
-    ]  # fmt: skip
+        p
+        for p in points
+        if not stats.decided(
+            point_verdicts(run.select("baseline", p), run.select("dev", p), s, len(points))
+        )
+    ]
     if not open_:
         return False, f"every primary metric is decided after {done} blocks a group"
     return True, f"undecided at {', '.join(open_)} after {done} blocks a group"

@@ -81,7 +81,12 @@ def throughput(run: RunResults, point: str, out: Path) -> Path | None:
     return _save(fig, out / f"throughput_{_slug(point)}.png")
 
 
-VERDICT_COLORS = {"WORSE": "#d62728", "BETTER": "#2ca02c", "SAME": "#1f77b4", "UNDECIDED": "#7f7f7f"}
+VERDICT_COLORS = {
+    "WORSE": "#d62728",
+    "BETTER": "#2ca02c",
+    "SAME": "#1f77b4",
+    "UNDECIDED": "#7f7f7f",
+}
 
 
 def decision(comparisons: dict, out: Path) -> Path | None:
@@ -95,7 +100,7 @@ def decision(comparisons: dict, out: Path) -> Path | None:
     margin = rows[0][1]["margin_pct"]
     ax.axvspan(-margin, margin, color="#1f77b4", alpha=0.12, label=f"+-{margin:g}% margin")
     ax.axvline(0, color="black", lw=0.8)
-    for y, (point, r) in enumerate(reversed(rows)):
+    for y, (_, r) in enumerate(reversed(rows)):
         color = VERDICT_COLORS.get(r["verdict"], "black")
         low, high = r["low_pct"], r["high_pct"]
         ax.errorbar(

@@ -308,7 +308,9 @@ def _comparison_rows(rows: list[dict]) -> list[list[str]]:
             r["verdict"],
             str(r["pairs"]),
             stats.fmt(r["mde_pct"], 1),
-            "-" if r["verdict"] != stats.UNDECIDED else str(r["more_pairs"] or f">{stats.MORE_CAP}"),
+            "-"
+            if r["verdict"] != stats.UNDECIDED
+            else str(r["more_pairs"] or f">{stats.MORE_CAP}"),
         ]
         for r in rows
     ]

@@ -310,7 +310,9 @@ class Comparison:
 
 
 def _pct(log_value: float | None) -> float | None:
-    return None if log_value is None or not math.isfinite(log_value) else math.expm1(log_value) * 100
+    return (
+        None if log_value is None or not math.isfinite(log_value) else math.expm1(log_value) * 100
+    )
 
 
 def _gmean(values: list) -> float | None:
