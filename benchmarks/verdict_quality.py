@@ -9,6 +9,8 @@ lognormal around its group's level, with a per-block spread (CV), a drift over t
 the second block of a pair (POSITION). Prints, per scenario:
   - A/A: the family-wise false-alarm rate (any BETTER or WORSE), the gate's false
     alarms, and the rate of SAME on every primary;
+  - a change of exactly the margin: the rates of WORSE and of SAME there (each claim's
+    error rate, at its hardest);
   - +5% and +10% on median TTFT: power (WORSE) and the blocks a group it took;
   - a 4-point sweep of A/As: the false-alarm rate across the points.
 Usage: benchmarks/verdict_quality.py [--runs N] [--cv 0.03] [--drift 0.05] [--margin 5]
@@ -73,7 +75,7 @@ def scenario(args, s: compare.Settings, effect: dict, points: int = 1) -> dict:
     metric with no effect), the gate, SAME on every primary, WORSE on median TTFT, and
     the blocks a group each run took."""
     rng = np.random.default_rng(args.seed)
-    counts = {"alarm": 0, "gate": 0, "same": 0, "worse_ttft": 0, "undecided": 0}
+    counts = {"alarm": 0, "gate": 0, "same": 0, "worse_ttft": 0, "same_ttft": 0, "undecided": 0}
     blocks = []
     for _ in range(args.runs):
         run = simulate(rng, s, effect, args.cv, args.drift, args.position, points)
@@ -86,6 +88,7 @@ def scenario(args, s: compare.Settings, effect: dict, points: int = 1) -> dict:
         counts["undecided"] += any(w == stats.UNDECIDED for w in words)
         ttft = [r for r in rows if r["metric"] == "median_ttft_ms"]
         counts["worse_ttft"] += ttft[0]["verdict"] == stats.WORSE
+        counts["same_ttft"] += ttft[0]["verdict"] == stats.SAME
         blocks.append(max(r.rep for r in run.reps))
     out = {k: v / args.runs for k, v in counts.items()}
     out["blocks_mean"] = statistics.fmean(blocks)
@@ -131,6 +134,13 @@ def main(argv: list[str]) -> int:
         f"<= {alpha:.0%}); SAME on every primary {aa['same']:.1%}; some UNDECIDED "
         f"{aa['undecided']:.1%}; blocks a group: mean {aa['blocks_mean']:.1f}, "
         f"max {aa['blocks_max']}"
+    )
+    # The claims' own error rates: a true change of exactly the margin is the hardest case
+    # for both WORSE (which needs more than the margin) and SAME (which needs less).
+    edge = scenario(args, s, {"median_ttft_ms": args.margin / 100})
+    print(
+        f"+{args.margin:g}% median TTFT (exactly the margin): WORSE {edge['worse_ttft']:.1%}, "
+        f"SAME {edge['same_ttft']:.1%} (each nominal <= {alpha:.0%})"
     )
     for change in (0.05, 0.10):
         r = scenario(args, s, {"median_ttft_ms": change})

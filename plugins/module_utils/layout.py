@@ -7,6 +7,7 @@ layout or of the summary's meaning bumps SCHEMA_VERSION, and readers skip other 
 
     <results_dir>/<run_id>/<group>/<host>/<point>/rep-<n>/{summary.json, requests.jsonl,
         progress.log, telemetry.csv, metrics/}
+    <results_dir>/<run_id>/<group>/<host>/<point>/rejected/rep-<n>-<attempt>/  (run again)
     <results_dir>/<run_id>/report/{report.md, report.html, summary.csv, compare.json, *.png}
 """
 
@@ -21,6 +22,9 @@ PROGRESS = "progress.log"
 TELEMETRY = "telemetry.csv"
 METRICS = "metrics"
 REP_PREFIX = "rep-"
+# A block run again (its host was loaded, its client the bottleneck) keeps its first
+# attempt under <point>/rejected/rep-<n>-<attempt>/, out of the comparison.
+REJECTED = "rejected"
 # The metrics the results compare, one value a block, by the summary's names: the
 # benchmark returns them to the stopping rule, which reads them as the report does.
 LATENCY_METRICS = tuple(

@@ -131,6 +131,13 @@ options:
     type: list
     elements: dict
     default: []
+  block_retries:
+    description:
+      - Times a block is run again when its client was the bottleneck or other load
+        (or steal) took more than 10% of the host's CPU; each rejected attempt is kept
+        under C(<point>/rejected/) and named in the summary (C(rejected)).
+    type: int
+    default: 1
   out_dir: {description: Results directory of this host., type: path, required: true}
   context: {description: Recorded in every summary (config and versions)., type: dict, default: {}}
 """
@@ -172,6 +179,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils import freeze, layou
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (  # noqa: E402
     plan,
     runner,
+    selfcheck,
     spec,
     workload,
 )
@@ -187,6 +195,7 @@ def argument_spec() -> dict:
         "point": {"type": "str", "default": "default"},
         "repetition": {"type": "int", "default": 1},
         "freeze": {"type": "list", "elements": "dict", "default": []},
+        "block_retries": {"type": "int", "default": 1},
     }
 
 
@@ -216,8 +225,7 @@ def main() -> None:
         if p["action"] == "probe":
             result = _probe(run_spec, out_dir)
         else:
-            context = {**p["context"], "frozen": frozen}
-            summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], context)
+            summary = _run_block(run_spec, out_dir, p, frozen)
     except (runner.BenchError, ValueError) as err:
         module.fail_json(msg=f"benchmark: {err}", out_dir=str(out_dir))
     except KeyboardInterrupt as err:
@@ -239,6 +247,7 @@ def main() -> None:
     # What the stopping rule reads (compare.go_on): each compared metric, the block's place.
     brief.update({k: summary[k] for k in layout.COMPARED if k in summary})
     brief.update(order=p["context"].get("order"), offered_rate=summary.get("offered_rate"))
+    brief["rejected"] = summary.get("rejected") or []
     brief["client"] = {
         k: client.get(k)
         for k in ("bound", "why", "send_lag_p99_ms", "cpu_pct_max", "loop_busy_pct_max")
@@ -252,6 +261,23 @@ def main() -> None:
             out_dir=str(out_dir),
         )
     module.exit_json(changed=True, summary=brief, out_dir=str(out_dir))
+
+
+def _run_block(run_spec: spec.RunSpec, out_dir: Path, p: dict, frozen: list) -> dict:
+    """The block, run again (at most block_retries times, warm) while its host was loaded
+    or its client the bottleneck; each rejected attempt is kept under rejected/ and named
+    in the summary of the one that counts."""
+    rejected: list[dict] = []
+    while True:
+        context = {**p["context"], "frozen": frozen, "rejected": rejected}
+        summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], context)
+        why = selfcheck.rejection(summary)
+        if not why or len(rejected) >= p["block_retries"] or summary.get("interrupted"):
+            return summary
+        moved = plan.reject_block(out_dir, p["point"], p["repetition"], len(rejected) + 1)
+        rejected.append({"attempt": len(rejected) + 1, "why": why,
+                         "dir": str(moved.relative_to(out_dir))})  # fmt: skip
+        run_spec = dataclasses.replace(run_spec, warmup_requests=0)  # warm already
 
 
 def _probe(run_spec: spec.RunSpec, out_dir: Path) -> dict:

@@ -11,9 +11,9 @@ module: stop_rule
 short_description: Decide whether a run goes on to another round of blocks
 description:
   - Replays the sequential verdict (module_utils/results/stats.py, the one the report
-    uses) over the blocks run so far and says whether to run another round: no when
-    every primary metric at every point is BETTER, WORSE or SAME, when the budget of
-    repetitions is spent, or when the time budget is.
+    uses) over the blocks run so far and says whether to run another round. It says
+    no when every primary metric at every point is BETTER, WORSE or SAME, when the
+    budget of repetitions is spent, or when the time budget is.
   - Runs on the controller after each round; changes nothing.
 version_added: "0.2.0"
 author: servelab developers (@servelab)

@@ -480,12 +480,16 @@ def test_an_api_key_is_checked_and_stays_off_every_command_line(stack):
 
 
 # The verdict itself, on the real engine: never a false word when nothing differs, WORSE
-# for a known 10% handicap and for a real one. Random prompts of 16 tokens, 16 out, 8 a
+# for a known 10% handicap and for a real one. Random prompts of 16 tokens, 32 out, 6 a
 # block at a fixed pace of 0.75 of single-stream capacity (TPOT then measures the engine
-# alone); the verdict first asked after 4 blocks a group, at most 8.
+# alone, and 31 gaps a request average the machine's second-scale swings: a pair's TPOT
+# ratio varied 1.2-3.5% here, against 7-9% with 8 out and requests overlapping); the
+# verdict first asked after 4 blocks a group, at most 8.
 VERDICT_RUN = [
     "CONFIG_VLLM_BENCHMARK_DATASET_RANDOM=y",
     "CONFIG_VLLM_BENCHMARK_INPUT_LEN=16",
+    "CONFIG_VLLM_BENCHMARK_OUTPUT_LEN=32",
+    "CONFIG_VLLM_BENCHMARK_NUM_PROMPTS=6",
     "CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS=4",
     "CONFIG_VLLM_BENCHMARK_REPETITIONS=8",
 ]
@@ -493,13 +497,19 @@ PRIMARY = ("median_ttft_ms", "median_tpot_ms")  # open loop: throughput follows 
 PROXY_PORTS = {"baseline": 18555, "dev": 19555}
 
 
-def verdict_of(stack: Stack, run_id: str, confidence: str) -> dict:
+def verdict_of(stack: Stack, run_id: str, confidence: str, margin: str = "5") -> dict:
     results = stack.tmp / "controller-results"
-    run = stack.playbook("benchmark.yml", "-e", f"servelab_run_id={run_id}")
+    level = [
+        "-e",
+        f"vllm_results_confidence={confidence}",
+        "-e",
+        f"vllm_results_margin_pct={margin}",
+    ]
+    run = stack.playbook("benchmark.yml", "-e", f"servelab_run_id={run_id}", *level)
     assert re.search(r"blocks; stopped: ", run.output), run.output[-3000:]
     stack.playbook(
         "results.yml", "-e", f"servelab_results_run={run_id}", "-e", f"vllm_results_dir={results}",
-        "-e", f"vllm_results_confidence={confidence}",
+        *level,
     )  # fmt: skip
     doc = json.loads((results / run_id / "report" / "compare.json").read_text())
     rows = {r["metric"]: r for r in doc["comparisons"]["default"]}
@@ -533,7 +543,12 @@ def test_a_known_ten_percent_handicap_is_called_worse(stack):
     """The same engines, each group's router behind benchmarks/delay_proxy.py: dev's
     stretches every streamed chunk after the first to 1.1 x its time since the first,
     baseline's to 1.0 x, so that both pay the proxy's own cost (on 2 cores it shares a
-    core with the API servers) and dev's TPOT is exactly 10% worse, its TTFT unchanged."""
+    core with the API servers) and dev's TPOT is exactly 10% worse, its TTFT unchanged.
+    Judged against a 2% margin: at a per-block spread of 2.5% (a pair's 3.5%, the worst
+    seen here with this workload) the interval clears 2% within 8 blocks a group in
+    98.9% of 1000 simulated runs, against 79.1% for a 5% margin (benchmarks/
+    verdict_quality.py --cv 0.025 --drift 0 --max 8 --margin 2 or 5): too often failing
+    for CI. So this test fails by chance in about 1 run in 100."""
     stack.configure('CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN)
     proxies = []
     for group, stretch in (("baseline", "1.0"), ("dev", "1.1")):
@@ -549,15 +564,15 @@ def test_a_known_ten_percent_handicap_is_called_worse(stack):
         deadline = time.monotonic() + 30
         while not all(map(listening, PROXY_PORTS.values())) and time.monotonic() < deadline:
             time.sleep(0.2)
-        rows = verdict_of(stack, "stretch", "0.95")
+        rows = verdict_of(stack, "stretch", "0.95", margin="2")
     finally:
         for proxy in proxies:
             proxy.terminate()
             proxy.wait(timeout=30)
         stack.configure()
     assert rows["median_tpot_ms"]["verdict"] == "WORSE", rows["median_tpot_ms"]
-    assert rows["median_tpot_ms"]["low_pct"] > 5  # wholly beyond the 5% margin
-    assert rows["median_ttft_ms"]["verdict"] in ("SAME", "UNDECIDED"), rows["median_ttft_ms"]
+    assert rows["median_tpot_ms"]["low_pct"] > 2  # wholly beyond the margin
+    assert rows["median_ttft_ms"]["verdict"] != "WORSE", rows["median_ttft_ms"]
 
 
 def test_one_sequence_at_a_time_is_called_worse_within_four_blocks(stack):
@@ -568,6 +583,7 @@ def test_one_sequence_at_a_time_is_called_worse_within_four_blocks(stack):
         "CONFIG_VLLM_DEV_OVERRIDES=\"vllm_engine_extra_args='--max-num-seqs 1'\"",
         "CONFIG_VLLM_BENCHMARK_PROBE_CONCURRENCY=4",
         *VERDICT_RUN,
+        "CONFIG_VLLM_BENCHMARK_REPETITIONS=4",  # one look: median TPOT may stay undecided
     )
     stack.playbook("deploy.yml")
     rows = verdict_of(stack, "handicap", "0.95")

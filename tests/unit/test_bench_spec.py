@@ -107,7 +107,8 @@ def test_the_role_passes_each_option_from_the_setting_of_its_name():
     # Every setting the role reads names a RunSpec field or the play around the runs.
     for var in used:
         name = var.removeprefix("vllm_benchmark_")
-        assert name in FIELDS or name in ("probe_concurrency", "request_rate", "sweep"), var
+        around = ("probe_concurrency", "request_rate", "sweep", "block_retries")
+        assert name in FIELDS or name in around, var
 
 
 @pytest.mark.parametrize("process", arrivals.PROCESSES)

@@ -13,6 +13,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
     metrics,
     selfcheck,
     server_metrics,
+    spec,
 )
 
 
@@ -355,3 +356,39 @@ def test_workers_share_the_schedule_and_the_concurrency_limit():
     assert sent[13][1] is reqs[3]
     assert workers.count(4, max_concurrency=2) == 2  # a worker per slot at most
     assert workers.count(3) == 3 and workers.count(0) >= 1
+
+
+def test_a_loaded_or_client_bound_block_is_run_again_and_its_attempt_kept(tmp_path, monkeypatch):
+    """The benchmark module's block: other load above 10% of the host, then a quiet run;
+    the first attempt moves to rejected/ and the counted summary names it. A second
+    loaded attempt past the retries counts (and the report warns)."""
+    from ansible_collections.servelab.vllm.plugins.module_utils import layout
+    from ansible_collections.servelab.vllm.plugins.modules import benchmark
+
+    loads = iter([0.35, 0.02])
+
+    def fake_run_block(spec, out_dir, point, rep, context):
+        rep_dir = layout.rep_dir(out_dir / point, rep)
+        rep_dir.mkdir(parents=True)
+        summary = {"host_load": {"other_cpu_share": next(loads)}, **context}
+        (rep_dir / layout.SUMMARY).write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(benchmark.plan, "run_block", fake_run_block)
+    params = {"context": {"order": 3}, "point": "default", "repetition": 2, "block_retries": 1}
+    summary = benchmark._run_block(spec.RunSpec(url="u", model="m"), tmp_path, params, [])
+    assert summary["host_load"]["other_cpu_share"] == 0.02
+    assert summary["rejected"] == [
+        {"attempt": 1, "why": "other load on the host 35% (above 10%)",
+         "dir": "default/rejected/rep-2-1"},
+    ]  # fmt: skip
+    kept = json.loads((tmp_path / "default/rejected/rep-2-1" / layout.SUMMARY).read_text())
+    assert kept["host_load"]["other_cpu_share"] == 0.35
+    assert layout.summaries(tmp_path) == [tmp_path / "default/rep-2" / layout.SUMMARY]
+    assert selfcheck.rejection({"client": {"bound": True, "why": "p99 send lag 3 ms"}}) == (
+        "client-bound (p99 send lag 3 ms)"
+    )
+    loads = iter([0.4, 0.5])
+    params["repetition"] = 3
+    last = benchmark._run_block(spec.RunSpec(url="u", model="m"), tmp_path, params, [])
+    assert last["host_load"]["other_cpu_share"] == 0.5 and len(last["rejected"]) == 1

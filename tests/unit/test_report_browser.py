@@ -36,7 +36,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])"
         )
-        assert len(images) == 2 * 4 + 1  # 3 CDFs + throughput per point, and the sweep
+        # The forest plot first, a run-order plot per point, then 3 CDFs and throughput
+        # per point, and the sweep.
+        assert len(images) == 1 + 2 + 2 * 4 + 1
+        assert images[0][0] == "decision"
         assert all(done and width > 0 for _, done, width in images), images
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []

@@ -162,6 +162,9 @@ def test_the_simulation_holds_the_error_rates_and_finds_ten_percent():
     aa = vq.scenario(args, s, {})
     assert aa["alarm"] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300)
     assert aa["same"] >= 0.7
+    bound = 0.05 + 3 * math.sqrt(0.05 * 0.95 / 300)
+    edge = vq.scenario(args, s, {"median_ttft_ms": 0.05})  # exactly the margin
+    assert edge["worse_ttft"] <= bound and edge["same_ttft"] <= bound
     ten = vq.scenario(args, s, {"median_ttft_ms": 0.10})
     assert ten["worse_ttft"] >= 0.8
     assert ten["blocks_mean"] < s.max_pairs

@@ -100,6 +100,15 @@ def warmed_by_probe(blocks: list[dict], host: str) -> list[dict]:
     return out
 
 
+def reject_block(out_dir: Path, point: str, rep: int, attempt: int) -> Path:
+    """Move a block's results aside (it is run again): nothing is deleted, and the
+    comparison reads only rep-<n>/."""
+    target = out_dir / point / layout.REJECTED / f"{layout.REP_PREFIX}{rep}-{attempt}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    layout.rep_dir(out_dir / point, rep).rename(target)
+    return target
+
+
 def run_block(
     spec: RunSpec,
     out_dir: Path,

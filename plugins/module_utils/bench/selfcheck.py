@@ -36,6 +36,9 @@ CPU_PCT = 90.0  # a worker's CPU over its measured phase above this (% of one co
 MIN_SENDS_FOR_P99 = 100
 LOOP_TICK_S = 0.010  # the loop-lag probe's sleep
 BUSY_PCT = 90.0  # busy-polling: a worker's CPU share spent on work above this
+# A block whose host gave more than this share of its CPU to processes outside the stack
+# and the client (or to the hypervisor) measured a neighbour too: it is run again.
+OTHER_LOAD = 0.10
 LOOP_LAG_P99_MS = 1.0  # busy-polling: a worker's p99 loop lag above this (over enough ticks)
 # An empty loop turn's cost: the cheapest of a few batches (another task that runs
 # during one batch, or a preemption between two clock reads, only raises a batch).
@@ -205,3 +208,16 @@ def summary(workers: list[dict], paced: bool = True) -> dict:
         "bound": bool(why),
         "why": "; ".join(why),
     }
+
+
+def rejection(block: dict) -> str:
+    """Why a block's figures should not be pooled (its summary): its client was the
+    bottleneck, or other load took the host; empty when it is fine."""
+    client = block.get("client") or {}
+    if client.get("bound"):
+        return f"client-bound ({client.get('why') or 'self-check'})"
+    host = block.get("host_load") or {}
+    for key, what in (("other_cpu_share", "other load"), ("steal_share", "steal")):
+        if (host.get(key) or 0) > OTHER_LOAD:
+            return f"{what} on the host {host[key]:.0%} (above {OTHER_LOAD:.0%})"
+    return ""

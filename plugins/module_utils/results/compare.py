@@ -26,7 +26,7 @@ class Settings:
     margin_pct: float = 5.0
     primary: list[str] = field(default_factory=lambda: list(DEFAULT_PRIMARY))
     min_pairs: int = 4  # the first look, in blocks a group per point
-    max_pairs: int = 12  # the budget
+    max_pairs: int = 16  # the budget
     step: int = 2
     rho: float = 2.0
     # metric -> {"sd": sd of a pair's log ratio, "df": its degrees of freedom, "runs": [...]}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import layout
 from ..atomic import write_atomic
-from ..bench.selfcheck import CPU_PCT, SEND_LAG_P99_MS
+from ..bench.selfcheck import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS
 from ..mps import describe as describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
@@ -44,7 +44,6 @@ PER_GROUP_BY_CONSTRUCTION = {
     "vllm_router_metrics_port",
 }
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
-OTHER_LOAD = 0.10  # share of the machine's CPU taken by others during a block
 
 
 def run_kind(run: RunResults) -> str:
@@ -138,7 +137,7 @@ def stopped(run: RunResults, s: Settings) -> str:
     return why
 
 
-def headline(comparisons: dict) -> str:
+def headline(comparisons: dict, margin_pct: float) -> str:
     """The answer in words, first line of the report and of the printed summary."""
     parts = []
     for point, rows in comparisons.items():
@@ -148,13 +147,15 @@ def headline(comparisons: dict) -> str:
                 words.setdefault(r["verdict"], []).append(r["metric"])
         head = f"{point}: " if len(comparisons) > 1 else ""
         parts.append(head + "; ".join(f"{w} {', '.join(ms)}" for w, ms in words.items()))
-    return " | ".join(parts) or "no primary metric could be compared"
+    if not parts:
+        return "no primary metric could be compared"
+    return " | ".join(parts) + f" (margin +-{margin_pct:g}%)"
 
 
 def verdict_lines(comparisons: dict, s: Settings, stopped: str = "") -> list[str]:
     """The answer first: each primary's word, its change and interval, and for an
     undecided one what would decide it."""
-    lines = [headline(comparisons)]
+    lines = [headline(comparisons, s.margin_pct)]
     for point, rows in comparisons.items():
         head = f"{point}: " if len(comparisons) > 1 else ""
         for r in (r for r in rows if r["primary"]):
@@ -205,6 +206,11 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
     for rep in run.reps:
         where = f"{rep.group}/{rep.host} {rep.point} rep {rep.rep}"
         sm = rep.summary
+        for attempt in sm.get("rejected") or []:
+            out.append(
+                f"{where}: run again: attempt {attempt['attempt']} had {attempt['why']}; it is "
+                f"kept under {attempt['dir']} and left out of the comparison"
+            )
         if sm.get("interrupted"):
             out.append(f"{where}: interrupted; its figures cover the requests done before")
         if sm.get("saturated"):
@@ -247,7 +253,8 @@ def rep_rows(run: RunResults) -> list[list[str]]:
         warm = sm.get("warmup") or {}
         rows.append(
             [
-                str(sm.get("order", "-")),
+                str(sm.get("order", "-"))
+                + (f" (run {len(sm['rejected']) + 1}x)" if sm.get("rejected") else ""),
                 rep.group,
                 rep.point,
                 str(rep.rep),

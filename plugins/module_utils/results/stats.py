@@ -58,7 +58,7 @@ class Plan:
     confidence: float = 0.95  # 1 - alpha: family-wise over primaries, looks and points
     margin_pct: float = 5.0
     min_pairs: int = 4  # the first look
-    max_pairs: int = 12  # the budget, in blocks a group per point
+    max_pairs: int = 16  # the budget, in blocks a group per point
     step: int = 2  # pairs between looks: one ABBA round
     rho: float = 2.0  # shape of the spending function alpha * t**rho
     points: int = 1  # sweep points sharing alpha (Bonferroni)
