@@ -22,12 +22,18 @@ FAIL_ON_UNDECIDED ?= 0
 RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_regression=$(FAIL_ON_REGRESSION) \
   -e servelab_fail_on_undecided=$(FAIL_ON_UNDECIDED)
 
-$(VENV_STAMP): requirements.txt requirements-test.txt constraints.txt scripts/fetch_deps.py
+$(VENV_STAMP): requirements.txt constraints.txt scripts/fetch_deps.py
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VBIN)/pip install --quiet -c constraints.txt -r requirements.txt -r requirements-test.txt
+	$(VBIN)/pip install --quiet -c constraints.txt -r requirements.txt
 	$(VBIN)/python scripts/fetch_deps.py kubernetes-core collections
+	touch $@
+
+# The test tools join .venv only for the test targets: the main job does not wait for them.
+TEST_STAMP := $(VENV)/.installed-test
+$(TEST_STAMP): requirements-test.txt constraints.txt $(VENV_STAMP)
+	$(VBIN)/pip install --quiet -c constraints.txt -r requirements-test.txt
 	touch $@
 
 # helm 3 for rendering and linting the Kubernetes platforms (and for deploying to them).
@@ -137,22 +143,22 @@ test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit
 	  && command -v systemd-analyze >/dev/null || { apt-get update -qq \
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver systemd; }
 
-test-unit: $(VENV_STAMP) $(HELM) test-deps ## pytest on the unit tests (Kubernetes render checks need helm)
+test-unit: $(TEST_STAMP) $(HELM) test-deps ## pytest on the unit tests (Kubernetes render checks need helm)
 	$(VBIN)/pytest -q tests/unit
 
-test-lint: $(VENV_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)
+test-lint: $(TEST_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)
 	$(VBIN)/ruff check .
 	$(VBIN)/ruff format --check .
 	$(VBIN)/python tests/syntax_check.py
 	PATH=$(CURDIR)/$(VBIN):$$PATH $(VBIN)/ansible-lint --profile production --offline
 
-test-sanity: $(VENV_STAMP) ## ansible-test sanity on the plugins (the tests that need no containers)
+test-sanity: $(TEST_STAMP) ## ansible-test sanity on the plugins (the tests that need no containers)
 	tests/sanity.sh
 
-test-integration: $(VENV_STAMP) ## Real engines and router on this machine, both groups (agreement test included)
+test-integration: $(TEST_STAMP) ## Real engines and router on this machine, both groups (agreement test included)
 	$(VBIN)/pytest -q tests/integration
 
-test-agreement: $(VENV_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
+test-agreement: $(TEST_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
 	$(VBIN)/pytest -q -s -m agreement tests/integration
 
 inventory-examples: $(VENV_STAMP) ## Regenerate inventories/examples/ from their defconfigs (after a Kconfig change)

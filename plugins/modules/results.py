@@ -20,6 +20,8 @@ description:
     is deleted.
   - With O(action=compare), compares and returns the table without writing anything; with
     O(action=list), lists the runs here and those only on the nodes (O(node_runs)); with
+    O(action=forecast), says before a run of O(config_hash) how many blocks deciding the
+    margin takes, from the calibrations of that configuration; with
     O(fail_on_regression), fails when dev is WORSE on one of O(gate_metrics) (and with
     O(fail_on_undecided), when one is UNDECIDED).
 version_added: "0.1.0"
@@ -36,7 +38,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [report, compare, list]
+    choices: [report, compare, list, forecast]
     default: report
   confidence:
     description: Family-wise confidence over the primary metrics of a point.
@@ -67,6 +69,10 @@ options:
     description: With O(fail_on_regression), also fail when a gate metric is UNDECIDED.
     type: bool
     default: false
+  config_hash:
+    description: For O(action=forecast), the configuration about to run.
+    type: str
+    default: ""
   node_runs:
     description:
       - For O(action=list), the run ids each node holds (node name to list); the runs
@@ -128,9 +134,10 @@ def main() -> None:
             "action": {
                 "type": "str",
                 "default": "report",
-                "choices": ["report", "compare", "list"],
+                "choices": ["report", "compare", "list", "forecast"],
             },
             "node_runs": {"type": "dict", "default": {}},
+            "config_hash": {"type": "str", "default": ""},
             "confidence": {"type": "float", "default": 0.95},
             "margin_pct": {"type": "float", "default": 5},
             "primary_metrics": {
@@ -155,6 +162,10 @@ def main() -> None:
     if p["action"] == "list":
         lines = collect.run_lines(runs, p["node_runs"])
         module.exit_json(changed=False, **{**base, "table": lines or ["(no runs)"]})
+    if p["action"] == "forecast":
+        s = compare.Settings(p["confidence"], p["margin_pct"], list(p["primary_metrics"]))
+        line = report.forecast(results_dir, p["config_hash"], s)
+        module.exit_json(changed=False, **{**base, "table": [line]})
     if not 0 < p["confidence"] < 1:
         module.fail_json(msg=f"confidence {p['confidence']}: expected 0 < x < 1")
     if not 0 < p["margin_pct"] < 100:

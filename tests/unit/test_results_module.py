@@ -98,3 +98,38 @@ def test_list_names_the_runs_only_on_nodes(tmp_path):
         "20261123T000000Z-bbbb  time 20261123T000000Z  config bbbb  not fetched: on gpu-a, gpu-b"
         in listing.stdout
     )
+
+
+def stop_rule(blocks: list, **params) -> dict:
+    import json
+
+    args = json.dumps({"blocks": blocks, "repetitions": 8, "min_repetitions": 4, **params})
+    proc = ansible_module("servelab.vllm.stop_rule", args)
+    assert proc.returncode == 0, proc.stdout
+    return json.loads(proc.stdout.split("=>", 1)[1])
+
+
+def test_the_stop_rule_stops_when_decided_when_out_of_time_and_never_when_told_not_to():
+    """The block loop's question after each round, through Ansible: four pairs of a 50%
+    slower dev decide every primary; an undecided run goes on until its time budget; with
+    the sequential verdict off the whole budget runs."""
+    blocks = []
+    for rep in range(1, 5):
+        for slot, group in enumerate(("baseline", "dev") if rep % 2 else ("dev", "baseline")):
+            scale = 1.5 if group == "dev" else 1.0
+            noise = 1 + 0.01 * ((rep * 7 + slot * 3) % 5 - 2)
+            summary = {"median_ttft_ms": 100 * scale * noise, "median_tpot_ms": 40 * scale * noise,
+                       "offered_rate": 2.0, "order": 2 * (rep - 1) + slot + 1}  # fmt: skip
+            blocks.append({"group": group, "host": f"{group}-h", "point": "default", "rep": rep,
+                           "summary": summary})  # fmt: skip
+    decided = stop_rule(blocks)
+    assert decided["go_on"] is False
+    assert decided["reason"] == "every primary metric is decided after 4 blocks a group"
+    assert decided["verdicts"] == {
+        "default": {"median_ttft_ms": "WORSE", "median_tpot_ms": "WORSE"}
+    }
+    assert stop_rule(blocks, sequential=False)["go_on"] is True
+    same = [{**b, "summary": {**b["summary"], "median_ttft_ms": 100.0 + b["rep"]}} for b in blocks]
+    assert stop_rule(same[:4])["go_on"] is True  # two pairs: before the first look
+    late = stop_rule(same[:4], started=1.0, max_minutes=1)  # started in 1970
+    assert late["go_on"] is False and late["reason"].startswith("the time budget of 1 min")

@@ -177,3 +177,38 @@ def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
     assert rows["dev3"].rstrip(" |").endswith("3.20 ms, 40% x1")
     assert rows["dev1"].rstrip(" |").endswith("| -")  # a summary from before the check
     assert rows["baseline2"].rstrip(" |").endswith("0.30 ms, busy 35% x2 poll")
+
+
+def test_calibrations_of_this_machine_and_engine_pool_and_others_expire(tmp_path):
+    """Two A/A runs of the configuration pool their spreads (degrees of freedom added);
+    one of another engine version is not used; the report says what +-margin takes."""
+    machine = {"placement": {"facts": {"model": "EPYC", "cpus": [0, 1]}}}
+
+    def patch(run, **extra):
+        for path in run.rglob("summary.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), **machine, **extra}))
+        return run
+
+    cals = [
+        patch(write_run(tmp_path, run_id=f"20261122T00000{i}Z-abcdef123456-calibration",
+                        dev_scale=1.0, seed=i, reps=6), run_kind="calibration")
+        for i in (1, 2)
+    ]  # fmt: skip
+    other = patch(write_run(tmp_path, run_id="20261122T000003Z-abcdef123456-calibration",
+                            dev_scale=1.0, seed=3, reps=6), run_kind="calibration")  # fmt: skip
+    for path in other.rglob("summary.json"):
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "versions": {**doc["versions"], "engine": "0.31.0"}}))
+    run = patch(write_run(tmp_path, run_id="20261123T000000Z-abcdef123456"))
+    name, spread = report.find_calibration(collect.load_run(run), tmp_path)
+    assert name == ", ".join(c.name for c in cals)
+    assert spread["median_ttft_ms"]["df"] == 8  # 4 + 4: six pairs with a position term each
+    assert spread["median_ttft_ms"]["runs"] == [c.name for c in cals]
+    report.write_report(run, SETTINGS, GATE, tmp_path)
+    md = (run / "report" / "report.md").read_text()
+    assert f"Calibration {name}" in md and "blocks a group" in md
+    # Before a run: what it can decide, from the newest calibration's engine and machine.
+    said = report.forecast(tmp_path, "abcdef123456", SETTINGS)
+    assert said.startswith("deciding +-5% on this machine takes about ")
+    assert "20261122T000003Z" in said and "20261122T000001Z" not in said  # the newest: 0.31.0
+    assert "no calibration" in report.forecast(tmp_path, "0123456789ab", SETTINGS)

@@ -165,6 +165,11 @@ def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
     done = min(len(_by_rep(run.select("dev", p))) for p in points)
     if done >= s.max_pairs:
         return False, f"the budget of {s.max_pairs} blocks a group is spent"
+    # Only the planned looks may stop a run on its data: a look between them would spend
+    # alpha the plan gave to the next one (a stop for time may come anywhere: the report
+    # then takes one look where it stopped, which the data did not choose).
+    if not s.plan(len(points)).is_look(done):
+        return True, f"{done} blocks a group, between looks"
     open_ = [
         p
         for p in points

@@ -89,12 +89,12 @@ def identity(rep) -> tuple:
     """What a calibration must share with a run to speak for its noise: the configuration,
     the engine's version and the machine (CPU model, core count)."""
     sm = rep.summary
-    hw = sm.get("hardware") or {}
+    facts = (sm.get("placement") or {}).get("facts") or {}
     return (
         sm.get("config_hash"),
         (sm.get("versions") or {}).get("engine"),
-        hw.get("cpu_model"),
-        hw.get("cpus"),
+        facts.get("model"),
+        len(facts.get("cpus") or []),
     )
 
 
@@ -135,6 +135,48 @@ def stopped(run: RunResults, s: Settings) -> str:
             "was off, or the run was cut short"
         )
     return why
+
+
+def forecast(results_dir: Path, config_hash: str, s: Settings) -> str:
+    """Before a run: what it can decide, from the calibrations of its configuration (the
+    newest one's engine and machine, pooled): the blocks a group an A/A needs to be SAME
+    at the margin, and the minutes that takes at the calibration's pace."""
+    cals = [
+        load_run(results_dir / e["run_id"])
+        for e in list_runs(results_dir)
+        if e["run_id"].endswith(f"{config_hash}-calibration")
+    ]
+    cals = [c for c in cals if c.reps]
+    if not cals:
+        return (
+            f"no calibration of this configuration ({config_hash}) under {results_dir}: "
+            "`make vllm-calibrate` measures how many blocks deciding "
+            f"+-{s.margin_pct:g}% takes on this machine"
+        )
+    newest = {identity(r) for r in cals[-1].reps}
+    cals = [c for c in cals if {identity(r) for r in c.reps} == newest]
+    spread = pool_spreads([calibration_spread(c) for c in cals])
+    primary = {m: c for m, c in spread.items() if m in s.primary}
+    if not primary:
+        return "the calibrations of this configuration compared no primary metric"
+    needs = [stats.pairs_for_same(c["sd"], s.plan()) for c in primary.values()]
+    blocks = max((n for n in needs if isinstance(n, int)), default=None)
+    starts = sorted(r.summary.get("started_at") or 0 for r in cals[-1].reps)
+    pace = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 and starts[0] else 0
+    noise = ", ".join(f"{m} {c['sd'] * 100:.1f}%" for m, c in primary.items())
+    if blocks is None or any(not isinstance(n, int) for n in needs):
+        when = f"more than {stats.MORE_CAP} blocks a group: widen the margin"
+    else:
+        when = f"about {blocks} blocks a group" + (
+            f", about {blocks * 2 * pace / 60:.0f} min" if pace else ""
+        )
+    budget = "" if blocks is None or blocks <= s.max_pairs else (
+        f" (the budget is {s.max_pairs}: expect UNDECIDED where nothing changed)"
+    )  # fmt: skip
+    return (
+        f"deciding +-{s.margin_pct:g}% on this machine takes {when}{budget}; a pair of "
+        f"blocks varies by {noise} (calibration {', '.join(c.run_id for c in cals)})"
+    )
 
 
 def headline(comparisons: dict, margin_pct: float) -> str:
