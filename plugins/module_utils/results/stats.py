@@ -197,7 +197,6 @@ class Verdict:
     level: float = 0.0  # one-sided level of the claim (the interval is 1 - 2 * level)
     p_value: float | None = None  # of the claim made (or the nearest one, undecided)
     estimate: Estimate | None = None
-    why: str = ""
 
 
 def sequential(
