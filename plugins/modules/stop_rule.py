@@ -100,13 +100,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "blocks": {"type": "list", "elements": "dict", "required": True},
-            "confidence": {"type": "float", "default": 0.95},
-            "margin_pct": {"type": "float", "default": 5},
-            "primary_metrics": {
-                "type": "list",
-                "elements": "str",
-                "default": list(compare.DEFAULT_PRIMARY),
-            },
+            **compare.verdict_argument_spec(),
             "min_repetitions": {"type": "int", "default": 4},
             "repetitions": {"type": "int", "required": True},
             "sequential": {"type": "bool", "default": True},

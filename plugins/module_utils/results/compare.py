@@ -40,6 +40,15 @@ class Settings:
         )  # fmt: skip
 
 
+def verdict_argument_spec() -> dict:
+    """The options of the verdict that the results and stop_rule modules share."""
+    return {
+        "confidence": {"type": "float", "default": 0.95},
+        "margin_pct": {"type": "float", "default": 5},
+        "primary_metrics": {"type": "list", "elements": "str", "default": list(DEFAULT_PRIMARY)},
+    }
+
+
 def metric_names() -> list[str]:
     return list(layout.COMPARED)
 
