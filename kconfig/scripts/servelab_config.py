@@ -485,6 +485,26 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                 f"is below CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS={first_look}: the budget must "
                 "allow the first look (raise the one or lower the other)"
             )
+    every = shared.get("vllm_benchmark_redeploy_every", 0)
+    if every:
+        budget = min(cfg.get("vllm_benchmark_repetitions", 0) for cfg in groups.values())
+        where = (
+            "on Kubernetes" if platform in ("kind", "minikube", "existing_cluster")
+            else "with a configuration sweep"
+            if any(cfg.get("vllm_benchmark_sweep") == "knob" for cfg in groups.values())
+            else ""
+        )  # fmt: skip
+        if where:
+            raise ConfigError(
+                f"CONFIG_VLLM_BENCHMARK_REDEPLOY_EVERY={every}: restarting the engines between "
+                f"rounds is not supported {where}: set it to 0"
+            )
+        if every % 2 or every >= budget:
+            raise ConfigError(
+                f"CONFIG_VLLM_BENCHMARK_REDEPLOY_EVERY={every}: expected an even number below "
+                f"CONFIG_VLLM_BENCHMARK_REPETITIONS={budget} (a deployment holds whole ABBA "
+                "rounds, and the verdict needs two deployments), or 0"
+            )
     if platform in SHARED_HOST_PLATFORMS and "dev" in groups:
         offset = shared["vllm_local_dev_port_offset"]
         for key, port in ports(groups["dev"]).items():

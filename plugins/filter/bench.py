@@ -8,11 +8,13 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
 
 
-def bench_schedule(groups: list, sweep: str, values: list, repetitions) -> list[dict]:
+def bench_schedule(
+    groups: list, sweep: str, values: list, repetitions, redeploy_every=0
+) -> list[dict]:
     """Blocks of (group, point, repetition) in ABBA order; see plan.schedule."""
     try:
         points = plan.points(sweep if sweep in plan.SWEEPS else "none", list(values or []))
-        return plan.schedule(list(groups), points, int(repetitions))
+        return plan.schedule(list(groups), points, int(repetitions), int(redeploy_every))
     except ValueError as err:
         raise AnsibleFilterError(f"bench_schedule: {err}") from err
 
@@ -35,6 +37,11 @@ def bench_knob_schedule(values: list, repetitions) -> list[dict]:
         raise AnsibleFilterError(f"bench_knob_schedule: {err}") from err
 
 
+def bench_rearm(arms: list, stacks: list) -> list[dict]:
+    """See plan.rearm."""
+    return plan.rearm(list(arms), list(stacks))
+
+
 def bench_warmed_by_probe(blocks: list, host: str) -> list[dict]:
     """See plan.warmed_by_probe."""
     return plan.warmed_by_probe(list(blocks), host)
@@ -47,6 +54,7 @@ class FilterModule:
         return {
             "bench_schedule": bench_schedule,
             "bench_blocks_by_host": bench_blocks_by_host,
+            "bench_rearm": bench_rearm,
             "bench_warmed_by_probe": bench_warmed_by_probe,
             "bench_knob_schedule": bench_knob_schedule,
         }

@@ -32,6 +32,7 @@ class ServiceStatus:
     restarts: int
     detail: str
     model_path: str
+    service_dir: str = ""
 
 
 def _json_field(body: bytes, read) -> str:
@@ -54,7 +55,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         return ServiceStatus(
             name=name, kind="unknown", state="up" if running else "down",
             pid=pid if running else 0, port=0, model="", version="", uptime_s=0,
-            restarts=state["restarts"], model_path="",
+            restarts=state["restarts"], model_path="", service_dir=service_dir,
             detail="started by an older servelab, which recorded no manifest: "
             "`make vllm-deploy` records it",
         )  # fmt: skip
@@ -63,7 +64,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
             name=name, kind=manifest.kind, state="frozen", pid=pid, port=manifest.port,
             model="", version=manifest.version, uptime_s=0, restarts=state["restarts"],
             detail="stopped (SIGSTOP) by a benchmark; continued when its block ends",
-            model_path=manifest.model_path,
+            model_path=manifest.model_path, service_dir=service_dir,
         )  # fmt: skip
     headers = {"Authorization": f"Bearer {manifest.api_key}"} if manifest.api_key else {}
     base = f"http://{net.client_host(manifest.host)}:{manifest.port}"
@@ -103,6 +104,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         restarts=state["restarts"],
         detail=detail,
         model_path=manifest.model_path,
+        service_dir=service_dir,
     )
 
 

@@ -157,7 +157,7 @@ RETURN = r"""
 summary:
   description: >-
     Key figures of the block run: each compared metric (what the stopping rule reads),
-    C(order), C(offered_rate), C(saturated); C(client) is the load generator's
+    C(order), C(deployment), C(offered_rate), C(saturated); C(client) is the load generator's
     self-check (bound, why, p99 send lag in ms, highest CPU %), as in summary.json.
   returned: always
   type: dict
@@ -246,7 +246,11 @@ def main() -> None:
     client = summary.get("client") or {}  # the load generator's self-check, in every block
     # What the stopping rule reads (compare.go_on): each compared metric, the block's place.
     brief.update({k: summary[k] for k in layout.COMPARED if k in summary})
-    brief.update(order=p["context"].get("order"), offered_rate=summary.get("offered_rate"))
+    brief.update(
+        order=p["context"].get("order"),
+        deployment=p["context"].get("deployment"),
+        offered_rate=summary.get("offered_rate"),
+    )
     brief["rejected"] = summary.get("rejected") or []
     brief["client"] = {
         k: client.get(k)

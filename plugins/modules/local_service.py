@@ -31,7 +31,10 @@ options:
     type: path
     required: true
   argv:
-    description: Command line, program first. Required when O(state=started).
+    description:
+      - Command line, program first. Required when O(state=started).
+      - Left out with O(state=restarted), the service restarts with the command line and
+        environment its spec records (a new deployment of what runs).
     type: list
     elements: str
   env:
@@ -172,6 +175,45 @@ def wait_port_free(host: str, port: int, timeout: float = 15) -> bool:
     return True
 
 
+def restart_recorded(module: AnsibleModule, current, running: bool, result: dict) -> None:
+    """state=restarted without argv: stop the service and start its recorded spec again."""
+    p = module.params
+    sdir = p["service_dir"]
+    record = supervisor.read_json(os.path.join(sdir, supervisor.SPEC))
+    if not record.get("argv") or not record.get("manager"):
+        module.fail_json(
+            msg=f"{p['name']}: {sdir} records no command line to restart: deploy the "
+            "service first (make vllm-deploy)",
+            **result,
+        )
+    result.update(changed=True, action="restarted" if running else "started")
+    result.update(manager=record["manager"], spec_hash=record.get("hash", ""))
+    if module.check_mode:
+        module.exit_json(**result)
+    if running:
+        current.stop()
+        host = net.client_host(record.get(MANIFEST_KEY, {}).get("host", p["host"]))
+        if record.get("port") and not wait_port_free(host, record["port"]):
+            module.fail_json(
+                msg=f"{p['name']}: port {record['port']} is still in use after stopping it",
+                **result,
+            )
+    manager = service_manager.new(
+        record["manager"],
+        sdir,
+        record.get("name", p["name"]),
+        record.get("unit_dir", p["unit_dir"]),
+    )
+    try:
+        manager.start(record, service_manager.supervisor_python(), inspect.getsource(supervisor))
+    except (OSError, RuntimeError) as err:
+        module.fail_json(msg=f"{p['name']}: could not restart: {err}", **result)
+    result["pid"] = manager.pid()
+    if not result["pid"]:
+        module.fail_json(msg=f"{p['name']}: the service did not start again", **result)
+    module.exit_json(**result)
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -198,7 +240,7 @@ def main() -> None:
                 "choices": ["started", "stopped", "restarted"],
             },
         },
-        required_if=[("state", "started", ["argv"]), ("state", "restarted", ["argv"])],
+        required_if=[("state", "started", ["argv"])],
         supports_check_mode=True,
     )
     p = module.params
@@ -218,6 +260,9 @@ def main() -> None:
             if not module.check_mode:
                 current.stop()
         module.exit_json(**result)
+
+    if p["state"] == "restarted" and p["argv"] is None:
+        restart_recorded(module, current, running, result)
 
     try:
         kind = service_manager.choose(p["manager"])

@@ -8,6 +8,7 @@ touching the running stacks, and tears down.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import freeze, stack_status, supervisor
@@ -589,6 +591,48 @@ def test_one_sequence_at_a_time_is_called_worse_within_four_blocks(stack):
     rows = verdict_of(stack, "handicap", "0.95")
     assert rows["median_ttft_ms"]["verdict"] == "WORSE", rows["median_ttft_ms"]
     assert rows["median_ttft_ms"]["pairs"] == 4  # decided at the first look
+    stack.configure()
+
+
+def engine_cpu_seconds(rep_dir: Path, engine: str) -> float:
+    """The engine's process tree CPU seconds at the block's last telemetry sample."""
+    rows = [r for r in csv.DictReader((rep_dir / "telemetry.csv").open()) if r["source"] == engine]
+    assert rows and float(rows[-1]["rss_mib"]) > 0, rep_dir  # a live process was sampled
+    return float(rows[-1]["cpu_seconds"])
+
+
+def test_engines_restarted_between_rounds_make_a_new_deployment(stack):
+    """VLLM_BENCHMARK_REDEPLOY_EVERY=2 over 4 rounds: both groups' engines restart once,
+    after round 2; the blocks record their deployment, the restarted engines warm again
+    and are sampled (and frozen) by their new pids, and the verdict takes the two
+    deployments as its units (no claim from one deployment's pairs alone)."""
+    stack.configure(
+        'CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN,
+        "CONFIG_VLLM_BENCHMARK_REPETITIONS=4", "CONFIG_VLLM_BENCHMARK_REDEPLOY_EVERY=2",
+    )  # fmt: skip
+    stack.playbook("deploy.yml")
+    before = pids(stack)
+    rows = verdict_of(stack, "redeploy", "0.95")
+    after = pids(stack)
+    for group in ("baseline", "dev"):
+        assert after[f"{group}-engine-0"] != before[f"{group}-engine-0"]
+        assert after[f"{group}-router"] == before[f"{group}-router"]  # engines only
+        host_dir = stack.tmp / "results" / "redeploy" / group / f"{group}-local" / "default"
+        summaries = [json.loads((host_dir / f"rep-{r}" / "summary.json").read_text())
+                     for r in range(1, 5)]  # fmt: skip
+        assert [s["deployment"] for s in summaries] == [0, 0, 1, 1]
+        assert summaries[2]["warmup"]["warmup_requests"] > 0  # a restarted engine warms
+        assert summaries[3]["warmup"]["warmup_requests"] == 0
+        other = "dev" if group == "baseline" else "baseline"
+        assert summaries[2]["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
+        engine = f"{group}-engine-0"  # a new process: its CPU seconds start again
+        assert engine_cpu_seconds(host_dir / "rep-3", engine) < engine_cpu_seconds(
+            host_dir / "rep-2", engine
+        )
+    assert not any(r["state"] == "frozen" for r in services(stack).values())
+    for metric in PRIMARY:
+        assert rows[metric]["method"] == "paired log ratio, 2 deployments as units"
+        assert rows[metric]["verdict"] in ("SAME", "UNDECIDED"), rows[metric]
     stack.configure()
 
 

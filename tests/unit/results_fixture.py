@@ -19,9 +19,12 @@ def write_run(
     n: int = 40,
     seed: int = 0,
     config: dict | None = None,
+    deployment_scales: tuple[float, ...] = (),
 ) -> Path:
     """Baseline and dev results in ABBA order; dev's latencies are dev_scale times
-    baseline's. The summaries are the benchmark's own (metrics.summarize)."""
+    baseline's. The summaries are the benchmark's own (metrics.summarize). With
+    `deployment_scales`, the repetitions ran in that many deployments (engines restarted
+    between), and dev's latencies in deployment k are also scaled by its scale."""
     rng = np.random.default_rng(seed)
     run = root / run_id
     for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
@@ -31,12 +34,18 @@ def write_run(
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
             for rep in range(1, reps + 1):
+                deployment = None
+                scale_now = scale
+                if deployment_scales:
+                    deployment = (rep - 1) * len(deployment_scales) // reps
+                    scale_now *= deployment_scales[deployment] if group == "dev" else 1
                 rep_dir = layout.rep_dir(host / point, rep)
                 rep_dir.mkdir(parents=True)
                 requests = []
                 for i in range(n):
-                    ttft = float(rng.lognormal(np.log(0.1 * load), 0.2)) * scale
-                    itl = [float(x) * scale for x in rng.lognormal(np.log(0.03 * load), 0.1, 31)]
+                    ttft = float(rng.lognormal(np.log(0.1 * load), 0.2)) * scale_now
+                    itl = rng.lognormal(np.log(0.03 * load), 0.1, 31) * scale_now
+                    itl = [float(x) for x in itl]
                     latency = ttft + sum(itl)
                     requests.append(
                         {
@@ -64,6 +73,7 @@ def write_run(
                     "config_hash": "abcdef123456",
                     "point": point,
                     "repetition": rep,
+                    "deployment": deployment,
                     "started_at": 1_795_000_000.0 + 100 * p_i + rep,  # points run in order
                 }
                 (rep_dir / layout.SUMMARY).write_text(json.dumps(summary))

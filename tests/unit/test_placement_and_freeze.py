@@ -73,6 +73,31 @@ def test_blocks_alternate_abba_at_every_point():
     assert [b["host"] for b in hosts] == ["b1", "d1", "d2"]
 
 
+def test_a_redeploy_every_k_rounds_marks_its_rounds_and_deployments():
+    blocks = plan.schedule(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=2)
+    by_rep = {b["rep"]: b for b in blocks}
+    assert [by_rep[r]["deployment"] for r in range(1, 7)] == [0, 0, 1, 1, 2, 2]
+    assert [r for r in range(1, 7) if by_rep[r]["redeploy"]] == [3, 5]
+    # Both groups warm the restarted engines; the rounds between restarts do not.
+    assert sorted({b["rep"] for b in blocks if b["warm"]}) == [1, 3, 5]
+    assert all("deployment" not in b for b in plan.schedule(["baseline"], [{"label": "x"}], 2))
+    for bad in (1, 3):
+        with pytest.raises(ValueError, match="even number"):
+            plan.schedule(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=bad)
+
+
+def test_restarted_engines_are_frozen_by_their_new_pids():
+    arms = [{"host": "b1", "pids": [10, 11], "processes": {"baseline-engine-0": 10}},
+            {"host": "d1", "pids": [20], "processes": {"dev-engine-0": 20}}]  # fmt: skip
+    results = [{"item": arms[0], "services": [
+        {"name": "baseline-engine-0", "pid": 30}, {"name": "baseline-router", "pid": 11},
+        {"name": "baseline-gone", "pid": 0}]}]  # fmt: skip
+    out = plan.rearm(arms, results)
+    assert out[0]["pids"] == [30, 11]
+    assert out[0]["processes"] == {"baseline-engine-0": 30, "baseline-router": 11}
+    assert out[1] == arms[1] and arms[0]["pids"] == [10, 11]  # others, and the input, kept
+
+
 def test_the_probed_engine_does_not_warm_twice():
     arms = [{"group": "baseline", "host": "b1"}, {"group": "dev", "host": "d1"}]
     schedule = plan.schedule(["baseline", "dev"], plan.points("none", []), 2)

@@ -86,6 +86,39 @@ def test_a_pair_missing_a_side_is_dropped_and_one_pair_is_no_estimate():
     assert stats.estimate([100, None], [110, 112]) is None
 
 
+def test_deployments_are_the_unit_when_the_engines_restart():
+    """A deployment's state (the same for every pair it ran) is no noise that pairs
+    average out: an A/A whose deployments differ by 5% makes false claims at a 2% margin
+    (16%) when its 16 pairs are taken as independent, and within alpha when its 4
+    deployments are the units."""
+    rng = np.random.default_rng(7)
+    plan = stats.Plan(confidence=0.95, margin_pct=2, min_pairs=16, max_pairs=16)
+    deployment = [i // 4 for i in range(16)]
+    runs, by_pairs, by_units = 300, 0, 0
+    for _ in range(runs):
+        base = blocks(rng, 16, cv=0.01)
+        shift = np.exp(np.repeat(rng.normal(0, 0.05, 4), 4))
+        dev = (np.asarray(blocks(rng, 16, cv=0.01)) * shift).tolist()
+        series, lower = {"m": (base, dev)}, {"m": True}
+        pairs = stats.sequential(series, lower, plan)["m"]
+        units = stats.sequential(series, lower, plan, None, deployment)["m"]
+        by_pairs += pairs.verdict in (stats.WORSE, stats.BETTER)
+        by_units += units.verdict in (stats.WORSE, stats.BETTER)
+        assert units.estimate.units == 4 and units.estimate.df == 3
+    assert by_pairs / runs > 0.1, by_pairs  # 16% measured
+    assert by_units / runs <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / runs)
+
+
+def test_no_claim_before_two_deployments_and_needs_count_whole_deployments():
+    base, dev = [100.0, 101.0, 99.0, 100.0], [130.0, 131.0, 129.0, 130.0]
+    assert stats.estimate(base, dev, None, [0, 0, 0, 0]) is None
+    e = stats.estimate(base * 2, [*dev, 125.0, 126.0, 124.0, 125.0], None, [0] * 4 + [1] * 4)
+    assert (e.n, e.units, e.df) == (8, 2, 1)
+    assert math.expm1(e.mu) == pytest.approx(0.275, abs=0.01)
+    need = stats.pairs_needed(e, math.log(1.05), 0.025)
+    assert need is not None and need % 4 == 0 and need > 8  # whole deployments of 4 pairs
+
+
 def test_holm_is_the_textbook_step_down():
     p = {"a": 0.01, "b": 0.04, "c": 0.03}
     assert stats.holm(p, 0.05) == ["a"]  # 0.01 <= 0.05/3; then 0.03 > 0.05/2: stop
@@ -184,3 +217,22 @@ def test_a_run_of_the_fixture_is_compared_paired_with_its_plan(tmp_path):
     )  # fmt: skip
     spread = compare.calibration_spread(run)
     assert spread["median_ttft_ms"]["df"] == 4
+    assert "between_sd" not in spread["median_ttft_ms"]
+
+
+def test_a_calibration_across_deployments_reports_the_spread_between_them(tmp_path):
+    from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
+    from results_fixture import write_run
+
+    scales = (1.0, 1.12, 0.9, 1.05)  # dev's deployments differ; its blocks within do not
+    run = collect.load_run(write_run(tmp_path, reps=8, dev_scale=1.0, deployment_scales=scales))
+    spread = compare.calibration_spread(run)["median_ttft_ms"]
+    assert spread["deployments"] == 4 and spread["df"] == 4  # 8 pairs - 4 deployment means
+    assert spread["between_sd"] > spread["sd"]
+    assert spread["between_sd"] == pytest.approx(float(np.std(np.log(scales), ddof=1)), rel=0.5)
+    pooled = compare.pool_spreads([{"m": spread | {"runs": ["a"]}}, {"m": spread}])["m"]
+    assert pooled["between_sd"] == pytest.approx(spread["between_sd"])
+    assert pooled["deployments"] == 7 and pooled["df"] == 8
+    rows = compare.compare_run(run, compare.Settings(min_pairs=4, max_pairs=8))["default"]
+    ttft = next(r for r in rows if r["metric"] == "median_ttft_ms")
+    assert ttft["method"] == "paired log ratio, 4 deployments as units"

@@ -161,6 +161,15 @@ def test_local_service_module_runs_keeps_and_stops_a_process(tmp_path):
     assert (sdir / "child.pid").read_text() == pid
     taken = local_service(**{**args, "name": "other", "service_dir": str(tmp_path / "other")})
     assert f"port {port} on 127.0.0.1 is already in use" in taken.stdout
+    # Restarted without a command line: the recorded one again, as a new process (the
+    # bench's replication across deployments restarts engines this way).
+    again = local_service(name="web", service_dir=str(sdir), state="restarted")
+    assert '"action": "restarted"' in again.stdout, again.stdout
+    new_pid = (sdir / "child.pid").read_text()
+    assert new_pid != pid and f'"pid": {int(new_pid)}' in again.stdout, again.stdout
+    _wait(lambda: _answers(port), timeout=30)
+    nothing = local_service(name="none", service_dir=str(tmp_path / "none"), state="restarted")
+    assert "records no command line to restart" in nothing.stdout, nothing.stdout
     stopped = local_service(name="web", service_dir=str(sdir), state="stopped")
     assert '"action": "stopped"' in stopped.stdout, stopped.stdout
     assert not (sdir / "supervisor.pid").exists()
@@ -324,3 +333,8 @@ def test_a_service_that_keeps_failing_is_given_up_and_reported_down(tmp_path):
     [row] = stack_status.stack_status(str(sdir.parent))
     assert row["state"] == "down" and row["pid"] == 0, row
     assert "last exit 3" in row["detail"], row
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

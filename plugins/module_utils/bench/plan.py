@@ -46,7 +46,9 @@ def points(sweep: str, values: list) -> list[dict]:
     ]
 
 
-def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> list[dict]:
+def schedule(
+    groups: list[str], sweep_points: list[dict], repetitions: int, redeploy_every: int = 0
+) -> list[dict]:
     """The order of a run's blocks: round r runs every point, and at each point the
     groups in order on odd rounds and reversed on even rounds (ABBA), so that a drift of
     the machine over the run falls on both groups alike.
@@ -54,16 +56,27 @@ def schedule(groups: list[str], sweep_points: list[dict], repetitions: int) -> l
     `warm` marks each group's first block at a point: only it warms the engine until
     steady. A frozen engine keeps its warm state: on the embedded default, blocks run
     right after a thaw with no warm-up gave median TPOT 94.9-98.3 ms against 96.2 ms
-    for the warmed first block."""
+    for the warmed first block.
+
+    With `redeploy_every` k (even, so that a deployment holds whole ABBA cycles), every
+    group's engines restart before rounds k+1, 2k+1, ...: those rounds' blocks carry
+    `redeploy` (the first of them restarts) and `warm`, and every block its
+    `deployment` (0, 1, ...), which the verdict takes as its unit."""
     if repetitions < 1:
         raise ValueError(f"repetitions {repetitions}: expected >= 1")
+    if redeploy_every and (redeploy_every < 2 or redeploy_every % 2):
+        raise ValueError(f"redeploy every {redeploy_every} rounds: expected 0 or an even number")
     out: list[dict] = []
     for rep in range(1, repetitions + 1):
+        fresh = bool(redeploy_every) and rep > 1 and (rep - 1) % redeploy_every == 0
         for point in sweep_points:
             order = groups if rep % 2 else list(reversed(groups))
             for group in order:
                 block = {"group": group, "rep": rep, **point, "order": len(out) + 1}
-                out.append({**block, "warm": rep == 1})
+                block["warm"] = rep == 1 or fresh
+                if redeploy_every:
+                    block.update(deployment=(rep - 1) // redeploy_every, redeploy=fresh)
+                out.append(block)
     return out
 
 
@@ -97,6 +110,25 @@ def warmed_by_probe(blocks: list[dict], host: str) -> list[dict]:
         if not done and block.get("host") == host:
             block, done = {**block, "warm": False}, True
         out.append(block)
+    return out
+
+
+def rearm(arms: list[dict], stacks: list[dict]) -> list[dict]:
+    """The arms with the processes of their restarted stacks: `stacks` holds one
+    stack_status result a host, its loop item the host's arm. A block freezes the other
+    group by pid, so an old pid would freeze nothing, or someone else."""
+    by_host = {s["item"]["host"]: s["services"] for s in stacks}
+    out = []
+    for arm in arms:
+        services = by_host.get(arm["host"])
+        if services is not None:
+            live = [s for s in services if s.get("pid")]
+            arm = {
+                **arm,
+                "pids": [s["pid"] for s in live],
+                "processes": {s["name"]: s["pid"] for s in live},
+            }
+        out.append(arm)
     return out
 
 

@@ -121,6 +121,19 @@ def dev_second(base: list[RepResult], dev: list[RepResult]) -> list[bool] | None
     return out
 
 
+def deployments(base: list[RepResult], dev: list[RepResult]) -> list[int] | None:
+    """Per repetition, the deployment its blocks ran in (the engines restarted every k
+    rounds: VLLM_BENCHMARK_REDEPLOY_EVERY); None for a run without replication."""
+    by = [_by_rep(base), _by_rep(dev)]
+    out = []
+    for rep in sorted(by[0].keys() | by[1].keys()):
+        seen = {r.summary.get("deployment") for g in by for r in g.get(rep, [])}
+        if None in seen or len(seen) != 1:
+            return None
+        out.append(int(seen.pop()))
+    return out
+
+
 def throughput_moves(reps: list[RepResult]) -> bool:
     """Whether the load lets throughput move: a closed loop (no rate: the server sets the
     pace) or a saturated block. At a fixed pace below capacity, throughput follows the
@@ -141,7 +154,9 @@ def point_verdicts(
     series = {m: rep_pairs(base, dev, m) for m in primaries(base, dev, s)}
     series = {m: v for m, v in series.items() if any(x is not None for x in v[0] + v[1])}
     lower = {m: m not in THROUGHPUT for m in series}
-    return stats.sequential(series, lower, s.plan(points), dev_second(base, dev))
+    return stats.sequential(
+        series, lower, s.plan(points), dev_second(base, dev), deployments(base, dev)
+    )
 
 
 def compare_point(
@@ -150,7 +165,7 @@ def compare_point(
     """Every metric's row at a point: the primaries with their verdict, then the
     secondaries with an interval and no word."""
     verdicts = point_verdicts(base, dev, s, points)
-    order = dev_second(base, dev)
+    order, deployed = dev_second(base, dev), deployments(base, dev)
     plan = s.plan(points)
     rows = []
     for metric in list(verdicts) + [m for m in metric_names() if m not in verdicts]:
@@ -159,7 +174,7 @@ def compare_point(
             continue
         row = stats.comparison(
             metric, b, d, metric not in THROUGHPUT, metric in verdicts, plan,
-            verdicts.get(metric), order,
+            verdicts.get(metric), order, deployed,
         )  # fmt: skip
         rows.append(row.to_dict())
     return rows
@@ -193,35 +208,53 @@ def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
 
 def calibration_spread(run: RunResults) -> dict:
     """metric -> the spread of one pair's log ratio in an A/A run's first point (the
-    position term removed where fitted), with its degrees of freedom."""
+    position term removed where fitted), with its degrees of freedom. A run replicated
+    across deployments also gives the spread between them: the sd of a deployment's
+    true mean log ratio, sqrt(var(deployment means) - within var / pairs a deployment),
+    and the pair spread is then the one within deployments."""
     out: dict = {}
     point = run.points()[0] if run.points() else None
     if point is None:
         return out
     base, dev = run.select("baseline", point), run.select("dev", point)
-    order = dev_second(base, dev)
+    order, deployed = dev_second(base, dev), deployments(base, dev)
     for metric in metric_names():
-        e = stats.estimate(*rep_pairs(base, dev, metric), order)
-        if e is not None and math.isfinite(e.sd):
-            out[metric] = {"sd": e.sd, "df": e.df, "runs": [run.run_id]}
+        b, d = rep_pairs(base, dev, metric)
+        e = stats.estimate(b, d, order)
+        if deployed is not None:
+            e = stats.within_deployments(b, d, deployed) or e
+        if e is None or not math.isfinite(e.sd):
+            continue
+        out[metric] = {"sd": e.sd, "df": e.df, "runs": [run.run_id]}
+        between = stats.estimate(b, d, None, deployed) if deployed is not None else None
+        if between is not None:
+            excess = between.sd**2 - e.sd**2 * between.units / between.n
+            out[metric].update(between_sd=math.sqrt(max(excess, 0.0)), deployments=between.units)
     return out
 
 
 def pool_spreads(spreads: list[dict]) -> dict:
     """Several calibrations' spreads pooled per metric: sum(df * sd^2) / sum(df), their
-    degrees of freedom added."""
+    degrees of freedom added; the spread between deployments likewise, over the
+    calibrations that were replicated (deployments - 1 df each)."""
     out: dict = {}
     for spread in spreads:
         for metric, c in spread.items():
-            acc = out.setdefault(metric, {"ss": 0.0, "df": 0, "runs": []})
+            acc = out.setdefault(metric, {"ss": 0.0, "df": 0, "runs": [], "bss": 0.0, "bdf": 0})
             acc["ss"] += c["df"] * c["sd"] ** 2
             acc["df"] += c["df"]
             acc["runs"] += c["runs"]
-    return {
-        m: {"sd": math.sqrt(a["ss"] / a["df"]), "df": a["df"], "runs": a["runs"]}
-        for m, a in out.items()
-        if a["df"]
-    }
+            if "between_sd" in c:
+                acc["bss"] += (c["deployments"] - 1) * c["between_sd"] ** 2
+                acc["bdf"] += c["deployments"] - 1
+    pooled = {}
+    for m, a in out.items():
+        if not a["df"]:
+            continue
+        pooled[m] = {"sd": math.sqrt(a["ss"] / a["df"]), "df": a["df"], "runs": a["runs"]}
+        if a["bdf"]:
+            pooled[m].update(between_sd=math.sqrt(a["bss"] / a["bdf"]), deployments=a["bdf"] + 1)
+    return pooled
 
 
 def single_group_sweep(run: RunResults) -> bool:

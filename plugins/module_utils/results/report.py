@@ -504,6 +504,8 @@ def method_section(f: Facts) -> list[Section]:
         + ", ".join(
             f"{m} {c['sd'] * 100:.1f}% ({c['df']} df): +-{s.margin_pct:g}% takes about "
             f"{stats.pairs_for_same(c['sd'], s.plan())} blocks a group"
+            + (f", and {c['between_sd'] * 100:.1f}% between deployments (engines "
+               "restarted; VLLM_BENCHMARK_REDEPLOY_EVERY)" if "between_sd" in c else "")
             for m, c in s.calibration.items() if m in s.primary
         ) + "."
         if f.calibration_run and s.calibration
@@ -528,7 +530,10 @@ def method_section(f: Facts) -> list[Section]:
         f"{1 - s.confidence:.0%} however often the run was looked at. Throughput is "
         "primary only where the load lets it move (closed loop or saturated). Secondary "
         f"metrics: a {s.confidence:.0%} interval, no word. MDE: the smallest worsening "
-        "this rule calls WORSE 80% of the time at this many blocks (noncentral t)."
+        "this rule calls WORSE 80% of the time at this many blocks (noncentral t). A run "
+        "that restarted the engines every k rounds (VLLM_BENCHMARK_REDEPLOY_EVERY) has "
+        "the deployment as its unit: the t test runs over the deployments' mean log "
+        "ratios (D - 1 df), and makes no claim before two."
         + noise
     ])]  # fmt: skip
 

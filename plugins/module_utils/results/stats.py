@@ -16,6 +16,11 @@ How (docs/results.md, "The verdict"):
 - From POSITION_MIN_PAIRS pairs on, the model also has a position term (+1 where dev ran
   second in its pair, -1 where first), so that a block that runs faster or slower for
   being second (a cache, a thaw) is not counted as noise or as an effect.
+- With replication across deployments (the engines restarted every k rounds), the pairs
+  of one deployment share its state (a compiled graph, a cache layout, a placement), so
+  they are not independent: the unit becomes the deployment, its mean log ratio one
+  value, and the t test runs over deployments (D - 1 df). ABBA rounds come in twos in a
+  deployment, so the position term cancels in its mean. No claim before two.
 - The margin is symmetric on the log scale: +-5% means a ratio in [1/1.05, 1.05].
 - Each claim (WORSE, BETTER, SAME) is a one-sided test at level a: the (1 - 2a) interval
   of the ratio lies past the margin (WORSE, BETTER), or inside it (SAME: two one-sided
@@ -109,6 +114,10 @@ class Estimate:
     df: int
     sd: float  # of one pair's log ratio, the position term removed
     position: float | None = None  # log ratio of "dev second" over "dev first", halved
+    units: int = 0  # independent units: n pairs, or the deployments they ran in
+
+    def __post_init__(self) -> None:
+        self.units = self.units or self.n
 
     def interval(self, a: float) -> tuple[float, float]:
         """The (1 - 2a) interval of mu: each end a one-sided bound at level a."""
@@ -129,13 +138,30 @@ def log_pairs(base: list, dev: list) -> tuple[list[float], list[float], list[int
     return xs, ys, kept
 
 
-def estimate(base: list, dev: list, dev_second: list[bool] | None = None) -> Estimate | None:
-    """Paired estimate of log(dev / baseline); None below two usable pairs."""
+def estimate(
+    base: list,
+    dev: list,
+    dev_second: list[bool] | None = None,
+    deployment: list[int] | None = None,
+) -> Estimate | None:
+    """Paired estimate of log(dev / baseline); None below two usable pairs, or, where the
+    pairs ran in several deployments (`deployment`, one index a pair), below two
+    deployments: then `sd` is that of a deployment's mean log ratio."""
     xs, ys, kept = log_pairs(base, dev)
     n = len(kept)
     if n < 2:
         return None
     d = np.asarray(ys) - np.asarray(xs)
+    if deployment is not None:
+        means = [
+            float(d[[j for j, i in enumerate(kept) if deployment[i] == k]].mean())
+            for k in sorted({deployment[i] for i in kept})
+        ]
+        if len(means) < 2:
+            return None
+        sd = float(np.std(means, ddof=1))
+        units = len(means)
+        return Estimate(n, float(np.mean(means)), sd / math.sqrt(units), units - 1, sd, None, units)
     s = None
     if dev_second is not None and n >= POSITION_MIN_PAIRS:
         s = np.asarray([1.0 if dev_second[i] else -1.0 for i in kept])
@@ -151,6 +177,21 @@ def estimate(base: list, dev: list, dev_second: list[bool] | None = None) -> Est
     sd = float(math.sqrt((resid**2).sum() / df))
     cov = np.linalg.inv(x.T @ x)
     return Estimate(n, float(coef[0]), sd * math.sqrt(cov[0, 0]), df, sd, float(coef[1]))
+
+
+def within_deployments(base: list, dev: list, deployment: list[int]) -> Estimate | None:
+    """The spread of one pair's log ratio around its deployment's mean (n - D df): what
+    a calibration's pair spread is when its run was replicated across deployments."""
+    xs, ys, kept = log_pairs(base, dev)
+    d = np.asarray(ys) - np.asarray(xs)
+    groups = [[d[j] for j, i in enumerate(kept) if deployment[i] == k]
+              for k in sorted({deployment[i] for i in kept})]  # fmt: skip
+    df = len(kept) - len(groups)
+    if df < 1:
+        return None
+    ss = sum(float(((np.asarray(g) - np.mean(g)) ** 2).sum()) for g in groups)
+    sd = math.sqrt(ss / df)
+    return Estimate(len(kept), float(d.mean()), sd / math.sqrt(len(kept)), df, sd)
 
 
 def p_values(e: Estimate, log_margin: float, lower_is_better: bool) -> dict[str, float]:
@@ -204,6 +245,7 @@ def sequential(
     lower_is_better: dict[str, bool],
     plan: Plan,
     dev_second: list[bool] | None = None,
+    deployment: list[int] | None = None,
 ) -> dict[str, Verdict]:
     """Replay the looks over the primaries' paired values (run order of the pairs) and
     return each primary's verdict. The same function decides whether a run goes on."""
@@ -216,7 +258,10 @@ def sequential(
         for m, (b, d) in series.items():
             if out[m].verdict != UNDECIDED:
                 continue
-            e = estimate(b[:look], d[:look], dev_second[:look] if dev_second else None)
+            e = estimate(
+                b[:look], d[:look], dev_second[:look] if dev_second else None,
+                deployment[:look] if deployment else None,
+            )  # fmt: skip
             if e is not None:
                 ps = p_values(e, plan.log_margin, lower_is_better[m])
                 claim = min(ps, key=ps.get)
@@ -237,14 +282,16 @@ def decided(verdicts: dict[str, Verdict]) -> bool:
 
 def pairs_needed(e: Estimate, log_margin: float, level: float, cap: int = MORE_CAP) -> int | None:
     """Pairs (in all) at which a run like this one would likely (80%) decide: the estimate
-    taken as the truth, its distance from the margin to be cleared by the interval."""
+    taken as the truth, its distance from the margin to be cleared by the interval.
+    Counted in units (pairs, or deployments of n / units pairs each)."""
     gap = abs(abs(e.mu) - log_margin)
     if not math.isfinite(e.sd) or e.sd == 0:
         return e.n
-    p = e.n - e.df  # parameters of the model
-    for n in range(max(e.n, p + 2), cap + 1):
-        if (tq(1 - level, n - p) + tq(POWER, n - p)) * e.sd / math.sqrt(n) <= gap:
-            return n
+    p = e.units - e.df  # parameters of the model
+    per_unit = e.n / e.units
+    for u in range(max(e.units, p + 2), cap + 1):
+        if (tq(1 - level, u - p) + tq(POWER, u - p)) * e.sd / math.sqrt(u) <= gap:
+            return math.ceil(u * per_unit)
     return None
 
 
@@ -272,9 +319,9 @@ def mde(e: Estimate, log_margin: float, level: float) -> float:
     return log_margin + ncp * e.se
 
 
-def interval(base: list, dev: list, confidence: float, dev_second=None):
+def interval(base: list, dev: list, confidence: float, dev_second=None, deployment=None):
     """A secondary's (or any) two-sided interval of the ratio, with its estimate."""
-    e = estimate(base, dev, dev_second)
+    e = estimate(base, dev, dev_second, deployment)
     if e is None:
         return None, None
     return e, e.interval((1 - confidence) / 2)
@@ -328,6 +375,7 @@ def comparison(
     plan: Plan,
     verdict: Verdict | None = None,
     dev_second: list[bool] | None = None,
+    deployment: list[int] | None = None,
 ) -> Comparison:
     """The row of one metric: a primary's from its sequential verdict, a secondary's with
     a nominal (confidence) interval and no word."""
@@ -351,7 +399,7 @@ def comparison(
             row.level = 0.0
     else:
         e, (low, high) = (None, (None, None))
-        got = interval(base, dev, plan.confidence, dev_second)
+        got = interval(base, dev, plan.confidence, dev_second, deployment)
         if got[0] is not None:
             e, (low, high) = got
             row.pairs = e.n
@@ -360,6 +408,8 @@ def comparison(
         row.position_pct = _pct(e.position)
         if e.position is not None:
             row.method = "paired log ratio + ABBA position"
+        if e.units != e.n:
+            row.method = f"paired log ratio, {e.units} deployments as units"
     return row
 
 
