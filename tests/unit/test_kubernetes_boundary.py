@@ -9,6 +9,8 @@ spec of the real kubernetes.core module (6.2.0) of the same name, and its conten
 import importlib
 import json
 import os
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,8 @@ def cluster(tmp_path):
     log = tmp_path / "calls.jsonl"
     log.touch()
     env = {
+        # A home of its own: the default kubeconfig (~/.kube/config) resolves under it.
+        "HOME": str(tmp_path / "home"),
         "K8S_BOUNDARY_LOG": str(log),
         # The stand-in keeps what it applied here, as the API server would (objects()).
         "K8S_BOUNDARY_CLUSTER": str(tmp_path / "cluster.json"),
@@ -117,6 +121,7 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
     assert spec["argv"][-2:] == ["service/vllm-dev-router-service", "19650:80"]
     base = json.loads((tmp / "work/stacks/baseline/router-port-forward/spec.json").read_text())
     assert base["argv"][-1] == "18650:80"
+    assert_real_kubectl_reaches_the_cluster(spec["argv"], tmp / "home")
     values = yaml.safe_load((tmp / "render/dev/values.yaml").read_text())
     assert values["servingEngineSpec"]["vllmApiKey"]["secretName"] == "vllm-dev-servelab"
 
@@ -145,6 +150,42 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
     assert all(c["params"]["state"] == "absent" for c in removed if c["module"] != "k8s_info")
     assert not (tmp / "work/stacks/dev/router-port-forward/supervisor.pid").exists()
     assert "kind delete" not in teardown.output  # servelab did not create this cluster
+
+
+KUBECTL = TOP / ".tools/helm-3.17.3-kubectl-1.31/kubectl"
+
+
+def assert_real_kubectl_reaches_the_cluster(argv: list[str], home: Path) -> None:
+    """The port-forward's exact command line, run by the real kubectl without a shell
+    against a kubeconfig (at the configured ~/.kube/config) whose server is a closed
+    loopback port: the error must be the connection's, never the kubeconfig's path
+    (kubectl expands no ~: the roles resolve it, k8s_stack_kubeconfig)."""
+    flag = next(a for a in argv if a.startswith("--kubeconfig="))
+    assert flag == f"--kubeconfig={home}/.kube/config", flag
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    (home / ".kube").mkdir(parents=True, exist_ok=True)
+    (home / ".kube/config").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{closed}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))  # fmt: skip
+
+    def kubectl(args: list[str]) -> str:
+        proc = subprocess.run(
+            [str(KUBECTL), *args], capture_output=True, text=True, timeout=60,
+            env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        )  # fmt: skip
+        assert proc.returncode != 0
+        return proc.stderr
+
+    out = kubectl(argv[1:])
+    assert "connection refused" in out and "no such file" not in out, out
+    # What the roles passed before (the setting as configured): a path error.
+    raw = [a if a != flag else "--kubeconfig=~/.kube/config" for a in argv[1:]]
+    assert "no such file or directory" in kubectl(raw)
 
 
 def objects(tmp: Path, kind: str) -> dict[str, dict]:

@@ -21,7 +21,7 @@ import yaml
 from ansible_collections.servelab.vllm.plugins.plugin_utils import kube
 from stack import TOP, Stack
 
-HELM = TOP / ".tools/helm-3.17.3/helm"
+HELM = TOP / ".tools/helm-3.17.3-kubectl-1.31/helm"
 CHART_SCHEMA = TOP.parent / "shared/data/production-stack/values.schema.json"
 KIND_SCHEMA = TOP / "tests/data/kind-cluster-v1alpha4.schema.json"
 ENGINE_CHART = TOP / "tests/data/engine-chart"
@@ -401,6 +401,56 @@ def test_a_claim_is_named_by_its_spec_and_the_post_renderer_follows(tmp_path):
         kube.shared_claim_name([base, {**dev, "vllm_mps_active_thread_percentage": 20}])
         == (claim["metadata"]["name"])
     )
+
+
+def generated_groups(tmp: Path, *lines: str) -> list[dict]:
+    """Each group's settings as the roles see them (shared + the group's), from a
+    vllm-kind-dra-mps .config with `lines` appended."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = Stack(tmp, defconfig="vllm-kind-dra-mps")
+    stack.configure(*lines)
+    shared = yaml.safe_load((tmp / "extra_vars.yaml").read_text())
+    hosts = yaml.safe_load((tmp / "inventory/hosts.yml").read_text())["all"]["children"]
+    return [{**shared, **hosts[g]["vars"]} for g in ("baseline", "dev")]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ['CONFIG_VLLM_MPS_PINNED_DEVICE_MEMORY_LIMIT="20Gi"'],  # one GPU: the shared claim
+        [
+            "CONFIG_VLLM_KUBERNETES_NODE_GPUS=2",  # two GPUs: dev's template (its MPS share)
+            'CONFIG_VLLM_DEV_OVERRIDES="vllm_mps_active_thread_percentage=30"',
+        ],
+    ],
+    ids=["shared-claim", "claim-template"],
+)
+def test_a_claim_change_is_a_values_change_that_helm_upgrades(tmp_path, change):
+    """kubernetes.core.helm 6.2.0 runs `helm upgrade` only when its own default_check
+    (imported here) sees changed values, chart or appVersion. A change that only the
+    claim carries upgrades dev's release (and rolls its pods: a new pod annotation),
+    and leaves a release whose claim stayed as it was."""
+    from ansible_collections.kubernetes.core.plugins.modules.helm import default_check
+
+    chart = yaml.safe_load((STACK_CHART / "Chart.yaml").read_text())
+    two = [c for c in change if "NODE_GPUS" in c]
+    before = generated_groups(tmp_path / "before", *two)
+    after = generated_groups(tmp_path / "after", *change)
+    for old, new in zip(before, after, strict=True):
+        status = {
+            "values": kube.stack_values(old, before),
+            "chart": f"{chart['name']}-{chart['version']}",
+            "app_version": chart.get("appVersion", ""),
+        }
+        upgrade = default_check(status, chart, values=kube.stack_values(new, after))
+        claim_moved = kube.post_renderer_script(old, "p", before) != kube.post_renderer_script(
+            new, "p", after
+        )
+        assert upgrade == claim_moved, (old["servelab_group"], upgrade)
+        assert not default_check(status, chart, values=kube.stack_values(old, before))
+    assert kube.post_renderer_script(before[1], "p", before) != kube.post_renderer_script(
+        after[1], "p", after
+    )  # dev's claim changed in both cases
 
 
 def test_a_swept_share_never_changes_the_shared_claim():
