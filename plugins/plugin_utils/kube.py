@@ -242,16 +242,6 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
         model["env"] = [
             {"name": MPS_THREADS_ENV, "value": str(int(cfg["vllm_mps_active_thread_percentage"]))}
         ]
-    if uses_dra(cfg):
-        # kubernetes.core.helm upgrades a release only when default_check sees changed
-        # values, chart or appVersion (no helm-diff here), and the claim reaches the
-        # pods through the post-renderer alone: its name (its spec's hash) goes into the
-        # values too, so that a changed claim upgrades the release and rolls its pods.
-        claim = (
-            shared_claim_name(peers) if peers and shares_one_claim(peers)
-            else claim_template_name(cfg)
-        )  # fmt: skip
-        model["podAnnotations"] = {CLAIM_ANNOTATION: claim}
     if cfg.get("vllm_hf_token"):
         model["hf_token"] = {"secretName": secret_name(cfg), "secretKey": "hf_token"}
     if cfg.get("vllm_lmcache_enabled"):
@@ -308,6 +298,16 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
         key = {"secretName": secret_name(cfg), "secretKey": "vllm_api_key"}
         engine["vllmApiKey"] = key
         router["vllmApiKey"] = key
+    if uses_dra(cfg):
+        # kubernetes.core.helm upgrades a release only when default_check sees changed
+        # values, chart or appVersion (no helm-diff here), and the claim reaches the
+        # pods through the post-renderer alone: its name (its spec's hash) goes into the
+        # values too, so that a changed claim upgrades the release and rolls its pods.
+        claim = (
+            shared_claim_name(peers) if peers and shares_one_claim(peers)
+            else claim_template_name(cfg)
+        )  # fmt: skip
+        model["podAnnotations"] = {CLAIM_ANNOTATION: claim}
     values = {"servingEngineSpec": engine, "routerSpec": router}
     if cfg.get("vllm_observability_enabled"):
         # Every group's engines and router get ServiceMonitors; only the first group's
