@@ -175,6 +175,19 @@ def wait_port_free(host: str, port: int, timeout: float = 15) -> bool:
     return True
 
 
+def start_and_exit(module: AnsibleModule, manager, record: dict, result: dict) -> None:
+    """Start the recorded spec under its manager and exit with its pid."""
+    name, log = module.params["name"], result["log"]
+    try:
+        manager.start(record, service_manager.supervisor_python(), inspect.getsource(supervisor))
+    except (OSError, RuntimeError) as err:
+        module.fail_json(msg=f"{name}: could not start: {err}; see {log}", **result)
+    result["pid"] = manager.pid()
+    if not result["pid"]:
+        module.fail_json(msg=f"{name}: the service did not start; see {log}", **result)
+    module.exit_json(**result)
+
+
 def restart_recorded(module: AnsibleModule, current, running: bool, result: dict) -> None:
     """state=restarted without argv: stop the service and start its recorded spec again."""
     p = module.params
@@ -204,14 +217,7 @@ def restart_recorded(module: AnsibleModule, current, running: bool, result: dict
         record.get("name", p["name"]),
         record.get("unit_dir", p["unit_dir"]),
     )
-    try:
-        manager.start(record, service_manager.supervisor_python(), inspect.getsource(supervisor))
-    except (OSError, RuntimeError) as err:
-        module.fail_json(msg=f"{p['name']}: could not restart: {err}", **result)
-    result["pid"] = manager.pid()
-    if not result["pid"]:
-        module.fail_json(msg=f"{p['name']}: the service did not start again", **result)
-    module.exit_json(**result)
+    start_and_exit(module, manager, record, result)
 
 
 def main() -> None:
@@ -327,14 +333,7 @@ def main() -> None:
     if kind == "systemd":
         record.update(unit=manager.unit, unit_dir=p["unit_dir"])
     atomic.write_json_atomic(os.path.join(sdir, supervisor.SPEC), record, mode=0o600)
-    try:
-        manager.start(record, service_manager.supervisor_python(), inspect.getsource(supervisor))
-    except (OSError, RuntimeError) as err:
-        module.fail_json(msg=f"{p['name']}: could not start: {err}; see {log}", **result)
-    result["pid"] = manager.pid()
-    if not result["pid"]:
-        module.fail_json(msg=f"{p['name']}: the service did not start; see {log}", **result)
-    module.exit_json(**result)
+    start_and_exit(module, manager, record, result)
 
 
 if __name__ == "__main__":
