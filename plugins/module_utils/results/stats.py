@@ -153,10 +153,7 @@ def estimate(
         return None
     d = np.asarray(ys) - np.asarray(xs)
     if deployment is not None:
-        means = [
-            float(d[[j for j, i in enumerate(kept) if deployment[i] == k]].mean())
-            for k in sorted({deployment[i] for i in kept})
-        ]
+        means = [float(g.mean()) for g in _by_deployment(d, kept, deployment)]
         if len(means) < 2:
             return None
         sd = float(np.std(means, ddof=1))
@@ -179,17 +176,22 @@ def estimate(
     return Estimate(n, float(coef[0]), sd * math.sqrt(cov[0, 0]), df, sd, float(coef[1]))
 
 
+def _by_deployment(d, kept: list[int], deployment: list[int]) -> list:
+    """The log ratios `d` (of the pairs `kept`) split by deployment, in its order."""
+    index = [deployment[i] for i in kept]
+    return [d[[j for j, k in enumerate(index) if k == dep]] for dep in sorted(set(index))]
+
+
 def within_deployments(base: list, dev: list, deployment: list[int]) -> Estimate | None:
     """The spread of one pair's log ratio around its deployment's mean (n - D df): what
     a calibration's pair spread is when its run was replicated across deployments."""
     xs, ys, kept = log_pairs(base, dev)
     d = np.asarray(ys) - np.asarray(xs)
-    groups = [[d[j] for j, i in enumerate(kept) if deployment[i] == k]
-              for k in sorted({deployment[i] for i in kept})]  # fmt: skip
+    groups = _by_deployment(d, kept, deployment)
     df = len(kept) - len(groups)
     if df < 1:
         return None
-    ss = sum(float(((np.asarray(g) - np.mean(g)) ** 2).sum()) for g in groups)
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
     sd = math.sqrt(ss / df)
     return Estimate(len(kept), float(d.mean()), sd / math.sqrt(len(kept)), df, sd)
 
