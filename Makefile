@@ -23,7 +23,7 @@ RESULTS_VARS := $(if $(RUN),-e servelab_results_run=$(RUN)) -e servelab_fail_on_
   -e servelab_fail_on_undecided=$(FAIL_ON_UNDECIDED)
 
 $(VENV_STAMP): requirements.txt constraints.txt scripts/fetch_deps.py
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: Python 3.11 is required (Debian 12 has it; Ubuntu 22.04 and 24.04 do not: install python3.11 and python3.11-venv from the deadsnakes PPA, or point PYTHON= at a 3.11)"; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(VBIN)/pip install --quiet -c constraints.txt -r requirements.txt

@@ -45,6 +45,7 @@ SHARING_GATES = {"mps": "MPSSupport", "time_slicing": "TimeSlicingSettings"}
 MPS_THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "servelab"}  # claims and templates we own
 CLAIM_SPEC_LABEL = "servelab/claim-spec"  # spec_hash of the object's spec
+DRA_DRIVER_RELEASE = "nvidia-dra-driver-gpu"  # the 25.x chart's name, kept (dra_driver_values)
 CLAIM_ANNOTATION = "servelab/claim"  # on engine pods: the claim (template) they use
 MPS_KNOB = "vllm_mps_active_thread_percentage"
 CHART_NAME = "vllm-stack"
@@ -308,6 +309,10 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
             else claim_template_name(cfg)
         )  # fmt: skip
         model["podAnnotations"] = {CLAIM_ANNOTATION: claim}
+        # The chart's default RollingUpdate (maxSurge 100%) starts the new pod before the
+        # old one stops: it would need a second GPU (template) or a second memory share
+        # of it (shared claim) while the old pod holds its own. Recreate stops it first.
+        engine["strategy"] = {"type": "Recreate"}
     values = {"servingEngineSpec": engine, "routerSpec": router}
     if cfg.get("vllm_observability_enabled"):
         # Every group's engines and router get ServiceMonitors; only the first group's
@@ -458,6 +463,11 @@ def dra_driver_values(peers: list[dict]) -> dict:
         if cfg.get("vllm_gpu_sharing", "exclusive") in SHARING_GATES
     }
     values: dict = {
+        # The release keeps the 25.x chart's name (nvidia-dra-driver-gpu) so that a
+        # cluster that has it is upgraded in place; the renamed chart (0.4.0) then needs
+        # its old name too, or it creates its DaemonSet and Deployment beside the old
+        # ones (upstream's upgrade guide, "Upgrade from v25.x").
+        "nameOverride": DRA_DRIVER_RELEASE,
         "nvidiaDriverRoot": "/",
         # The driver cannot run beside the device plugin (its reference/helm-values.md).
         "gpuResourcesEnabledOverride": True,
@@ -620,9 +630,8 @@ def add_claims(docs: list, release: str, template: str = "", claim: str = "") ->
     post-renderer: on every install and upgrade, after the chart rendered and before
     anything is applied. It adds the pod-level claim (from the group's `template`, one
     claim per pod, or the one shared `claim` of all groups) and the engine container's use
-    of it, and drops any nvidia.com/gpu request, which DRA replaces. The Deployments are
-    set to Recreate: a rolling update's surge pod would need a second GPU (template) or a
-    second memory share on the GPU (shared claim) while the old pod still holds it.
+    of it, and drops any nvidia.com/gpu request, which DRA replaces. (Their Recreate
+    strategy is a value: stack_values.)
     """
     if bool(template) == bool(claim):
         raise KubeConfigError("post-renderer: give a claim template or a shared claim, not both")
@@ -636,7 +645,6 @@ def add_claims(docs: list, release: str, template: str = "", claim: str = "") ->
             continue
         if not str(meta.get("name", "")).endswith("-deployment-vllm"):
             continue
-        doc["spec"]["strategy"] = {"type": "Recreate"}
         pod = doc["spec"]["template"]["spec"]
         claims = [c for c in pod.get("resourceClaims") or [] if c.get("name") != CLAIM_NAME]
         pod["resourceClaims"] = [*claims, {"name": CLAIM_NAME, **source}]

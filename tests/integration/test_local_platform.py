@@ -140,6 +140,9 @@ def test_benchmark_writes_results_for_both_groups(stack):
         assert "vllm_api_key" not in summary["config"]
         engine = summary["server"][f"{group}-engine-0"]
         assert engine["requests_finished"] in (8, 8 + summary["warmup"]["warmup_requests"])
+        # The engine's KV cache capacity (vllm:cache_config_info): CPU KV space 1 GiB.
+        kv = engine["kv_cache"]
+        assert kv["blocks"] > 0 and kv["tokens"] == kv["blocks"] * kv["block_size"], kv
         lines = (rep / "requests.jsonl").read_text().splitlines()
         assert len(lines) == 8
         assert all(json.loads(line)["output_tokens"] == 16 for line in lines)

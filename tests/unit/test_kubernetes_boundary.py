@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from stack import TOP, Stack
+from stack import TOP, VENV_BIN, Stack
 
 BOUNDARY = TOP / "tests/data/k8s_boundary"
 SPECS = {
@@ -24,6 +24,7 @@ SPECS = {
     "k8s": "argspec",
     "k8s_info": "argspec",
     "k8s_cluster_info": "argspec",
+    "k8s_scale": "argspec",
 }
 
 
@@ -64,8 +65,8 @@ def cluster(tmp_path):
         f"servelab_run_lock={tmp_path}/run.lock",
     ]
 
-    def run(playbook: str):
-        return stack.playbook(playbook, *extra, env=env)
+    def run(playbook: str, *args: str, check: bool = True):
+        return stack.playbook(playbook, *extra, *args, env=env, check=check)
 
     def calls() -> list[dict]:
         return [json.loads(line) for line in log.read_text().splitlines()]
@@ -101,7 +102,8 @@ def test_deploy_and_teardown_call_kubernetes_core_with_valid_arguments(cluster):
         if str(c["params"].get("src")).endswith("/resourceclaim.yaml")
     ]
     first_release = min(i for i, c in enumerate(recorded) if c["module"] == "helm")
-    assert claim_at and max(claim_at) < first_release
+    # Applied by one host: two would race (GET, GET, create, 409 for the other create).
+    assert len(claim_at) == 1 and claim_at[0] < first_release
     (shared,) = objects(tmp, "ResourceClaim")
     assert shared.startswith("vllm-shared-gpu-")
     assert f"--claim {shared}" in Path(helm["vllm-dev"]["post_renderer"]).read_text()
@@ -195,6 +197,14 @@ def objects(tmp: Path, kind: str) -> dict[str, dict]:
     return {o["name"]: o for o in found if o["kind"] == kind}
 
 
+def releases(tmp: Path) -> dict[str, tuple]:
+    """The stand-in's releases: the shared claim their engine pods reserve, and how many
+    run."""
+    return {
+        n: (r["spec"]["claim"], r["spec"]["replicas"]) for n, r in objects(tmp, "Release").items()
+    }
+
+
 def test_a_changed_claim_spec_deploys_under_a_new_name_and_the_old_one_goes(cluster):
     """Claim and template specs are immutable (the stand-in refuses a changed spec under
     the same name, as the API server does): a changed share must be a new object."""
@@ -233,6 +243,15 @@ def test_a_changed_claim_spec_deploys_under_a_new_name_and_the_old_one_goes(clus
     run("deploy.yml")
     assert not objects(tmp, "ResourceClaimTemplate")
     (shared,) = objects(tmp, "ResourceClaim")
+    assert releases(tmp) == {"vllm-baseline": (shared, 1), "vllm-dev": (shared, 1)}
+    again = calls()
+    run("deploy.yml")  # nothing changed: no release upgraded, no engine stopped
+    assert not [c for c in calls()[len(again) :] if c["module"] == "k8s_scale"]
+    # On one GPU the new claim is allocated only once no pod reserves the old one: the
+    # stand-in fails a release whose pods would wait for another release's old claim
+    # (helm's --wait ends), and refuses to delete a claim that running pods reserve.
+    # Both happened before the engines were stopped first (tried: the old order failed
+    # with "timed out waiting for the condition").
     run.configure('CONFIG_VLLM_MPS_PINNED_DEVICE_MEMORY_LIMIT="20Gi"')
     before = len(calls())
     run("deploy.yml")
@@ -240,13 +259,113 @@ def test_a_changed_claim_spec_deploys_under_a_new_name_and_the_old_one_goes(clus
     assert new_shared != shared and new_shared.startswith("vllm-shared-gpu-")
     for group in ("baseline", "dev"):
         assert f"--claim {new_shared}" in (tmp / f"render/{group}/post-renderer").read_text()
+    assert releases(tmp) == {"vllm-baseline": (new_shared, 1), "vllm-dev": (new_shared, 1)}
     redeploy = calls()[before:]
+    scaled = [i for i, c in enumerate(redeploy) if c["module"] == "k8s_scale"]
+    assert {redeploy[i]["params"]["label_selectors"][0] for i in scaled} == {
+        "helm-release-name=vllm-baseline",
+        "helm-release-name=vllm-dev",
+    }
+    assert all(redeploy[i]["params"]["replicas"] == 0 for i in scaled)
     (removal,) = [
         i
         for i, c in enumerate(redeploy)
-        if c["params"].get("kind") == "ResourceClaim" and c["params"]["state"] == "absent"
+        if c["module"] == "k8s"
+        and c["params"].get("kind") == "ResourceClaim"
+        and c["params"]["state"] == "absent"
     ]
-    assert removal > max(i for i, c in enumerate(redeploy) if c["module"] == "helm")
+    helm = [i for i, c in enumerate(redeploy) if c["module"] == "helm"]
+    assert max(scaled) < removal < min(helm)
+
+    # A shared claim moves with every group or not at all: one group alone is refused.
+    run.configure('CONFIG_VLLM_MPS_PINNED_DEVICE_MEMORY_LIMIT="10Gi"')
+    alone = run("deploy.yml", "--limit", "dev", check=False)
+    assert alone.rc != 0 and "deploy all groups together" in alone.output, alone.output[-3000:]
+    assert releases(tmp)["vllm-dev"] == (new_shared, 1)  # nothing was stopped
 
     run("teardown.yml")
     assert not objects(tmp, "ResourceClaim") and not objects(tmp, "ResourceClaimTemplate")
+
+
+FAKE_KIND = """#!/bin/sh
+echo "$*" >> "$KIND_LOG"
+case "$1 $2" in
+  "get clusters") exit 0 ;;
+  "create cluster") echo "ERROR: failed to create cluster: node(s) not ready" >&2; exit 1 ;;
+esac
+exit 0
+"""
+
+
+def k8s_cluster_role(tmp: Path, step: str, env: dict, **extra) -> subprocess.CompletedProcess:
+    """Run one entry of the k8s_cluster role on this machine (no cluster: stand-ins)."""
+    play = tmp / f"{step}.yml"
+    play.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {
+            "vllm_platform": "kind", "vllm_kubeconfig": f"{tmp}/kubeconfig",
+            "vllm_work_dir": str(tmp), "vllm_helm_release_name": "t",
+            "vllm_use_cpu_inference": True, "servelab_groups": ["baseline"],
+            "k8s_cluster_render_dir": str(tmp / "render"), **extra,
+        },
+        "tasks": [{"ansible.builtin.include_role": {
+            "name": "servelab.vllm.k8s_cluster", "tasks_from": step}}],
+    }]))  # fmt: skip
+    (tmp / "render").mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
+         "-e", "ansible_python_interpreter={{ ansible_playbook_python }}"],
+        cwd=TOP, capture_output=True, text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+             "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **env},
+    )  # fmt: skip
+
+
+def test_a_cluster_whose_creation_failed_is_still_torn_down(tmp_path):
+    """The marker that servelab created the cluster is written before `kind create
+    cluster`: a creation that fails half-way leaves a node container that teardown must
+    delete (tried: with the marker written by a handler, the failed play never wrote it
+    and teardown called no `kind delete`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kind").write_text(FAKE_KIND)
+    (bin_dir / "kind").chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}",
+        "KIND_LOG": str(tmp_path / "kind.log"),
+    }
+    (tmp_path / "render").mkdir()
+    (tmp_path / "render/kind-config.yaml").write_text("kind: Cluster\n")
+    bringup = k8s_cluster_role(tmp_path, "main", env)
+    assert bringup.returncode != 0 and "failed to create cluster" in bringup.stdout
+    assert (tmp_path / "cluster-created-by-servelab").read_text() == "kind servelab-t\n"
+    teardown = k8s_cluster_role(tmp_path, "teardown", env)
+    assert teardown.returncode == 0, teardown.stdout[-3000:]
+    assert "delete cluster --name servelab-t" in (tmp_path / "kind.log").read_text()
+    assert not (tmp_path / "cluster-created-by-servelab").exists()
+
+
+def test_a_driver_that_publishes_no_gpu_is_named(tmp_path):
+    """The ResourceSlice wait ends on its last try instead of failing there, so the
+    check after it says why no engine can get a GPU (tried: Ansible fails a task whose
+    retries run out whatever its failed_when, and the play ended on "Task failed")."""
+    (tmp_path / "calls.jsonl").touch()
+    env = {
+        "ANSIBLE_COLLECTIONS_PATH": f"{BOUNDARY}:{TOP / 'collections'}",
+        "K8S_BOUNDARY_LOG": str(tmp_path / "calls.jsonl"),
+        "K8S_BOUNDARY_CLUSTER": str(tmp_path / "cluster.json"),  # no ResourceSlice in it
+    }
+    (tmp_path / "render").mkdir()
+    (tmp_path / "render/dra-driver-values.yaml").write_text("nvidiaDriverRoot: /\n")
+    run = k8s_cluster_role(
+        tmp_path, "dra_driver", env, vllm_dra_driver_chart_version="0.4.0",
+        k8s_cluster_slice_timeout=20,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "published no ResourceSlice of gpu.nvidia.com within 20 s" in run.stdout, run.stdout[
+        -3000:
+    ]
+    slices = [json.loads(c) for c in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    assert [c["params"]["kind"] for c in slices if c["module"] == "k8s_info"] == [
+        "ResourceSlice"
+    ] * 2

@@ -174,6 +174,9 @@ def check_driver(gdir: Path) -> None:
     compute-domain container or DeviceClass) and exactly the sharing gates in use."""
     driver = real_driver(gdir / "dra-driver-values.yaml")
     plugin = kubelet_plugin(driver)
+    # The 25.x chart's object names (nameOverride): an upgrade replaces them in place
+    # instead of adding a second kubelet plugin beside the old one.
+    assert plugin["metadata"]["name"] == "nvidia-dra-driver-gpu-kubelet-plugin"
     containers = [c["name"] for c in plugin["spec"]["template"]["spec"]["containers"]]
     assert containers == ["gpus"]
     assert not [d for d in driver if d["kind"] == "Deployment"]  # the CD controller

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import server_metrics
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
 from results_fixture import write_run
 
@@ -212,3 +213,38 @@ def test_calibrations_of_this_machine_and_engine_pool_and_others_expire(tmp_path
     assert said.startswith("deciding +-5% on this machine takes about ")
     assert "20261122T000003Z" in said and "20261122T000001Z" not in said  # the newest: 0.31.0
     assert "no calibration" in report.forecast(tmp_path, "0123456789ab", SETTINGS)
+
+
+def test_each_groups_kv_cache_is_shown_and_unequal_caches_are_warned_about(tmp_path):
+    """The KV cache capacity the engines report (vllm:cache_config_info) is on the Groups
+    line; groups whose engines hold caches more than 5% apart are warned about."""
+    run = write_run(tmp_path)
+    caches = {"baseline": (364, 46592), "dev": (320, 40960)}
+    for group, (blocks, tokens) in caches.items():
+        for rep in (1, 2, 3):
+            path = run / group / f"{group}-local" / "default" / f"rep-{rep}" / "summary.json"
+            kv = {"blocks": blocks, "block_size": 128, "tokens": tokens, "bytes": None}
+            server = {f"{group}-engine-0": {"kv_cache": kv}, "router": {}}
+            path.write_text(json.dumps({**json.loads(path.read_text()), "server": server}))
+    report.write_report(run, SETTINGS, GATE)
+    md = (run / "report" / "report.md").read_text()
+    assert "KV cache 46592 tokens (364 blocks of 128)" in md
+    assert "KV cache 40960 tokens (320 blocks of 128)" in md
+    doc = json.loads((run / "report" / "compare.json").read_text())
+    (warned,) = [w for w in doc["warnings"] if "KV caches" in w]
+    assert "baseline 46592 tokens, dev 40960 (-12%)" in warned
+
+
+def test_the_kv_cache_capacity_is_read_from_the_engines_cache_config_line():
+    line = (
+        'vllm:cache_config_info{block_size="128",enable_prefix_caching="True",engine="0",'
+        'kv_cache_memory_bytes="1073741824",kv_cache_size_tokens="46592",'
+        'num_cpu_blocks="None",num_gpu_blocks="364"} 1.0'
+    )
+    assert server_metrics.kv_cache(f"# HELP x\n{line}\n") == {
+        "blocks": 364, "block_size": 128, "tokens": 46592, "bytes": 1073741824,
+    }  # fmt: skip
+    older = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0'
+    assert server_metrics.kv_cache(older)["tokens"] == 16000  # no tokens label: the product
+    assert server_metrics.kv_cache('vllm:cache_config_info{num_gpu_blocks="None"} 1.0') is None
+    assert server_metrics.kv_cache("vllm:num_requests_running 0.0") is None

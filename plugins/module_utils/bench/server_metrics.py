@@ -28,6 +28,29 @@ def parse(text: str) -> dict[str, float]:
     return out
 
 
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def kv_cache(text: str) -> dict | None:
+    """The engine's KV cache capacity, from the labels of vllm:cache_config_info: blocks,
+    tokens a block, tokens (vLLM's kv_cache_size_tokens where it says, else their
+    product) and bytes where it says. None where the engine exposes no such line. Two
+    engines of an A/B should hold the same: on a shared GPU, engines that profile memory
+    at once can end with very different caches."""
+    line = next((x for x in text.splitlines() if x.startswith("vllm:cache_config_info{")), "")
+    labels = dict(LABEL.findall(line[line.find("{") : line.rfind("}")]))
+    number = {k: int(v) for k, v in labels.items() if v.isdigit()}
+    blocks, size = number.get("num_gpu_blocks"), number.get("block_size")
+    if blocks is None:
+        return None
+    return {
+        "blocks": blocks,
+        "block_size": size,
+        "tokens": number.get("kv_cache_size_tokens") or (blocks * size if size else None),
+        "bytes": number.get("kv_cache_memory_bytes"),
+    }
+
+
 def _delta(before: dict, after: dict, name: str) -> float:
     return after.get(name, 0.0) - before.get(name, 0.0)
 
@@ -67,6 +90,7 @@ class Sampler:
         self.after: dict[str, dict] = {}
         self.samples: dict[str, list[dict]] = {name: [] for name in urls}
         self.raw: dict[str, list[str]] = {name: [] for name in urls}
+        self.kv_cache: dict[str, dict] = {}
 
     def snapshot(self) -> dict[str, dict]:
         out = {}
@@ -75,6 +99,8 @@ class Sampler:
             if status == 200:
                 text = body.decode(errors="replace")
                 out[name] = parse(text)
+                if name not in self.kv_cache and (cache := kv_cache(text)):
+                    self.kv_cache[name] = cache
                 self.raw[name].append(f"# servelab snapshot {time.time():.3f}\n{text}")
         return out
 
@@ -100,6 +126,7 @@ class Sampler:
                     }
                 else:
                     out[name] = engine_deltas(before, after, samples)
+                    out[name]["kv_cache"] = self.kv_cache.get(name)
         return out
 
     def save(self) -> None:

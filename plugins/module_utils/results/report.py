@@ -44,6 +44,7 @@ PER_GROUP_BY_CONSTRUCTION = {
     "vllm_router_metrics_port",
 }
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
+KV_CACHE_TOLERANCE = 0.05  # engines whose KV caches differ more than this are not equal
 
 
 def run_kind(run: RunResults) -> str:
@@ -245,6 +246,16 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
                             f"{point}: {group}'s {r['metric']} varies {cv:.0%} between "
                             f"repetitions (above {UNSTABLE_CV:.0%}): the machine was not steady"
                         )
+    tokens = {g: sum(c["tokens"] or 0 for c in kv_caches(run, g)) for g in run.groups()}
+    if len(tokens) == 2 and all(tokens.values()):
+        base, dev = tokens.get("baseline", 0), tokens.get("dev", 0)
+        if base and abs(dev / base - 1) > KV_CACHE_TOLERANCE:
+            out.append(
+                f"the groups' engines hold KV caches of different sizes: baseline {base} tokens, "
+                f"dev {dev} ({dev / base - 1:+.0%}): unless dev's change is the cache, the "
+                "engines are not equal (engines that share a GPU and profile its memory at "
+                "once end with different caches)"
+            )
     for rep in run.reps:
         where = f"{rep.group}/{rep.host} {rep.point} rep {rep.rep}"
         sm = rep.summary
@@ -418,11 +429,32 @@ def _context(run: RunResults) -> list[str]:
             else ""
         )
         mps = describe_mps([r.summary.get("mps") or {} for r in reps])
+        kv = kv_caches(run, group)
+        cache = (
+            "; KV cache " + ", ".join(
+                f"{c['tokens']} tokens ({c['blocks']} blocks of {c['block_size']})" for c in kv
+            )
+            if kv else ""
+        )  # fmt: skip
         out.append(
             f"{group}: hosts {', '.join(sorted({r.host for r in reps}))}, engine "
             f"{v.get('engine')}, router {v.get('router')}, model {v.get('model')}, "
-            f"{len(reps)} block(s){where}{'; ' + mps if mps else ''}"
+            f"{len(reps)} block(s){where}{cache}{'; ' + mps if mps else ''}"
         )
+    return out
+
+
+def kv_caches(run: RunResults, group: str) -> list[dict]:
+    """The KV cache capacity of each of the group's engines (their /metrics, first block
+    of each host), where the engines say it."""
+    out, seen = [], set()
+    for rep in run.reps:
+        if rep.group != group or rep.host in seen:
+            continue
+        seen.add(rep.host)
+        for name, figures in sorted((rep.summary.get("server") or {}).items()):
+            if not name.startswith("router") and (figures or {}).get("kv_cache"):
+                out.append(figures["kv_cache"])
     return out
 
 
