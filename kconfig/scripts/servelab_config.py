@@ -32,9 +32,13 @@ DEFCONFIG_DIR = TOP / "kconfig" / "defconfigs"
 GROUPS = ("baseline", "dev")
 
 # Settings that the dev group may override and that each group carries on its own:
-# everything defined in these Kconfig files, plus the GPU-sharing symbols.
-PER_GROUP_FILES = ("Kconfig.engine", "Kconfig.model", "Kconfig.router", "Kconfig.benchmark")
+# everything defined in these Kconfig files, plus the GPU-sharing symbols. Every other
+# setting is one per run and shared by both groups; RUN_LEVEL_FILES names the files whose
+# settings a user may take for a group's but which are the run's: both groups are offered
+# the same benchmark (workload, load, repetitions, sweep), or the comparison means nothing.
+PER_GROUP_FILES = ("Kconfig.engine", "Kconfig.model", "Kconfig.router")
 PER_GROUP_PREFIXES = ("VLLM_GPU_", "VLLM_MPS_", "VLLM_TIME_SLICING_", "VLLM_REQUEST_")
+RUN_LEVEL_FILES = ("Kconfig.benchmark", "Kconfig.results")
 # Secrets go to extra_vars.yaml (mode 0600) only, never to the inventory or the diff.
 SECRETS = ("VLLM_HF_TOKEN", "VLLM_API_KEY")
 PORT_SYMBOLS = ("VLLM_ROUTER_PORT", "VLLM_ROUTER_METRICS_PORT")
@@ -292,6 +296,21 @@ def is_per_group(sym: kconfiglib.Symbol) -> bool:
     return filename in PER_GROUP_FILES or sym.name.startswith(PER_GROUP_PREFIXES)
 
 
+def not_per_group(where: str, item: kconfiglib.Symbol | kconfiglib.Choice) -> ConfigError:
+    """The error for a dev override of a shared setting, naming where to set it instead."""
+    if Path(item.nodes[0].filename).name in RUN_LEVEL_FILES:
+        name = f"{item.name}_<OPTION>=y" if isinstance(item, kconfiglib.Choice) else item.name
+        return ConfigError(
+            f"{where}: a run-level setting, shared by both groups (they are offered the same "
+            f"benchmark: workload, load, repetitions, sweep, verdict); set CONFIG_{name} "
+            "for the run (make menuconfig) instead"
+        )
+    return ConfigError(
+        f"{where}: not a per-group setting; dev may override engine, model, router "
+        "and GPU sharing settings"
+    )
+
+
 def choice_value(choice: kconfiglib.Choice, option: kconfiglib.Symbol | None = None) -> str:
     """A choice's value: the option's name less the options' common prefix, lower case."""
     prefix = os.path.commonprefix([s.name for s in choice.syms])  # noqa: RUF071 (names, not paths)
@@ -354,10 +373,7 @@ def apply_override(kconf: kconfiglib.Kconfig, key: str, value: str) -> None:
     if name in kconf.named_choices:
         choice = kconf.named_choices[name]
         if not is_per_group(choice.syms[0]):
-            raise ConfigError(
-                f"{where}: not a per-group setting; dev may override engine, "
-                "model, router, benchmark and GPU sharing settings"
-            )
+            raise not_per_group(where, choice)
         options = {choice_value(choice, s): s for s in choice.syms}
         if value not in options:
             raise ConfigError(f"{where}: expected one of {', '.join(sorted(options))}")
@@ -367,10 +383,7 @@ def apply_override(kconf: kconfiglib.Kconfig, key: str, value: str) -> None:
     if sym is None or not sym.nodes:
         raise ConfigError(f"{where}: no such setting (use a lower case name from extra_vars.yaml)")
     if not is_per_group(sym):
-        raise ConfigError(
-            f"{where}: not a per-group setting; dev may override engine, model, router, "
-            "benchmark and GPU sharing settings"
-        )
+        raise not_per_group(where, sym)
     if sym.name in SECRETS:
         raise ConfigError(f"{where}: secrets are shared by both groups and cannot be overridden")
     if sym.orig_type == kconfiglib.BOOL:
@@ -413,13 +426,12 @@ def build(config: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         groups["dev"] = {k: v for k, v in dev_all.items() if k in group_names}
     shared = {k: v for k, v in base.items() if k not in group_names}
     check(shared, groups)
-    for cfg in groups.values():
-        if cfg.get("vllm_benchmark_sweep") == "knob":
-            knob = cfg["vllm_benchmark_sweep_knob_name"]
-            cfg["vllm_benchmark_sweep_knob_values_list"] = [
-                knob_value(kconf, knob, text)
-                for text in cfg["vllm_benchmark_sweep_knob_values_list"]
-            ]
+    if shared.get("vllm_benchmark_sweep") == "knob":
+        knob = shared["vllm_benchmark_sweep_knob_name"]
+        shared["vllm_benchmark_sweep_knob_values_list"] = [
+            knob_value(kconf, knob, text)
+            for text in shared["vllm_benchmark_sweep_knob_values_list"]
+        ]
     return shared, groups
 
 
@@ -478,20 +490,18 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                     f"one host for the {group} group (space separated host names)"
                 )
     first_look = shared.get("vllm_benchmark_min_repetitions", 2)
-    for group, cfg in groups.items():
-        if cfg.get("vllm_benchmark_repetitions", first_look) < first_look:
-            raise ConfigError(
-                f"{group}: CONFIG_VLLM_BENCHMARK_REPETITIONS={cfg['vllm_benchmark_repetitions']} "
-                f"is below CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS={first_look}: the budget must "
-                "allow the first look (raise the one or lower the other)"
-            )
+    budget = shared.get("vllm_benchmark_repetitions", first_look)
+    if budget < first_look:
+        raise ConfigError(
+            f"CONFIG_VLLM_BENCHMARK_REPETITIONS={budget} is below "
+            f"CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS={first_look}: the budget must "
+            "allow the first look (raise the one or lower the other)"
+        )
     every = shared.get("vllm_benchmark_redeploy_every", 0)
     if every:
-        budget = min(cfg.get("vllm_benchmark_repetitions", 0) for cfg in groups.values())
         where = (
             "on Kubernetes" if platform in ("kind", "minikube", "existing_cluster")
-            else "with a configuration sweep"
-            if any(cfg.get("vllm_benchmark_sweep") == "knob" for cfg in groups.values())
+            else "with a configuration sweep" if shared.get("vllm_benchmark_sweep") == "knob"
             else ""
         )  # fmt: skip
         if where:
@@ -536,7 +546,7 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                 f"{group}: vllm_router_policy=power_of_two needs at least 2 engines "
                 "(CONFIG_VLLM_REPLICA_COUNT >= 2); vllm-router refuses it with one"
             )
-        knob = cfg.get("vllm_benchmark_sweep_knob_name")
+        knob = shared.get("vllm_benchmark_sweep_knob_name")
         if knob is not None and knob not in cfg:
             raise ConfigError(
                 f"CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_NAME={knob!r}: expected a per-group setting "

@@ -61,11 +61,13 @@ def test_every_defconfig_generates_typed_vars(tmp_path, name):
         assert gv["servelab_group"] == group
         assert isinstance(gv["vllm_replica_count"], int) and gv["vllm_replica_count"] >= 1
         assert isinstance(gv["vllm_enable_prefix_caching"], bool)
-        assert isinstance(gv["vllm_benchmark_percentiles"], list)
-        assert all(isinstance(p, (int, float)) for p in gv["vllm_benchmark_percentiles"])
         assert isinstance(gv["vllm_engine_extra_args"], list)
-        rate = gv["vllm_benchmark_request_rate"]
-        assert rate == "auto" or isinstance(rate, (int, float)), rate
+        # The benchmark is the run's: one value for both groups, never a group's own.
+        assert not any(k.startswith(("vllm_benchmark_", "vllm_results_")) for k in gv), name
+    assert isinstance(extra["vllm_benchmark_percentiles"], list)
+    assert all(isinstance(p, (int, float)) for p in extra["vllm_benchmark_percentiles"])
+    rate = extra["vllm_benchmark_request_rate"]
+    assert rate == "auto" or isinstance(rate, (int, float)), rate
 
 
 def test_quick_test_is_local_cpu_with_two_groups_on_distinct_ports(tmp_path):
@@ -144,11 +146,10 @@ def test_knob_sweep_values_are_typed_as_the_swept_setting(tmp_path):
         "CONFIG_VLLM_BENCHMARK_SWEEP_KNOB=y",
         'CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST="20 50 100"',
     )
-    _, _, inv = generate(tmp_path, config)
-    base = inv["all"]["children"]["baseline"]["vars"]
-    assert base["vllm_benchmark_sweep"] == "knob"
-    assert base["vllm_benchmark_sweep_knob_name"] == "vllm_mps_active_thread_percentage"
-    assert base["vllm_benchmark_sweep_knob_values_list"] == [20, 50, 100]
+    _, extra, _ = generate(tmp_path, config)
+    assert extra["vllm_benchmark_sweep"] == "knob"
+    assert extra["vllm_benchmark_sweep_knob_name"] == "vllm_mps_active_thread_percentage"
+    assert extra["vllm_benchmark_sweep_knob_values_list"] == [20, 50, 100]
 
 
 BAD_INPUTS = [
@@ -180,6 +181,20 @@ BAD_INPUTS = [
     ('CONFIG_VLLM_ENGINE_INHERIT_SITE="lib/site"', ["VLLM_ENGINE_INHERIT_SITE", "absolute"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_replica_count=0"', ["vllm_replica_count", "from 1 to 64"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_platform=kind"', ["vllm_platform", "per-group"]),
+    # Run-level settings: dev's value would never be applied (both groups get one load).
+    (
+        'CONFIG_VLLM_DEV_OVERRIDES="vllm_benchmark_request_rate=2"',
+        ["vllm_benchmark_request_rate", "run-level", "CONFIG_VLLM_BENCHMARK_REQUEST_RATE"],
+    ),
+    (
+        'CONFIG_VLLM_DEV_OVERRIDES="vllm_benchmark_repetitions=4"',
+        ["vllm_benchmark_repetitions", "run-level", "CONFIG_VLLM_BENCHMARK_REPETITIONS"],
+    ),
+    (
+        'CONFIG_VLLM_DEV_OVERRIDES="vllm_benchmark_sweep=rate"',
+        ["vllm_benchmark_sweep", "run-level", "CONFIG_VLLM_BENCHMARK_SWEEP_"],
+    ),
+    ('CONFIG_VLLM_DEV_OVERRIDES="vllm_results_margin_pct=20"', ["run-level"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_nope=1"', ["vllm_nope", "no such setting"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="justaword"', ["SETTING=VALUE"]),
     ('CONFIG_VLLM_DEV_OVERRIDES="vllm_router_policy=fastest"', ["round_robin", "prefix_aware"]),
@@ -272,7 +287,7 @@ def test_engine_env_and_inherited_site_reach_the_engine(tmp_path):
     assert rc == 0
     dev = hosts["all"]["children"]["dev"]["vars"]
     assert dev["vllm_engine_inherit_site"] == "/opt/torch/.venv/lib/python3.12/site-packages"
-    assert dev["vllm_benchmark_burstiness"] == float("inf")
+    assert shared["vllm_benchmark_burstiness"] == float("inf")
     env = commands.engine_env({**shared, **dev}, "/p", "/l")
     assert env["VLLM_USE_FLASHINFER_SAMPLER"] == "0" and env["X"] == "a=b"
     assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
