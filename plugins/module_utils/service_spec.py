@@ -54,6 +54,9 @@ class Manifest:
     model_path: str = ""
     version: str = ""
     api_key: str = ""
+    # A CPU engine's dtype and core sets as chosen at deploy (hardware.Placement): the
+    # benchmark records this decision instead of taking it again.
+    placement: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ansible_collections.servelab.vllm.plugins.module_utils import (
     freeze,
@@ -33,6 +33,7 @@ class ServiceStatus:
     detail: str
     model_path: str
     service_dir: str = ""
+    placement: dict = field(default_factory=dict)
 
 
 def _json_field(body: bytes, read) -> str:
@@ -65,6 +66,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
             model="", version=manifest.version, uptime_s=0, restarts=state["restarts"],
             detail="stopped (SIGSTOP) by a benchmark; continued when its block ends",
             model_path=manifest.model_path, service_dir=service_dir,
+            placement=manifest.placement,
         )  # fmt: skip
     headers = {"Authorization": f"Bearer {manifest.api_key}"} if manifest.api_key else {}
     base = f"http://{net.client_host(manifest.host)}:{manifest.port}"
@@ -105,6 +107,7 @@ def probe_service(service_dir: str, now: float | None = None) -> ServiceStatus:
         detail=detail,
         model_path=manifest.model_path,
         service_dir=service_dir,
+        placement=manifest.placement,
     )
 
 

@@ -17,7 +17,7 @@ description:
   - A running service whose command line and environment are unchanged is left alone,
     a changed one is restarted, and a port taken by another process is an error.
   - The spec also records what the service is (O(kind), O(port), O(model_path),
-    O(version)), which M(servelab.vllm.stack_status) and the benchmark read; a change of
+    O(version), O(placement)), which M(servelab.vllm.stack_status) and the benchmark read; a change of
     that record alone is written without a restart.
 version_added: "0.1.0"
 author: servelab developers (@servelab)
@@ -69,6 +69,12 @@ options:
     description: Version of the served program, recorded for status and results.
     type: str
     default: ""
+  placement:
+    description:
+      - A CPU engine's placement as M(servelab.vllm.cpu_placement) chose it at deploy
+        (dtype, its reason, core sets, CPU facts), recorded for status and results.
+    type: dict
+    default: {}
   api_key:
     description:
       - API key that clients of the service send, recorded in the owner-only spec for the
@@ -233,6 +239,7 @@ def main() -> None:
             "kind": {"type": "str", "default": "other", "choices": list(KINDS)},
             "model_path": {"type": "str", "default": ""},
             "version": {"type": "str", "default": ""},
+            "placement": {"type": "dict", "default": {}},
             "api_key": {"type": "str", "default": "", "no_log": True},
             "manager": {
                 "type": "str",
@@ -289,6 +296,7 @@ def main() -> None:
         model_path=p["model_path"],
         version=p["version"],
         api_key=p["api_key"],
+        placement=p["placement"],
     )
     result["spec_hash"] = spec.digest()
     spec_path = os.path.join(sdir, supervisor.SPEC)

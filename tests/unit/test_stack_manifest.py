@@ -124,6 +124,7 @@ def test_local_service_records_what_a_service_is_and_status_reads_it(tmp_path):
             "model_path": "",
             "version": "0.1.9",
             "api_key": "k-manifest-secret",
+            "placement": {},
         }
         assert (sdir / "spec.json").stat().st_mode & 0o077 == 0  # owner-only, as before
         _wait(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
@@ -138,6 +139,14 @@ def test_local_service_records_what_a_service_is_and_status_reads_it(tmp_path):
         assert json.loads((sdir / "spec.json").read_text())["service"]["version"] == "0.2.0"
         third = local_service(**{**args, "version": "0.2.0"})
         assert '"changed": false' in third.stdout, third.stdout
+        # The placement chosen at deploy is recorded the same way, and status returns it
+        # (the benchmark reads it there instead of choosing again).
+        placed = {"dtype": "float32", "dtype_reason": "no bf16", "engine_cpus": [[1]]}
+        fourth = local_service(**{**args, "version": "0.2.0", "placement": placed})
+        assert '"action": "recorded"' in fourth.stdout, fourth.stdout
+        assert (sdir / "child.pid").read_text() == pid
+        _wait(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
+        assert stack_status.stack_status(str(sdir.parent))[0]["placement"] == placed
     finally:
         local_service(name="dev-router", service_dir=str(sdir), state="stopped")
 
