@@ -1,6 +1,6 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that order a run's benchmark blocks."""
+"""Filters that order a run's benchmark blocks and give each its options."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ def bench_schedule(
         raise AnsibleFilterError(f"bench_schedule: {err}") from err
 
 
-def bench_blocks_by_host(blocks: list, arms: list) -> list[dict]:
+def bench_blocks_by_host(blocks: list, parts: list) -> list[dict]:
     """Each group's block once per host of that group, hosts in inventory order."""
     out = []
     for block in blocks:
-        for arm in arms:
-            if arm["group"] == block["group"]:
-                out.append({**block, "host": arm["host"]})
+        for part in parts:
+            if part["group"] == block["group"]:
+                out.append({**block, "host": part["host"]})
     return out
 
 
@@ -37,9 +37,21 @@ def bench_knob_schedule(values: list, repetitions) -> list[dict]:
         raise AnsibleFilterError(f"bench_knob_schedule: {err}") from err
 
 
-def bench_rearm(arms: list, stacks: list) -> list[dict]:
-    """See plan.rearm."""
-    return plan.rearm(list(arms), list(stacks))
+def bench_restarted(parts: list, stacks: list) -> list[dict]:
+    """See plan.restarted."""
+    return plan.restarted(list(parts), list(stacks))
+
+
+def bench_block_options(
+    settings, part: dict, block: dict, rate, action="run", load=None, parts=None
+) -> dict:
+    """The benchmark module's options for one block; see plan.block_options."""
+    try:
+        return plan.block_options(
+            settings, dict(part), dict(block), rate, action, dict(load or {}), list(parts or [])
+        )
+    except KeyError as err:
+        raise AnsibleFilterError(f"bench_block_options: {err} is missing") from err
 
 
 def bench_warmed_by_probe(blocks: list, host: str) -> list[dict]:
@@ -54,7 +66,8 @@ class FilterModule:
         return {
             "bench_schedule": bench_schedule,
             "bench_blocks_by_host": bench_blocks_by_host,
-            "bench_rearm": bench_rearm,
+            "bench_restarted": bench_restarted,
+            "bench_block_options": bench_block_options,
             "bench_warmed_by_probe": bench_warmed_by_probe,
             "bench_knob_schedule": bench_knob_schedule,
         }

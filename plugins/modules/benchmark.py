@@ -117,10 +117,14 @@ options:
     description:
       - C(run) runs one repetition at one point (the play interleaves the groups' blocks).
       - C(probe) measures the server's capacity in closed loop at O(max_concurrency) and
-        returns it; the play sets the request rate to a fraction of it.
+        returns it, with the rate to offer (O(load_fraction) of it).
     type: str
     choices: [run, probe]
     default: run
+  load_fraction:
+    description: The fraction of the probed capacity returned as the rate to offer.
+    type: float
+    default: 1.0
   point: {description: Name of the point this block runs., type: str, default: default}
   repetition: {description: Number of this repetition at the point., type: int, default: 1}
   freeze:
@@ -165,6 +169,10 @@ capacity:
   description: Completed requests per second in closed loop (O(action=probe)).
   returned: when action is probe
   type: float
+rate:
+  description: The request rate to offer, O(load_fraction) of the capacity (O(action=probe)).
+  returned: when action is probe
+  type: float
 out_dir:
   description: Where the results are.
   returned: always
@@ -196,6 +204,7 @@ def argument_spec() -> dict:
         "repetition": {"type": "int", "default": 1},
         "freeze": {"type": "list", "elements": "dict", "default": []},
         "block_retries": {"type": "int", "default": 1},
+        "load_fraction": {"type": "float", "default": 1.0},
     }
 
 
@@ -223,7 +232,7 @@ def main() -> None:
             freeze.freeze_stack(stack["stack_dir"], [int(x) for x in stack.get("pids", [])])
             frozen.append(stack["stack_dir"])
         if p["action"] == "probe":
-            result = _probe(run_spec, out_dir)
+            result = _probe(run_spec, out_dir, p["load_fraction"])
         else:
             summary = _run_block(run_spec, out_dir, p, frozen)
     except (runner.BenchError, ValueError) as err:
@@ -284,8 +293,9 @@ def _run_block(run_spec: spec.RunSpec, out_dir: Path, p: dict, frozen: list) -> 
         run_spec = dataclasses.replace(run_spec, warmup_requests=0)  # warm already
 
 
-def _probe(run_spec: spec.RunSpec, out_dir: Path) -> dict:
-    """Closed loop at max_concurrency: the completed requests per second."""
+def _probe(run_spec: spec.RunSpec, out_dir: Path, fraction: float) -> dict:
+    """Closed loop at max_concurrency: the completed requests per second, and the rate
+    to offer (that fraction of them)."""
     probe = dataclasses.replace(
         run_spec, request_rate=float("inf"), max_concurrency=run_spec.max_concurrency or 4
     )
@@ -293,6 +303,7 @@ def _probe(run_spec: spec.RunSpec, out_dir: Path) -> dict:
     keys = ("completed", "failed", "errors", "duration", "median_tpot_ms")
     return {
         "capacity": summary["request_throughput"],
+        "rate": plan.offered_rate(summary["request_throughput"], fraction),
         "concurrency": probe.max_concurrency,
         "summary": {k: summary[k] for k in keys},
     }

@@ -17,8 +17,8 @@ description:
   - A running service whose command line and environment are unchanged is left alone,
     a changed one is restarted, and a port taken by another process is an error.
   - The spec also records what the service is (O(kind), O(port), O(model_path),
-    O(version), O(placement)), which M(servelab.vllm.stack_status) and the benchmark read; a change of
-    that record alone is written without a restart.
+    O(version), O(placement)), which M(servelab.vllm.stack_status) and the benchmark
+    read; a change of that record alone is written without a restart.
 version_added: "0.1.0"
 author: servelab developers (@servelab)
 options:

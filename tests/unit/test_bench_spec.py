@@ -12,6 +12,7 @@ import yaml
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
     arrivals,
     cli,
+    plan,
     schedule,
     spec,
 )
@@ -88,27 +89,70 @@ def kconfig_symbols() -> set[str]:
     return set(re.findall(r"^(?:config|choice) (VLLM_BENCHMARK_\w+)", text, re.M))
 
 
-def test_the_role_passes_each_option_from_the_setting_of_its_name():
+PART = {
+    "host": "b1", "group": "baseline", "url": "http://127.0.0.1:8000", "machine": "localhost",
+    "stack_dir": "/s/baseline", "pids": [10], "tokenizer_path": "/m", "out_dir": "/r/b",
+    "metrics_urls": {"router": "http://127.0.0.1:8001/metrics"}, "processes": {"e": 10},
+    "context": {"group": "baseline", "run_id": "r1"},
+}  # fmt: skip
+BLOCK = {"host": "b1", "group": "baseline", "label": "default", "rep": 3, "order": 5}
+
+
+def test_each_option_comes_from_the_setting_of_its_name():
     """A Kconfig symbol VLLM_BENCHMARK_<NAME> that is a RunSpec field reaches the module
-    as option <name> from vllm_benchmark_<name>: no renames on the way."""
-    task = yaml.safe_load((TOP / "roles/bench/tasks/block.yml").read_text())[0]
-    options = task["servelab.vllm.benchmark"]
-    declared = yaml.safe_load((TOP / "roles/bench/meta/argument_specs.yml").read_text())
-    role_vars = declared["argument_specs"]["main"]["options"]
+    as option <name> from vllm_benchmark_<name> (plan.block_options): no renames on the
+    way; and every option given is one the module takes."""
     symbols = kconfig_symbols()
     configured = [n for n in FIELDS if f"VLLM_BENCHMARK_{n.upper()}" in symbols]
     assert len(configured) >= 20, configured
+    settings = {f"vllm_benchmark_{n}": f"<{n}>" for n in configured}
+    settings.update(vllm_model_name="smol", vllm_api_key="k")
+    opts = plan.block_options(settings, PART, BLOCK, 2.5)
+    the_blocks_own = ("request_rate", "max_concurrency", "warmup_concurrency")
     for name in configured:
-        assert name in options, name
-        if name != "request_rate":  # auto is resolved to a number first (bench_rate)
-            assert f"vllm_benchmark_{name}" in options[name], (name, options[name])
-    used = set(re.findall(r"vllm_benchmark_\w+", yaml.safe_dump(options)))
-    assert used <= set(role_vars), used - set(role_vars)  # the role declares what it reads
-    # Every setting the role reads names a RunSpec field or the play around the runs.
-    for var in used:
-        name = var.removeprefix("vllm_benchmark_")
-        around = ("probe_concurrency", "request_rate", "sweep", "block_retries")
-        assert name in FIELDS or name in around, var
+        if name not in the_blocks_own:
+            assert opts[name] == f"<{name}>", name
+    assert set(opts) <= set(benchmark.argument_spec()), set(opts) - set(benchmark.argument_spec())
+    assert (opts["model"], opts["api_key"], opts["url"]) == ("smol", "k", PART["url"])
+    # Every setting of the benchmark's Kconfig file is a RunSpec field, a choice's option
+    # or list, or read around the blocks (plan.AROUND).
+    for symbol in symbols:
+        name = symbol.removeprefix("VLLM_BENCHMARK_").lower()
+        assert (
+            name in FIELDS or name in plan.AROUND or name.startswith(("sweep_", "dataset_"))
+            or name.startswith("endpoint_") or name.startswith("arrivals_")
+        ), symbol  # fmt: skip
+
+
+def test_a_blocks_own_options():
+    settings = {
+        "vllm_model_name": "smol", "vllm_benchmark_request_rate": "auto",
+        "vllm_benchmark_max_concurrency": 0, "vllm_benchmark_probe_concurrency": 4,
+        "vllm_benchmark_warmup_requests": 8, "vllm_benchmark_load_fraction": 0.75,
+        "vllm_benchmark_block_retries": 2, "vllm_benchmark_sweep": "none",
+    }  # fmt: skip
+    other = {**PART, "host": "d1", "stack_dir": "/s/dev", "pids": [20], "group": "dev"}
+    away = {**PART, "host": "x1", "machine": "elsewhere", "stack_dir": "/s/x", "pids": [30]}
+    opts = plan.block_options(settings, PART, BLOCK, 4.43, parts=[PART, other, away])
+    assert opts["request_rate"] == "4.43" and opts["max_concurrency"] == 0
+    assert opts["warmup_requests"] == 8 and opts["warmup_concurrency"] == 4  # the probe's load
+    assert opts["freeze"] == [{"stack_dir": "/s/dev", "pids": [20]}]  # same machine only
+    assert opts["block_retries"] == 2 and "load_fraction" not in opts
+    assert opts["context"] == {
+        "group": "baseline", "run_id": "r1", "order": 5, "load": {}, "sweep": "none",
+        "deployment": None,
+    }  # fmt: skip
+    cold = plan.block_options(settings, PART, {**BLOCK, "warm": False, "max_concurrency": 2}, 1)
+    assert cold["warmup_requests"] == 0 and cold["max_concurrency"] == 2
+    probe = plan.block_options(settings, PART, BLOCK, "inf", action="probe")
+    assert probe["action"] == "probe" and probe["load_fraction"] == 0.75
+    # A configured rate: the warm-up runs at the run's limit (none).
+    fixed = plan.block_options({**settings, "vllm_benchmark_request_rate": 3}, PART, BLOCK, 3)
+    assert fixed["warmup_concurrency"] == 0
+    # On a cluster, nothing is frozen.
+    pod = {**PART, "machine": "kubernetes"}
+    assert plan.block_options(settings, pod, BLOCK, 1, parts=[pod, other])["freeze"] == []
+    assert plan.offered_rate(5.904, 0.75) == 4.428
 
 
 @pytest.mark.parametrize("process", arrivals.PROCESSES)

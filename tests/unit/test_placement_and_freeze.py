@@ -92,7 +92,7 @@ def test_restarted_engines_are_frozen_by_their_new_pids():
     results = [{"item": arms[0], "services": [
         {"name": "baseline-engine-0", "pid": 30}, {"name": "baseline-router", "pid": 11},
         {"name": "baseline-gone", "pid": 0}]}]  # fmt: skip
-    out = plan.rearm(arms, results)
+    out = plan.restarted(arms, results)
     assert out[0]["pids"] == [30, 11]
     assert out[0]["processes"] == {"baseline-engine-0": 30, "baseline-router": 11}
     assert out[1] == arms[1] and arms[0]["pids"] == [10, 11]  # others, and the input, kept

@@ -113,22 +113,104 @@ def warmed_by_probe(blocks: list[dict], host: str) -> list[dict]:
     return out
 
 
-def rearm(arms: list[dict], stacks: list[dict]) -> list[dict]:
-    """The arms with the processes of their restarted stacks: `stacks` holds one
-    stack_status result a host, its loop item the host's arm. A block freezes the other
+SETTING = "vllm_benchmark_{}"  # the run's setting of RunSpec field {}: one name end to end
+# The settings that shape the run around its blocks (the probe, the order, the retries),
+# not a block's load: read by the play and by block_options, never a RunSpec field.
+AROUND = (
+    "probe_concurrency", "request_rate", "load_fraction", "sweep", "block_retries", "repetitions",
+)  # fmt: skip
+
+
+def offered_rate(capacity: float, fraction: float) -> float:
+    """The request rate offered to every group with rate auto: a fraction of the probed
+    capacity (the one place this formula lives; the probe returns it)."""
+    return round(capacity * fraction, 3)
+
+
+def block_options(
+    settings, part: dict, block: dict, rate, action: str = "run", load: dict | None = None,
+    parts: list | None = None,
+) -> dict:  # fmt: skip
+    """The benchmark module's options for one block: each RunSpec field from the run's
+    setting vllm_benchmark_<field> (absent: the field's default), then what is the
+    block's own (the group's server and model, its point, the rate offered, the probe).
+
+    settings: the block's host's variables (a mapping; read by key only). part: the host's
+    part of the run (part.yml); parts: every host's, whose stacks on the same machine the
+    block freezes. block: one entry of the schedule (plan.schedule), with
+    `max_concurrency` or `request_rate` where the point sets them and `warm` false where
+    the block must not warm."""
+    opts = {}
+    for f in dataclasses.fields(RunSpec):
+        key = SETTING.format(f.name)
+        if key in settings and settings[key] is not None:
+            opts[f.name] = settings[key]
+    auto = settings.get(SETTING.format("request_rate")) == "auto"
+    limit = settings.get(SETTING.format("max_concurrency")) or 0
+    probing = settings.get(SETTING.format("probe_concurrency")) or 0
+    opts.update(
+        url=part["url"],
+        model=settings["vllm_model_name"],
+        api_key=settings.get("vllm_api_key") or "",
+        tokenizer_path=part["tokenizer_path"],
+        metrics_urls=part["metrics_urls"],
+        processes=part["processes"],
+        out_dir=part["out_dir"],
+        request_rate=str(block.get("request_rate", rate)),
+        max_concurrency=block.get("max_concurrency", limit),
+        point=block["label"],
+        repetition=block["rep"],
+        action=action,
+        freeze=frozen_beside(parts or [], part),
+        block_retries=settings.get(SETTING.format("block_retries"), 1),
+        context={
+            **part["context"],
+            "order": block["order"],
+            "load": load or {},
+            "sweep": settings.get(SETTING.format("sweep"), "none"),
+            "deployment": block.get("deployment"),
+        },
+    )
+    # Only a group's first block at a point warms (schedule says why).
+    if not block.get("warm", True):
+        opts["warmup_requests"] = 0
+    # 0: the run's limit; with rate auto and no limit, the load the probe sized the rate
+    # at (4 in flight against a run of 1 gave rounds too uneven to become steady).
+    if not opts.get("warmup_concurrency"):
+        opts["warmup_concurrency"] = (limit or probing) if auto else 0
+    if action == "probe":
+        opts["load_fraction"] = settings.get(SETTING.format("load_fraction"), 1.0)
+    return opts
+
+
+def frozen_beside(parts: list[dict], part: dict) -> list[dict]:
+    """The stacks a block of `part`'s host freezes: every other host's stack on the same
+    machine (stacks on one machine are measured one at a time; a cluster's never are)."""
+    if part["machine"] == "kubernetes":
+        return []
+    return [
+        {"stack_dir": p["stack_dir"], "pids": p["pids"]}
+        for p in parts
+        if p["host"] != part["host"] and p["machine"] == part["machine"]
+    ]
+
+
+def restarted(parts: list[dict], stacks: list[dict]) -> list[dict]:
+    """The hosts' parts with the processes of their restarted stacks: `stacks` holds one
+    stack_status result a host, its loop item the host's part. A block freezes the other
     group by pid, so an old pid would freeze nothing, or someone else."""
     by_host = {s["item"]["host"]: s["services"] for s in stacks}
     out = []
-    for arm in arms:
-        services = by_host.get(arm["host"])
+    for part in parts:
+        services = by_host.get(part["host"])
         if services is not None:
             live = [s for s in services if s.get("pid")]
-            arm = {
-                **arm,
+            part = {
+                **part,
                 "pids": [s["pid"] for s in live],
                 "processes": {s["name"]: s["pid"] for s in live},
             }
-        out.append(arm)
+        out.append(part)
     return out
 
 
