@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TOP / "tests/integration"))
-from stack import Stack  # noqa: E402
+sys.path.insert(0, str(TOP / "tests"))
+from helpers.stack import Stack  # noqa: E402
 
 PORTS = [
     "CONFIG_VLLM_ENGINE_BASE_PORT=28100",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import freeze, stack_status, supervisor
-from stack import TOP, Stack
+from helpers.stack import TOP, Stack
 
 PORTS = [
     "CONFIG_VLLM_ENGINE_BASE_PORT=18100",

@@ -394,7 +394,7 @@ def _cmdline(pid: str) -> str:
 def test_the_benchmark_module_runs_its_workers_too(tmp_path):
     """Through Ansible (the module's code runs from AnsiballZ's payload): the spawned
     workers find the collection as the module did."""
-    from test_results_module import ansible_module
+    from helpers.modules import ansible_module
 
     out = tmp_path / "run"
     with serving() as url:

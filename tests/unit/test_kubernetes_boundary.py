@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from stack import TOP, VENV_BIN, Stack
+from helpers.stack import BOUNDARY, TOP, VENV_BIN, Stack
 
-BOUNDARY = TOP / "tests/data/k8s_boundary"
 SPECS = {
     "helm": "argument_spec",
     "k8s": "argspec",

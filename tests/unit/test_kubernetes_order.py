@@ -5,8 +5,7 @@ the recording stand-in of kubernetes.core (test_kubernetes_boundary.py says how)
 import json
 
 import yaml
-from stack import TOP, Stack
-from test_kubernetes_boundary import BOUNDARY
+from helpers.stack import BOUNDARY, TOP, Stack
 
 
 def test_the_release_with_the_monitoring_crds_goes_first_and_alone(tmp_path):

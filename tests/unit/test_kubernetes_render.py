@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from ansible_collections.servelab.vllm.plugins.plugin_utils import kube
-from stack import TOP, Stack
+from helpers.stack import TOP, Stack
 
 HELM = TOP / ".tools/helm-3.17.3-kubectl-1.31/helm"
 CHART_SCHEMA = TOP.parent / "shared/data/production-stack/values.schema.json"

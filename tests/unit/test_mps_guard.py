@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import mps
 from ansible_collections.servelab.vllm.plugins.module_utils.results import report
-from test_results_module import ansible_module
+from helpers.modules import ansible_module
 
 # Driver 470-535 layout (GI and CI columns, narrow PID), as Azure Stack Edge's MPS docs
 # show it: clients are M+C, the MPS server itself is C.

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from stack import TOP, VENV_BIN
+from helpers.stack import TOP, VENV_BIN
 
 FAKE_CTK = """#!/bin/sh
 echo "$*" >> "$CTK_LOG"

@@ -3,7 +3,7 @@
 import shutil
 
 from ansible_collections.servelab.vllm.plugins.module_utils.results import compare, report
-from results_fixture import write_run
+from helpers.results_fixture import write_run
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 

@@ -14,7 +14,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils import (
 )
 from ansible_collections.servelab.vllm.plugins.module_utils.bench.metrics import RequestOutcome
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
-from results_fixture import write_run
+from helpers.results_fixture import write_run
 
 
 def test_write_atomic_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):

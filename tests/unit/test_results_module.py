@@ -1,38 +1,12 @@
 """The results module through Ansible: report, list and the regression gate."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from results_fixture import write_run
+from helpers.modules import ansible_module
+from helpers.results_fixture import write_run
 
 TOP = Path(__file__).resolve().parents[2]
-
-
-def ansible_module(module: str, args: str) -> subprocess.CompletedProcess:
-    """Run one of our modules on localhost through the real ansible command."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(TOP / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    return subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-m",
-            module,
-            "-a",
-            args,
-        ],
-        cwd=TOP,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
 
 
 def ansible(*args: str) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import shutil
 
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import server_metrics
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
-from results_fixture import write_run
+from helpers.results_fixture import write_run
 
 SETTINGS = compare.Settings(confidence=0.95, margin_pct=5)
 GATE = ["median_ttft_ms", "median_tpot_ms"]

@@ -205,7 +205,7 @@ def test_the_simulation_holds_the_error_rates_and_finds_ten_percent():
 
 def test_a_run_of_the_fixture_is_compared_paired_with_its_plan(tmp_path):
     from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
-    from results_fixture import write_run
+    from helpers.results_fixture import write_run
 
     run = collect.load_run(write_run(tmp_path, reps=6, dev_scale=1.5))
     rows = compare.compare_run(run, compare.Settings(min_pairs=6, max_pairs=6))["default"]
@@ -222,7 +222,7 @@ def test_a_run_of_the_fixture_is_compared_paired_with_its_plan(tmp_path):
 
 def test_a_calibration_across_deployments_reports_the_spread_between_them(tmp_path):
     from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
-    from results_fixture import write_run
+    from helpers.results_fixture import write_run
 
     scales = (1.0, 1.12, 0.9, 1.05)  # dev's deployments differ; its blocks within do not
     run = collect.load_run(write_run(tmp_path, reps=8, dev_scale=1.0, deployment_scales=scales))

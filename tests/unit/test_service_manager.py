@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import service_manager, supervisor
-from test_results_module import ansible_module
+from helpers.modules import ansible_module, free_port, local_service, wait_until
 
 ODD_ARGS = ["--prompt", 'say "hi" 100% of $HOME', "--path", "/a b/c\\d"]
 
@@ -131,16 +131,6 @@ def test_systemd_manager_installs_enables_restarts_and_removes(tmp_path, fake_sy
     assert again.state()["state"] == "absent"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def local_service(**args) -> subprocess.CompletedProcess:
-    return ansible_module("servelab.vllm.local_service", json.dumps(args))
-
-
 def test_local_service_module_runs_keeps_and_stops_a_process(tmp_path):
     port = free_port()
     sdir = tmp_path / "web"
@@ -167,7 +157,7 @@ def test_local_service_module_runs_keeps_and_stops_a_process(tmp_path):
     assert '"action": "restarted"' in again.stdout, again.stdout
     new_pid = (sdir / "child.pid").read_text()
     assert new_pid != pid and f'"pid": {int(new_pid)}' in again.stdout, again.stdout
-    _wait(lambda: _answers(port), timeout=30)
+    wait_until(lambda: _answers(port), timeout=30)
     nothing = local_service(name="none", service_dir=str(tmp_path / "none"), state="restarted")
     assert "records no command line to restart" in nothing.stdout, nothing.stdout
     stopped = local_service(name="web", service_dir=str(sdir), state="stopped")
@@ -217,15 +207,8 @@ def _start_spawner(sdir: Path) -> tuple[service_manager.ProcessManager, Path]:
     (sdir / "spec.json").write_text(json.dumps(spec))
     manager = service_manager.new("process", str(sdir), "spawner")
     manager.start(spec, sys.executable, inspect.getsource(supervisor))
-    _wait(lambda: kids.exists() and kids.read_text().count("\n") >= 1)
+    wait_until(lambda: kids.exists() and kids.read_text().count("\n") >= 1)
     return manager, kids
-
-
-def _wait(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def _alive(pid: int) -> bool:
@@ -247,8 +230,8 @@ def test_a_killed_service_leaves_no_process_behind(tmp_path):
         assert all(_alive(p) for p in first)
         assert stack_status.orphans(str(stack)) == []  # all owned by the running service
         os.kill(main, 9)
-        _wait(lambda: kids.read_text().count("\n") >= 2)  # restarted
-        _wait(lambda: not any(_alive(p) for p in first))
+        wait_until(lambda: kids.read_text().count("\n") >= 2)  # restarted
+        wait_until(lambda: not any(_alive(p) for p in first))
         assert manager.pid() not in (0, main)
         assert json.loads((stack / "engine-0" / "state.json").read_text())["restarts"] == 1
         second = [int(p) for p in kids.read_text().splitlines()[1].split()]
@@ -281,7 +264,7 @@ def test_status_reports_and_teardown_stops_orphans_of_a_stack(tmp_path):
             json.dumps({"stack_dir": str(stack), "stop_orphans": True}),
         )
         assert '"changed": true' in run.stdout, run.stdout
-        _wait(lambda: not any(_alive(p) for p in left))
+        wait_until(lambda: not any(_alive(p) for p in left))
     finally:
         supervisor.stop_pids(left, 1)
 
@@ -325,10 +308,10 @@ def test_a_service_that_keeps_failing_is_given_up_and_reported_down(tmp_path):
     (sdir / "spec.json").write_text(json.dumps(spec))
     manager = service_manager.new("process", str(sdir), "failing")
     manager.start(spec, sys.executable, inspect.getsource(supervisor))
-    _wait(lambda: manager.state()["state"] == "failed", timeout=60)
+    wait_until(lambda: manager.state()["state"] == "failed", timeout=60)
     assert manager.state() == {"state": "failed", "restarts": supervisor.START_LIMIT_BURST - 1,
                                "last_exit": 3}  # fmt: skip
-    _wait(lambda: not manager.running())  # the supervisor itself has ended
+    wait_until(lambda: not manager.running())  # the supervisor itself has ended
     assert (sdir / "service.log").read_text().count("cannot start") == supervisor.START_LIMIT_BURST
     [row] = stack_status.stack_status(str(sdir.parent))
     assert row["state"] == "down" and row["pid"] == 0, row

@@ -16,9 +16,8 @@ from ansible_collections.servelab.vllm.plugins.filter.serving import FilterModul
 from ansible_collections.servelab.vllm.plugins.module_utils import net, stack_status
 from ansible_collections.servelab.vllm.plugins.module_utils.service_spec import Manifest
 from ansible_collections.servelab.vllm.plugins.plugin_utils import commands, kube, node
-from stack import TOP
-from test_results_module import ansible_module
-from test_service_manager import _wait, free_port, local_service
+from helpers.modules import ansible_module, free_port, local_service, wait_until
+from helpers.stack import TOP
 
 # An OpenAI-shaped server that answers only with the right API key.
 SERVER = textwrap.dedent(
@@ -127,7 +126,7 @@ def test_local_service_records_what_a_service_is_and_status_reads_it(tmp_path):
             "placement": {},
         }
         assert (sdir / "spec.json").stat().st_mode & 0o077 == 0  # owner-only, as before
-        _wait(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
+        wait_until(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
         (row,) = stack_status.stack_status(str(sdir.parent))
         assert (row["kind"], row["port"], row["version"]) == ("router", port, "0.1.9")
         assert row["model"] == "tiny"  # /v1/models answered: the key was sent
@@ -145,7 +144,7 @@ def test_local_service_records_what_a_service_is_and_status_reads_it(tmp_path):
         fourth = local_service(**{**args, "version": "0.2.0", "placement": placed})
         assert '"action": "recorded"' in fourth.stdout, fourth.stdout
         assert (sdir / "child.pid").read_text() == pid
-        _wait(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
+        wait_until(lambda: stack_status.stack_status(str(sdir.parent))[0]["state"] == "up")
         assert stack_status.stack_status(str(sdir.parent))[0]["placement"] == placed
     finally:
         local_service(name="dev-router", service_dir=str(sdir), state="stopped")
@@ -164,7 +163,7 @@ def test_a_port_forward_is_not_taken_for_an_engine(tmp_path):
     )
     try:
         assert '"action": "started"' in run.stdout, run.stdout
-        _wait(lambda: stack_status.stack_status(str(sdir.parent))[0]["pid"] > 0)
+        wait_until(lambda: stack_status.stack_status(str(sdir.parent))[0]["pid"] > 0)
         (row,) = stack_status.stack_status(str(sdir.parent))
         assert (row["kind"], row["port"], row["state"]) == ("port-forward", port, "up")
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stack import TOP
+from helpers.stack import TOP
 
 DEAD_INDEX = "http://127.0.0.1:9/simple"
 

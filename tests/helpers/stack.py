@@ -13,6 +13,7 @@ import yaml
 
 TOP = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+BOUNDARY = TOP / "tests/data/k8s_boundary"  # the stand-in cluster of the Kubernetes tests
 
 
 @dataclass

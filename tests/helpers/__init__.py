@@ -1,0 +1,1 @@
+"""What tests share: the stack driver, synthetic results, running our modules."""
