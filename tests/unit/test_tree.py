@@ -32,3 +32,84 @@ def test_no_pythonpath_trick():
     pytest_options = tomllib.loads((TOP / "pyproject.toml").read_text())["tool"]["pytest"]
     assert "pythonpath" not in pytest_options["ini_options"]
     assert len(TEST_FILES) > 20 and (TOP / "tests/helpers/__init__.py").is_file()
+
+
+DOCS = [TOP / "README.md", TOP / "CHANGELOG.md", *sorted((TOP / "docs").rglob("*.md"))]
+TOP_DIRS = ("roles", "plugins", "kconfig", "playbooks", "tests", "benchmarks", "scripts",
+            "docs", "inventories", "bin", ".ci")  # fmt: skip
+
+
+GENERATED = ("inventories/generated/",)  # written by make from .config, not in the tree
+
+
+def doc_text() -> dict[Path, str]:
+    return {path: path.read_text() for path in DOCS}
+
+
+def code_in(text: str) -> str:
+    """The doc's code: fenced blocks and inline spans, where commands are named."""
+    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S)
+    return "\n".join(fenced + re.findall(r"`([^`\n]+)`", text))
+
+
+def kconfig_symbols() -> set[str]:
+    names = set()
+    for path in (TOP / "kconfig").glob("Kconfig*"):
+        names.update(re.findall(r"^(?:menu)?(?:config|choice) (\w+)", path.read_text(), re.M))
+    return names
+
+
+def test_every_file_a_doc_names_exists():
+    missing = []
+    for path, text in doc_text().items():
+        named = set(re.findall(r"`((?:%s)/[\w./-]+)`" % "|".join(map(re.escape, TOP_DIRS)), text))
+        named |= {
+            (path.parent / link).resolve().relative_to(TOP).as_posix()
+            for link in re.findall(r"\]\(((?!https?:|#)[^)#\s]+)", text)
+            if (path.parent / link).resolve().is_relative_to(TOP)
+        }
+        for rel in named:
+            rel = rel.rstrip("/.")
+            placeholder = any(c in rel for c in "<>*") or re.search(r"/[A-Z]+(/|$)", rel)
+            if not (TOP / rel).exists() and not placeholder and not rel.startswith(GENERATED):
+                missing.append(f"{path.relative_to(TOP)}: {rel}")
+    assert not missing, "\n".join(sorted(missing))
+
+
+def test_every_make_target_a_doc_names_exists():
+    makefile = (TOP / "Makefile").read_text()
+    targets = set(re.findall(r"^([A-Za-z0-9][\w.-]*)\s*:", makefile, re.M))
+    defconfigs = {p.name for p in (TOP / "kconfig/defconfigs").iterdir()}
+    missing = []
+    for path, text in doc_text().items():
+        for target in set(re.findall(r"\bmake ([a-z][\w-]*\w)\b(?!-)", code_in(text))):
+            if target.startswith("defconfig-"):
+                ok = target.removeprefix("defconfig-") in defconfigs | {"NAME"}
+            else:
+                ok = target in targets
+            if not ok:
+                missing.append(f"{path.relative_to(TOP)}: make {target}")
+    assert not missing, "\n".join(sorted(missing))
+
+
+def test_every_setting_a_doc_names_exists():
+    from servelab_config import REMOVED, RENAMED
+
+    known = kconfig_symbols() | set(RENAMED) | set(REMOVED)
+    missing = []
+    for path, text in doc_text().items():
+        if path.name == "CHANGELOG.md":
+            continue  # history names what was renamed or removed
+        for name in set(re.findall(r"\bCONFIG_(VLLM_\w+?)(?:=|\b)", text)):
+            if name not in known and not name.endswith("_"):
+                missing.append(f"{path.relative_to(TOP)}: CONFIG_{name}")
+        for name in set(re.findall(r"`(VLLM_(?:BENCHMARK|RESULTS)_\w+)", text)):
+            if name not in known and not name.endswith("_"):
+                missing.append(f"{path.relative_to(TOP)}: {name}")
+    assert not missing, "\n".join(sorted(missing))
+
+
+def test_the_defconfig_table_lists_every_defconfig():
+    table = (TOP / "docs/configuration.md").read_text()
+    for path in (TOP / "kconfig/defconfigs").iterdir():
+        assert f"| `{path.name}` |" in table, path.name
