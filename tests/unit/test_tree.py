@@ -3,9 +3,8 @@ other; and every file, Make target and setting a doc names exists."""
 
 import ast
 import re
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[2]
 TEST_FILES = sorted((TOP / "tests").rglob("test_*.py"))
@@ -62,7 +61,7 @@ def kconfig_symbols() -> set[str]:
 def test_every_file_a_doc_names_exists():
     missing = []
     for path, text in doc_text().items():
-        named = set(re.findall(r"`((?:%s)/[\w./-]+)`" % "|".join(map(re.escape, TOP_DIRS)), text))
+        named = set(re.findall(rf"`((?:{'|'.join(map(re.escape, TOP_DIRS))})/[\w./-]+)`", text))
         named |= {
             (path.parent / link).resolve().relative_to(TOP).as_posix()
             for link in re.findall(r"\]\(((?!https?:|#)[^)#\s]+)", text)
