@@ -27,6 +27,9 @@ import kconfiglib
 import yaml
 
 TOP = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(TOP / "collections"))
+from ansible_collections.servelab.vllm.plugins.module_utils import atomic  # noqa: E402
+
 KCONFIG = "kconfig/Kconfig"
 DEFCONFIG_DIR = TOP / "kconfig" / "defconfigs"
 GROUPS = ("baseline", "dev")
@@ -607,19 +610,11 @@ HEADER = "# Generated from .config by kconfig/scripts/servelab_config.py: do not
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write a file through a temporary file in the same directory and a rename."""
+    """The collection's one atomic writer (module_utils/atomic.py), into a new directory
+    if need be; mode is set even on a file that existed (a secret's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic.write_atomic(path, text, mode)
+    os.chmod(path, mode)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -755,15 +750,10 @@ def defconfig(name: str, config: Path) -> None:
 
 
 def write_config(kconf: kconfiglib.Kconfig, config: Path, quiet: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".config.", dir=config.parent)
-    os.close(fd)
-    try:
-        kconf.write_config(tmp, save_old=False)
-        os.replace(tmp, config)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with tempfile.TemporaryDirectory() as tmp:  # kconfiglib writes to a file name
+        kconf.write_config(os.path.join(tmp, ".config"), save_old=False)
+        # Owner-only, as before: .config may hold the HF token and the API key.
+        atomic.write_atomic(config, Path(tmp, ".config").read_text(), mode=0o600)
     if not quiet:
         print(f"wrote {config}")
 

@@ -27,7 +27,6 @@ class FilterModule:
 
     def filters(self):
         return {
-            "router_policy": _wrap(commands.router_policy),
             "engine_package": _wrap(commands.engine_package),
             "engine_requirements": _wrap(commands.engine_requirements),
             "engine_argv": _wrap(commands.engine_argv),
@@ -45,7 +44,6 @@ class FilterModule:
             "k8s_ingress": _wrap(kube.ingress),
             "k8s_release_name": _wrap(kube.release_name),
             "k8s_secret_name": _wrap(kube.secret_name),
-            "k8s_claim_template_name": _wrap(kube.claim_template_name),
             "k8s_uses_dra": _wrap(kube.uses_dra),
             "k8s_post_renderer": _wrap(kube.post_renderer_script),
             "home_path": _wrap(node.home_path),

@@ -17,8 +17,8 @@ description:
     blocks of both groups (ABBA) and freezes the idle group on a shared host.
   - Writes, per sweep point and repetition, C(summary.json) (with C(schema_version)),
     C(requests.jsonl), C(metrics/) (the servers' /metrics snapshots) and C(telemetry.csv)
-    under O(out_dir), and C(index.json) listing them. Metric names follow
-    C(vllm bench serve) (request_throughput, median_ttft_ms, p99_itl_ms, ...).
+    under O(out_dir)/<point>/rep-<n>. Metric names follow C(vllm bench serve)
+    (request_throughput, median_ttft_ms, p99_itl_ms, ...).
   - Fails before any load on bad input (unreachable URL, unknown model, unusable
     workload, rate or concurrency out of range), and after the run when requests failed
     for connection reasons (the server died) or none completed, naming what was saved.

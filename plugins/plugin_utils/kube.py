@@ -192,16 +192,6 @@ def stack_values(cfg: dict, peers: list[dict] | None = None) -> dict:
     `peers`: all groups' settings, to know whether the engines share one claim (then an
     MPS group's compute share goes to its engine container's environment).
     """
-    if cfg.get("vllm_prod_stack_ray_enabled"):
-        # Read against the chart and the driver: with DRA the post-renderer finds no
-        # engine Deployment (Ray makes a RayCluster), the Ray pods request no GPU, the
-        # chart names its start-script ConfigMap after the model without the release (the
-        # groups' collide), and nothing installs the KubeRay operator.
-        raise KubeConfigError(
-            "vllm_prod_stack_ray_enabled: the chart's Ray path cannot run an A/B here (no "
-            "DRA claim for Ray pods, baseline's and dev's ConfigMaps collide, no KubeRay "
-            "operator); remove it (CONFIG_VLLM_DEV_OVERRIDES)"
-        )
     cpu = bool(cfg.get("vllm_use_cpu_inference"))
     gpus = 0 if cpu or uses_dra(cfg) else int(cfg.get("vllm_request_gpu", 1))
     vllm_config: dict = {

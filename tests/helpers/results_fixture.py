@@ -30,7 +30,6 @@ def write_run(
     for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
         host = run / group / f"{group}-local"
         host.mkdir(parents=True)
-        index = {"sweep": "none", "repetitions": reps, "points": {}}
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
             for rep in range(1, reps + 1):
@@ -80,8 +79,4 @@ def write_run(
                 (rep_dir / layout.REQUESTS).write_text(
                     "".join(json.dumps(r) + "\n" for r in requests)
                 )
-                index["points"].setdefault(point, []).append(
-                    {"dir": str(rep_dir.relative_to(host))}
-                )
-        (host / "index.json").write_text(json.dumps(index))
     return run

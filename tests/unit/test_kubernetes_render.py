@@ -583,8 +583,6 @@ def test_refused_on_kubernetes_with_the_setting_named(tmp_path):
         )
     assert "VLLM_PROD_STACK_RAY_ENABLED" in removed.value.stderr
     assert "no KubeRay operator" in removed.value.stderr
-    with pytest.raises(kube.KubeConfigError, match="vllm_prod_stack_ray_enabled"):
-        kube.stack_values({"vllm_prod_stack_ray_enabled": True})
     cases = {
         "kv-aware": (["CONFIG_VLLM_ROUTER_KV_AWARE=y"], "CONFIG_VLLM_ROUTER_PREFIX_AWARE"),
         "latest": (['CONFIG_VLLM_PROD_STACK_ROUTER_TAG="latest"'],

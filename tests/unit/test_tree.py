@@ -112,3 +112,9 @@ def test_the_defconfig_table_lists_every_defconfig():
     table = (TOP / "docs/configuration.md").read_text()
     for path in (TOP / "kconfig/defconfigs").iterdir():
         assert f"| `{path.name}` |" in table, path.name
+
+
+def test_the_collection_version_is_the_changelogs_newest():
+    galaxy = re.search(r"^version: (\S+)", (TOP / "galaxy.yml").read_text(), re.M).group(1)
+    newest = re.search(r"^## (\S+)", (TOP / "CHANGELOG.md").read_text(), re.M).group(1)
+    assert galaxy == newest

@@ -5,15 +5,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 from .. import layout
-from ..atomic import write_atomic
 from . import workload
 from .runner import run
-from .spec import BenchError, RunSpec
+from .spec import RunSpec
 
 SWEEPS = ("none", "concurrency", "rate")
 
@@ -230,31 +228,11 @@ def run_block(
     rep: int,
     context: dict,
 ) -> dict:
-    """One repetition at one point; its summary joins index.json in out_dir."""
+    """One repetition at one point, under out_dir/<point>/rep-<n> (layout.rep_dir)."""
     spec.check()
     run_dir = layout.rep_dir(out_dir / point, rep)
     ctx = {**context, "point": point, "repetition": rep}
     # Each repetition draws its own prompts (the same for every group): a prompt sent in an
     # earlier repetition would hit the prefix cache and make later repetitions faster.
     work = workload.build(dataclasses.replace(spec, seed=spec.seed + rep - 1))
-    summary = run(spec, run_dir, context=ctx, work=work)
-    index_path = out_dir / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {"points": {}}
-    index["sweep"] = context.get("sweep", "none")
-    entry = {
-        "dir": str(run_dir.relative_to(out_dir)),
-        "order": context.get("order"),
-        "completed": summary["completed"],
-        "failed": summary["failed"],
-        "errors": summary["errors"],
-        "request_throughput": summary["request_throughput"],
-        "median_ttft_ms": summary["median_ttft_ms"],
-        "median_tpot_ms": summary["median_tpot_ms"],
-    }
-    runs = [r for r in index["points"].get(point, []) if r["dir"] != entry["dir"]]
-    index["points"][point] = [*runs, entry]
-    try:
-        write_atomic(index_path, json.dumps(index, indent=1))
-    except OSError as err:
-        raise BenchError(f"{index_path} could not be written: {err.strerror}") from None
-    return summary
+    return run(spec, run_dir, context=ctx, work=work)
