@@ -327,27 +327,6 @@ def summarize(proofs: list[EngineProof], pipe_dir: str, log_dir: str) -> dict:
     }
 
 
-def _percent_key(value: str) -> tuple[float, str]:
-    try:
-        return (float(value), value)
-    except ValueError:
-        return (float("inf"), value)
-
-
-def describe(proofs: list[dict]) -> str:
-    """One line for the report from a group's proofs (one a block): 'MPS: 2 client(s),
-    M+C, 50%'; a configuration sweep of the share lists every value it ran."""
-    proofs = [p for p in proofs if p]
-    if not proofs:
-        return ""
-    types = sorted({t for p in proofs for t in p.get("types") or []})
-    shares = {s for p in proofs for s in p.get("active_thread_percentages") or []}
-    share = "/".join(f"{s}%" for s in sorted(shares, key=_percent_key)) or "share not set"
-    clients = max(int(p.get("clients") or 0) for p in proofs)
-    verdict = "" if all(p.get("ok", True) for p in proofs) else ", NOT every engine a client"
-    return f"MPS: {clients} client(s), {'/'.join(types) or 'control.log only'}, {share}{verdict}"
-
-
 def guard(
     stack_dir: str,
     pipe_dir: str,

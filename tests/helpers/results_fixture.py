@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from ansible_collections.servelab.vllm.plugins.module_utils import layout
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import metrics
+from ansible_collections.servelab.vllm.plugins.module_utils.records import RequestOutcome
 
 
 def write_run(
@@ -60,7 +61,7 @@ def write_run(
                         }
                     )
                 duration = 10.0 * scale * float(rng.normal(1, 0.01))
-                outcomes = [metrics.RequestOutcome.from_record(r) for r in requests]
+                outcomes = [RequestOutcome.from_record(r) for r in requests]
                 first = group == ("baseline" if rep % 2 else "dev")  # ABBA
                 summary = {
                     "schema_version": layout.SCHEMA_VERSION,

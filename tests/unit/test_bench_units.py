@@ -7,6 +7,7 @@ import statistics
 import time
 
 import pytest
+from ansible_collections.servelab.vllm.plugins.module_utils import records
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
     arrivals,
     datasets,
@@ -237,7 +238,7 @@ def test_the_client_is_bound_by_its_worst_worker_and_says_why():
     assert "worker 0's p99 send lag 3.20 ms is above 1 ms" in both["why"]
     assert "worker 1 used 95% of a core over the measured phase (above 90%)" in both["why"]
     assert "worker 2" not in both["why"]
-    edge = selfcheck.summary([worker(send_p99=selfcheck.SEND_LAG_P99_MS, cpu=selfcheck.CPU_PCT)])
+    edge = selfcheck.summary([worker(send_p99=records.SEND_LAG_P99_MS, cpu=records.CPU_PCT)])
     assert edge["bound"] is False  # above the thresholds, not at them
 
 

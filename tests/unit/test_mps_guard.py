@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ansible_collections.servelab.vllm.plugins.module_utils import mps
+from ansible_collections.servelab.vllm.plugins.module_utils import mps, records
 from ansible_collections.servelab.vllm.plugins.module_utils.results import report
 from helpers.modules import ansible_module
 
@@ -185,7 +185,7 @@ def test_the_module_passes_mps_clients_and_records_the_proof(stack, monkeypatch)
     assert [(p["pid"], p["type"]) for p in engine["processes"]] == [(core, "M+C")]
     assert engine["env"] == {**env, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}
     assert (proof["clients"], proof["types"], proof["ok"]) == (1, ["M+C"], True)
-    assert mps.describe([proof]) == "MPS: 1 client(s), M+C, 50%"
+    assert records.describe_mps([proof]) == "MPS: 1 client(s), M+C, 50%"
 
 
 def test_the_module_fails_at_once_on_a_process_outside_mps(stack, monkeypatch):
@@ -237,7 +237,7 @@ def test_a_new_client_line_proves_a_client_nvidia_smi_does_not_list(stack, monke
     proof = mps.guard(str(stack.dir), stack.pipe, stack.log, timeout=0)
     assert proof["engines"][0]["control_log"] == [line]
     assert proof["engines"][0]["clients"] == [core]
-    assert mps.describe([proof]) == "MPS: 1 client(s), control.log only, 20%"
+    assert records.describe_mps([proof]) == "MPS: 1 client(s), control.log only, 20%"
 
 
 def test_an_engine_never_seen_as_a_client_fails_after_the_timeout(stack, monkeypatch):

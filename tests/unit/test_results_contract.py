@@ -12,7 +12,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils import (
     service_manager,
     supervisor,
 )
-from ansible_collections.servelab.vllm.plugins.module_utils.bench.metrics import RequestOutcome
+from ansible_collections.servelab.vllm.plugins.module_utils.records import RequestOutcome
 from ansible_collections.servelab.vllm.plugins.module_utils.results import collect, compare, report
 from helpers.results_fixture import write_run
 

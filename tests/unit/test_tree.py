@@ -118,3 +118,17 @@ def test_the_collection_version_is_the_changelogs_newest():
     galaxy = re.search(r"^version: (\S+)", (TOP / "galaxy.yml").read_text(), re.M).group(1)
     newest = re.search(r"^## (\S+)", (TOP / "CHANGELOG.md").read_text(), re.M).group(1)
     assert galaxy == newest
+
+
+def test_results_depend_on_the_contract_alone():
+    """results/ reads what the benchmark wrote through layout.py and records.py, never
+    through the client's code (bench/) or the nodes' (mps, supervisor, ...)."""
+    allowed = {"layout", "records", "atomic"}
+    for path in sorted((TOP / "plugins/module_utils/results").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:  # from .. import x
+                names = {node.module} if node.module else {a.name for a in node.names}
+                assert names <= allowed, f"{path.name} imports {names - allowed}"
+            elif isinstance(node, ast.ImportFrom) and "module_utils" in (node.module or ""):
+                assert node.module.endswith(tuple(allowed)), f"{path.name}: {node.module}"

@@ -18,8 +18,8 @@ try:  # every chunk is parsed on the client's loop: the faster parser where it i
 except ImportError:
     from json import loads
 
+from ..records import RequestOutcome
 from .datasets import BenchRequest, as_completion_prompt
-from .metrics import RequestOutcome
 
 
 @dataclass(frozen=True)

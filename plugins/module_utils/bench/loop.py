@@ -18,10 +18,10 @@ try:
 except ImportError:  # the module reports it with missing_required_lib
     aiohttp = None
 
+from ..records import RequestOutcome
 from . import schedule, workers
 from .client import Target, send
 from .datasets import BenchRequest
-from .metrics import RequestOutcome
 from .progress import Progress
 from .selfcheck import WorkerCheck
 from .server_metrics import Sampler

@@ -6,68 +6,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 
-
-@dataclass
-class RequestOutcome:
-    """One request: clocks are monotonic seconds; start is relative to the run's start."""
-
-    index: int
-    start: float = 0.0
-    success: bool = False
-    ttft: float = 0.0
-    latency: float = 0.0
-    itl: list[float] = field(default_factory=list)
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    chunks: int = 0
-    error_class: str = (
-        ""  # http_<status>, timeout, connection_reset, client_abort, invalid_response
-    )
-    error: str = ""
-    session: str = ""
-    text: str = ""  # the answer, only when asked for (save_text)
-    send_lag: float = 0.0  # handed to the client this late after its send time (measured)
-
-    @property
-    def tpot(self) -> float | None:
-        """(E2E - TTFT) / (output tokens - 1); None for single-token outputs."""
-        if self.output_tokens > 1:
-            return (self.latency - self.ttft) / (self.output_tokens - 1)
-        return None
-
-    def to_record(self) -> dict:
-        record = asdict(self)
-        record["tpot"] = self.tpot
-        if not self.text:
-            del record["text"]
-        return record
-
-    @classmethod
-    def from_record(cls, record: dict) -> RequestOutcome:
-        """The outcome a to_record() line holds, for the results stage to read back.
-
-        Keys it does not know (tpot, which is derived) are ignored and missing or null ones
-        take their defaults, so older files read; a record that is not an object or holds a
-        value of the wrong type raises TypeError or ValueError.
-        """
-        if not isinstance(record, dict):
-            raise TypeError(f"a request record is a JSON object, not {type(record).__name__}")
-        values: dict = {}
-        for f in fields(cls):
-            value = record.get(f.name)
-            if value is None:
-                continue
-            kind = getattr(f.type, "__name__", f.type)  # "float", postponed or not
-            if f.name == "itl":
-                value = [float(x) for x in value]
-            elif kind in ("float", "int", "str"):
-                value = {"float": float, "int": int, "str": str}[kind](value)
-            elif kind == "bool" and not isinstance(value, bool):
-                raise TypeError(f"{f.name}: {value!r} is not true or false")
-            values[f.name] = value
-        return cls(**values)
+from ..records import RequestOutcome
 
 
 @dataclass

@@ -26,19 +26,15 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ..records import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS
 from .metrics import percentile
 
-SEND_LAG_P99_MS = 1.0  # a worker's p99 send lag above this: the schedule was not kept
-CPU_PCT = 90.0  # a worker's CPU over its measured phase above this (% of one core)
 # Below this many sends a p99 is the largest lag or next to it: one preemption of the
 # client (common on a 2-core host that also runs the engines) would mark the run. Such a
 # worker is judged on its median send lag, which a client that cannot keep up raises.
 MIN_SENDS_FOR_P99 = 100
 LOOP_TICK_S = 0.010  # the loop-lag probe's sleep
 BUSY_PCT = 90.0  # busy-polling: a worker's CPU share spent on work above this
-# A block whose host gave more than this share of its CPU to processes outside the stack
-# and the client (or to the hypervisor) measured a neighbour too: it is run again.
-OTHER_LOAD = 0.10
 LOOP_LAG_P99_MS = 1.0  # busy-polling: a worker's p99 loop lag above this (over enough ticks)
 # An empty loop turn's cost: the cheapest of a few batches (another task that runs
 # during one batch, or a preemption between two clock reads, only raises a batch).

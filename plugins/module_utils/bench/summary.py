@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .. import layout
 from ..atomic import write_atomic, write_json_atomic
+from ..records import RequestOutcome
 from . import metrics
-from .metrics import RequestOutcome
 from .spec import RunSpec
 
 

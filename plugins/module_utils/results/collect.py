@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import layout
-from ..bench.metrics import RequestOutcome
+from ..records import RequestOutcome
 
 
 @dataclass

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from .. import layout
 from ..atomic import write_atomic
-from ..bench.selfcheck import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS
-from ..mps import describe as describe_mps
+from ..records import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS, describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
