@@ -275,15 +275,15 @@ def test_every_run_reports_the_clients_own_lag_and_cpu(tmp_path):
 def test_a_blocked_event_loop_marks_the_run_client_bound(tmp_path, monkeypatch):
     """Every send blocks the loop for 10 ms while requests are due every 5 ms: the sends
     fall behind their schedule, and the summary says the client was the bottleneck."""
-    from ansible_collections.servelab.vllm.plugins.module_utils.bench import loop, runner
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import runner, sending
 
-    real_send = loop.send
+    real_send = sending.send
 
     async def blocking_send(*args, **kwargs):
         time.sleep(0.010)  # a callback that holds the loop, as a CPU-bound client would
         return await real_send(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "send", blocking_send)
+    monkeypatch.setattr(sending, "send", blocking_send)
     with serving() as url:
         spec = runner.RunSpec(
             url=url,
@@ -411,7 +411,7 @@ def test_the_benchmark_module_runs_its_workers_too(tmp_path):
 def test_the_collector_is_paused_only_for_the_measured_phase():
     """gc_paused: the collector is off inside, back as it was after, also after an
     error; what lived before is frozen out of collections only meanwhile."""
-    from ansible_collections.servelab.vllm.plugins.module_utils.bench.loop import gc_paused
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench.sending import gc_paused
 
     assert gc.isenabled()
     with pytest.raises(RuntimeError), gc_paused():

@@ -336,7 +336,7 @@ def test_a_worker_measures_its_loop_lag_and_only_the_cpu_it_uses():
 
 
 def test_workers_share_the_schedule_and_the_concurrency_limit():
-    from ansible_collections.servelab.vllm.plugins.module_utils.bench import workers
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import sending, workers
     from ansible_collections.servelab.vllm.plugins.module_utils.bench.datasets import (
         BenchRequest,
     )
@@ -344,14 +344,14 @@ def test_workers_share_the_schedule_and_the_concurrency_limit():
 
     reqs = [BenchRequest(f"p{i}", 5, 4) for i in range(10)]
     spec = RunSpec(url="u", model="m", request_rate=10.0, num_prompts=10, max_concurrency=5)
-    shares = workers.plan(spec, reqs, 3)
+    shares = sending.deal(spec, reqs, 3)
     assert [s.concurrency for s in shares] == [2, 2, 1]  # the limit, split
     items = sorted(item for s in shares for item in s.items)
     assert [i for i, _, _ in items] == list(range(10))
     assert [t for _, _, t in items] == pytest.approx([(i + 1) / 10 for i in range(10)])
     assert [i for i, _, _ in shares[1].items] == [1, 4, 7]
     # A duration keeps exactly the sends due before it, cycling through the requests.
-    timed = workers.plan(RunSpec(url="u", model="m", request_rate=10.0, duration=1.95), reqs, 2)
+    timed = sending.deal(RunSpec(url="u", model="m", request_rate=10.0, duration=1.95), reqs, 2)
     sent = sorted(item for s in timed for item in s.items)
     assert len(sent) == 19 and max(t for _, _, t in sent) < 1.95
     assert sent[13][1] is reqs[3]

@@ -132,3 +132,13 @@ def test_results_depend_on_the_contract_alone():
                 assert names <= allowed, f"{path.name} imports {names - allowed}"
             elif isinstance(node, ast.ImportFrom) and "module_utils" in (node.module or ""):
                 assert node.module.endswith(tuple(allowed)), f"{path.name}: {node.module}"
+
+
+def test_one_send_path_and_no_import_cycle():
+    """loop.py (one process) and workers.py (N processes) both send through
+    sending.send_share; workers.py does not import loop.py, at the top or in a function."""
+    bench = TOP / "plugins/module_utils/bench"
+    assert "loop" not in {m.rsplit(".", 1)[-1] for m in imported_modules(bench / "workers.py")}
+    for name in ("loop.py", "workers.py"):
+        text = (bench / name).read_text()
+        assert "send_share(" in text and "send_on_time(" not in text, name

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import signal
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ except ImportError:  # the module reports it with missing_required_lib
     aiohttp = None
 
 from ..records import RequestOutcome
-from . import schedule, workers
+from . import sending, workers
 from .client import Target, send
 from .datasets import BenchRequest
 from .progress import Progress
@@ -102,52 +101,40 @@ async def _send_measured(
     sampler: Sampler,
     state: RunState,
 ) -> float:
+    """Every measured request from this process: one share (sending.share)."""
     sampler.before = await sampler.snapshot_async()
-    limit = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
     done_event = asyncio.Event()
     sampler_task = asyncio.create_task(sampler.sample_until(done_event))
-    tasks: list[asyncio.Task] = []
-    pending: set[asyncio.Task] = set()
     outcomes = state.outcomes
     failed = sum(not o.success for o in outcomes)
+    sent = 0
     check = state.client
 
-    async def one(i: int, req: BenchRequest, due: float) -> None:
+    def ended(outcome: RequestOutcome) -> None:
         nonlocal failed
-        outcome = await send_on_time(session, target, req, i, start, due, check, limit)
-        if state.interrupted and outcome.error_class == "client_abort":
-            return  # cut off by the user's stop: it never ended, so it is not a result
         outcomes.append(outcome)
         failed += not outcome.success
         progress.line(
-            f"{len(outcomes)} done ({failed} failed), {len(tasks) - len(outcomes)} in flight, "
+            f"{len(outcomes)} done ({failed} failed), {sent - len(outcomes)} in flight, "
             f"{time.perf_counter() - start:.0f} s"
         )
+
+    def went(count: int, span: float) -> None:
+        nonlocal sent
+        sent, state.send_span_s = count, span
 
     check.busy_poll = spec.client_busy_poll
     if check.busy_poll:
         await check.calibrate()
-    with gc_paused():
+    with sending.gc_paused():
         start = state.start = time.perf_counter()
         deadline = start + spec.duration if spec.duration else None
         check.start()
         # A request count ends after its last request; a duration at its deadline.
-        for i, offset in enumerate(schedule.send_times(spec, len(measured))):
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-            await sleep_until(start + offset)
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-            # A closed loop for a duration: no more tasks than slots, or the loop would
-            # create a task a turn (all due at once) until the deadline.
-            while spec.max_concurrency and len(pending) >= spec.max_concurrency:
-                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(one(i, measured[i % len(measured)], offset))
-            tasks.append(task)
-            pending.add(task)
-            state.send_span_s = time.perf_counter() - start
-        last_scheduled = time.perf_counter() - start
-        await asyncio.gather(*tasks)
+        mine = sending.share(spec, measured)
+        last_scheduled = await sending.send_share(
+            session, target, mine, start, deadline, check, ended, went
+        )
         duration = time.perf_counter() - start
         check.stop()
         if check.busy_poll:
@@ -157,27 +144,6 @@ async def _send_measured(
     sampler.after = await sampler.snapshot_async()
     state.send_span_s = last_scheduled
     return duration
-
-
-async def send_on_time(
-    session: aiohttp.ClientSession,
-    target: Target,
-    req: BenchRequest,
-    index: int,
-    start: float,
-    due: float,
-    check: WorkerCheck,
-    limit: asyncio.Semaphore | None,
-) -> RequestOutcome:
-    """One measured request, its send lag recorded: how late after its send time (`due`,
-    from `start`) its task ran. Nothing awaits between here and send() but a free slot
-    under max_concurrency, and that wait is the limit at work, not the client lagging."""
-    lag = time.perf_counter() - start - due
-    check.record(lag)
-    async with limit or contextlib.nullcontext():
-        outcome = await send(session, target, req, index, start)
-    outcome.send_lag = lag
-    return outcome
 
 
 async def _send_by_workers(
@@ -191,7 +157,7 @@ async def _send_by_workers(
 ) -> float:
     """The measured requests through n worker processes (workers.py); what they did is
     merged into state, also when the run is stopped."""
-    pool = workers.Pool(workers.plan(spec, measured, n), target)
+    pool = workers.Pool(sending.deal(spec, measured, n), target)
     sampler.before = await sampler.snapshot_async()
     done_event = asyncio.Event()
     sampler_task = asyncio.create_task(sampler.sample_until(done_event))
@@ -228,43 +194,6 @@ def _merge(state: RunState, outcomes: list, figures: list[dict], span: float) ->
     state.outcomes.extend(outcomes)
     state.workers = sorted(figures, key=lambda f: f["worker"])
     state.send_span_s = span
-
-
-@contextlib.contextmanager
-def gc_paused():
-    """The measured phase without Python's cyclic garbage collector, which stops the
-    whole process while it runs: at 6,000 chunks/s it ran 125 times in 8 s (gen 0: up to
-    2 ms each; once gen 2: 23 ms) and doubled the p99 chunk timing error. The client
-    makes no cyclic garbage per request (reference counting frees it: 3,230 objects
-    unreachable after 500 requests, 3,244 after 2,000), so memory does not grow; what
-    was alive before is frozen out of later collections, and all is collected after."""
-    gc.collect()
-    gc.freeze()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-        gc.unfreeze()
-
-
-# asyncio's timers fire up to 1 ms late (the epoll timeout is whole milliseconds, rounded
-# up), and the process then takes its time to wake: sends wait on a timer until this long
-# before their time, then yield to the loop. At 1 ms the p99 send lag at 10 req/s was
-# 1.02-1.14 ms on this project's 2-core machine; at 2 ms, 0.18-0.42 ms.
-SPIN_S = 0.002
-
-
-async def sleep_until(when: float) -> None:
-    """Return at perf_counter() `when`, not a timer's millisecond later: the last SPIN_S
-    passes in asyncio.sleep(0), which lets every other task run meanwhile."""
-    delay = when - time.perf_counter() - SPIN_S
-    if delay > 0:
-        await asyncio.sleep(delay)
-    while time.perf_counter() < when:
-        await asyncio.sleep(0)
 
 
 def _median_tpot(outcomes: list[RequestOutcome]) -> float | None:

@@ -130,7 +130,7 @@ class WorkerCheck:
             "cpu_seconds": cpu,
             "wall_seconds": wall,
             "cpu_pct": 100 * cpu / wall if wall > 0 else 0.0,
-            "gc_collections": gc_runs,  # 0: the collector is paused (loop.gc_paused)
+            "gc_collections": gc_runs,  # 0: the collector is paused (sending.gc_paused)
             "busy_poll": self.busy_poll,
             "loop_turns": self.turns,
             "idle_turn_us": self.idle_turn_s * 1e6,

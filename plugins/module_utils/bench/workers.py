@@ -12,23 +12,21 @@ summary.json as one process writes. With max_concurrency, the limit is split bet
 the workers (their shares differ by at most one), so no more than the limit are ever in
 flight; which worker's slot frees first is no longer global, as it is in one process.
 
-One worker is not this module: loop._send_measured runs it in the coordinator itself.
+One worker is not this module: loop._send_measured sends its one share (sending.share)
+through the same sending.send_share, in the coordinator itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass
 
-from . import schedule
-from .datasets import BenchRequest
 from .selfcheck import WorkerCheck
+from .sending import Share, gc_paused, send_share, sleep_until
 
 CPUS_PER_WORKER = 4  # auto: one worker per this many CPUs (the engines need the rest)
 START_MARGIN_S = 0.2  # the common start, after every worker said it is ready
@@ -43,32 +41,6 @@ def count(requested: int, max_concurrency: int = 0) -> int:
     return min(n, max_concurrency) if max_concurrency else n
 
 
-@dataclass
-class Share:
-    """What one worker sends: (index, request, send offset) in send order."""
-
-    worker: int
-    items: list[tuple[int, BenchRequest, float]]
-    concurrency: int  # 0: no limit
-    busy_poll: bool = False  # its loop never sleeps (selfcheck.py)
-
-
-def plan(spec, measured: list[BenchRequest], n: int) -> list[Share]:
-    """The run's schedule, dealt round robin to n workers. A duration keeps the sends
-    due before it (one process stops at its deadline the same way)."""
-    offsets = schedule.send_times(spec, len(measured))
-    if spec.duration:
-        offsets = itertools.takewhile(lambda t: t < spec.duration, offsets)
-    shares = [Share(k, [], 0, spec.client_busy_poll) for k in range(n)]
-    for i, offset in enumerate(offsets):
-        shares[i % n].items.append((i, measured[i % len(measured)], offset))
-    if spec.max_concurrency:
-        base, extra = divmod(spec.max_concurrency, n)
-        for share in shares:
-            share.concurrency = base + (share.worker < extra)
-    return shares
-
-
 def _use_uvloop() -> bool:
     try:
         import uvloop
@@ -79,20 +51,31 @@ def _use_uvloop() -> bool:
 
 
 async def _send_share(
-    share: Share, target, conn, done, event_loop: str
+    mine: Share, target, conn, done, event_loop: str
 ) -> tuple[list, WorkerCheck, float]:
-    """The worker's loop: ready, wait for the common start, send on time, collect."""
+    """The worker's loop: ready, wait for the common start, send its share on time
+    (sending.send_share, as one process does), collect."""
     import aiohttp
-
-    from .loop import send_on_time, sleep_until
 
     main = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, main.cancel)
     outcomes: list = []
-    check = WorkerCheck(worker=share.worker, event_loop=event_loop, busy_poll=share.busy_poll)
+    check = WorkerCheck(worker=mine.worker, event_loop=event_loop, busy_poll=mine.busy_poll)
     span = 0.0
+    stopped = False
+
+    def ended(outcome) -> None:
+        outcomes.append(outcome)
+        with done.get_lock():
+            done[0] += 1
+            done[1] += not outcome.success
+
+    def went(count: int, sent_at: float) -> None:
+        nonlocal span
+        span = sent_at
+
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=2**20) as session:
         conn.send(("ready", os.getpid()))
@@ -101,34 +84,12 @@ async def _send_share(
         _, start, deadline = conn.recv()
         if check.busy_poll:
             await check.calibrate()  # within the start margin
-        limit = asyncio.Semaphore(share.concurrency) if share.concurrency else None
-        tasks: list[asyncio.Task] = []
-        stopped = False
-
-        async def one(index: int, req: BenchRequest, due: float) -> None:
-            outcome = await send_on_time(session, target, req, index, start, due, check, limit)
-            if stopped and outcome.error_class == "client_abort":
-                return  # cut off by the user's stop: not a result
-            outcomes.append(outcome)
-            with done.get_lock():
-                done[0] += 1
-                done[1] += not outcome.success
-
         await sleep_until(start)
         check.start()
         try:
-            for index, req, offset in share.items:
-                await sleep_until(start + offset)
-                if deadline is not None and time.perf_counter() >= deadline:
-                    break
-                tasks.append(asyncio.create_task(one(index, req, offset)))
-                span = time.perf_counter() - start
-            await asyncio.gather(*tasks)
+            await send_share(session, target, mine, start, deadline, check, ended, went)
         except asyncio.CancelledError:
             stopped = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
         check.stop()
         if check.busy_poll and not stopped:
             await check.calibrate()  # again, with the load gone
@@ -138,8 +99,6 @@ async def _send_share(
 def _worker_main(share: Share, target, conn, done) -> None:
     """A worker process: its share, then (outcomes, self-check figures, send span)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until its loop handles it
-    from .loop import gc_paused
-
     event_loop = "uvloop" if _use_uvloop() else "asyncio"
     try:
         with gc_paused():  # the worker's whole life: its load is all measured
