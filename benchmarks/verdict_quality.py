@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collections"))
 import numpy as np
+from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
 from ansible_collections.servelab.vllm.plugins.module_utils.results import compare, stats
 from ansible_collections.servelab.vllm.plugins.module_utils.results.collect import (
     RepResult,
@@ -55,14 +56,18 @@ def simulate(
             for slot, group in enumerate(groups):
                 order += 1
                 t = order / (2 * s.max_pairs * points)  # 0..1 over the longest run
-                summary = {"order": order, "offered_rate": None if closed_loop else 1.0,
-                           "saturated": False}  # fmt: skip
+                summary = {"spec": {"request_rate": float("inf") if closed_loop else 1.0},
+                           "context": {"order": order}, "saturated": False}  # fmt: skip
                 for metric, level in LEVELS.items():
                     change = effect.get(metric, 0.0) if group == "dev" else 0.0
                     log = (np.log(level) + np.log1p(change) + drift * t + position * slot
                            + rng.normal(0, cv))  # fmt: skip
                     summary[metric] = float(np.exp(log))
-                run.reps.append(RepResult(group, f"{group}-sim", label, rep, summary, []))
+                run.reps.append(
+                    RepResult(
+                        group, f"{group}-sim", label, rep, BlockSummary.from_json(summary), []
+                    )
+                )
         if rep % s.step == 0 or rep == s.max_pairs:  # the loop asks after each round
             go, _ = compare.go_on(run, s)
             if not go:

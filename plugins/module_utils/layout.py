@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+# 2: the context nested under "context" (records.BlockContext), offered_rate gone
+# (spec.request_rate is the rate offered). Readers skip other versions, saying so.
+SCHEMA_VERSION = 2
 SUMMARY = "summary.json"  # written last: its presence says the repetition is complete
 REQUESTS = "requests.jsonl"  # one RequestOutcome record a line
 PROGRESS = "progress.log"

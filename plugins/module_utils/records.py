@@ -1,12 +1,14 @@
 # Copyright: servelab developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The records both sides of the results contract read (layout.py says where they lie):
-a request's outcome, the client check's thresholds and the MPS proof's one-line form.
-The benchmark writes them, the results stage reads them; neither reaches into the other.
+a request's outcome, a block's summary and its context, the client check's thresholds
+and the MPS proof's one-line form. The benchmark writes them, the results stage reads
+them; neither reaches into the other.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 # The client check (bench/selfcheck.py judges, the report shows the same limits).
@@ -97,3 +99,97 @@ def describe_mps(proofs: list[dict]) -> str:
     clients = max(int(p.get("clients") or 0) for p in proofs)
     verdict = "" if all(p.get("ok", True) for p in proofs) else ", NOT every engine a client"
     return f"MPS: {clients} client(s), {'/'.join(types) or 'control.log only'}, {share}{verdict}"
+
+
+@dataclass
+class BlockContext:
+    """What the play says of a block: where and when in the run it ran, on what. Recorded
+    nested under the summary's "context", so no key of it can shadow a metric; a key not
+    declared here is refused (ValueError), so the shape has one declaration."""
+
+    run_id: str = ""
+    group: str = ""
+    host: str = ""
+    config_hash: str = ""
+    run_kind: str = "ab"  # ab, calibration
+    point: str = "default"
+    repetition: int = 0
+    order: int | None = None  # the block's place in the run (ABBA)
+    deployment: int | None = None  # with replication across deployments
+    sweep: str = "none"
+    load: dict = field(default_factory=dict)  # how the rate was chosen (auto: the probe)
+    config: dict = field(default_factory=dict)  # the generated settings, as this host has them
+    versions: dict = field(default_factory=dict)  # engine, router, model
+    placement: dict = field(default_factory=dict)  # a CPU engine's dtype and core sets
+    mps: dict = field(default_factory=dict)  # the MPS proof
+    wheelhouse: dict = field(default_factory=dict)
+    frozen: list = field(default_factory=list)  # the stacks frozen meanwhile
+    rejected: list = field(default_factory=list)  # earlier attempts, run again
+
+    @classmethod
+    def from_json(cls, data: dict) -> BlockContext:
+        if not isinstance(data, dict):
+            raise TypeError(f"a block's context is an object, not {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"context: {', '.join(unknown)} not declared (records.BlockContext)")
+        values = {k: v for k, v in data.items() if v is not None}
+        for key in ("repetition", "order", "deployment"):
+            if key in values:
+                values[key] = int(values[key])
+        return cls(**values)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# The figures a block adds beside its metrics (summary.summarize), at the summary's top.
+RUN_FIGURES = (
+    "achieved_rate", "saturated", "send_span_s", "started_at", "ended_at", "warmup",
+    "interrupted", "host_load", "server", "dataset", "client",
+)  # fmt: skip
+
+
+@dataclass
+class BlockSummary:
+    """A block's summary.json (layout.SCHEMA_VERSION 2) as the results read it: the
+    metrics at the top under vllm bench serve's names, the run's figures (RUN_FIGURES)
+    beside them, `spec` (the options as run: the request rate is spec.request_rate, its
+    one record), `slo`, and `context` (BlockContext)."""
+
+    data: dict
+    context: BlockContext
+
+    @classmethod
+    def from_json(cls, data: dict) -> BlockSummary:
+        if not isinstance(data, dict):
+            raise TypeError(f"a summary is an object, not {type(data).__name__}")
+        return cls(data, BlockContext.from_json(data.get("context") or {}))
+
+    def value(self, metric: str) -> float | None:
+        """A metric's figure, or None where the block has none."""
+        value = self.data.get(metric)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else None
+
+    @property
+    def request_rate(self) -> float | None:
+        """The rate offered, requests per second; None for a closed loop (inf)."""
+        rate = (self.data.get("spec") or {}).get("request_rate")
+        return float(rate) if isinstance(rate, (int, float)) and math.isfinite(rate) else None
+
+    @property
+    def saturated(self) -> bool:
+        return bool(self.data.get("saturated"))
+
+    @property
+    def started_at(self) -> float:
+        return float(self.data.get("started_at") or 0)
+
+    def figure(self, name: str, default=None):
+        """One of RUN_FIGURES (client, server, host_load, ...), or the default."""
+        if name not in RUN_FIGURES:
+            raise KeyError(f"{name}: not a block's figure (records.RUN_FIGURES)")
+        value = self.data.get(name)
+        return default if value is None else value

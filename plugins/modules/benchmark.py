@@ -160,8 +160,9 @@ EXAMPLES = r"""
 RETURN = r"""
 summary:
   description: >-
-    Key figures of the block run: each compared metric (what the stopping rule reads),
-    C(order), C(deployment), C(offered_rate), C(saturated); C(client) is the load generator's
+    Key figures of the block run, shaped as its summary.json: each compared metric (what
+    the stopping rule reads), C(saturated), C(spec.request_rate), C(context) with
+    C(order), C(deployment) and C(rejected); C(client) is the load generator's
     self-check (bound, why, p99 send lag in ms, highest CPU %), as in summary.json.
   returned: always
   type: dict
@@ -253,14 +254,13 @@ def main() -> None:
     keys = ("completed", "failed", "errors", "request_throughput", "median_tpot_ms", "saturated")
     brief = {k: summary.get(k) for k in keys}
     client = summary.get("client") or {}  # the load generator's self-check, in every block
-    # What the stopping rule reads (compare.go_on): each compared metric, the block's place.
+    # What the stopping rule reads (compare.go_on, through records.BlockSummary): each
+    # compared metric, the rate offered, the block's place in the run. The same shape as
+    # summary.json, less the rest.
     brief.update({k: summary[k] for k in layout.COMPARED if k in summary})
-    brief.update(
-        order=p["context"].get("order"),
-        deployment=p["context"].get("deployment"),
-        offered_rate=summary.get("offered_rate"),
-    )
-    brief["rejected"] = summary.get("rejected") or []
+    brief["spec"] = {"request_rate": summary["spec"]["request_rate"]}
+    context = summary["context"]
+    brief["context"] = {k: context[k] for k in ("order", "deployment", "rejected")}
     brief["client"] = {
         k: client.get(k)
         for k in ("bound", "why", "send_lag_p99_ms", "cpu_pct_max", "loop_busy_pct_max")

@@ -21,7 +21,7 @@ options:
   blocks:
     description:
       - The blocks run so far, each with C(group), C(host), C(point), C(rep) and
-        C(summary) (what M(servelab.vllm.benchmark) returns, with C(order)).
+        C(summary) (what M(servelab.vllm.benchmark) returns: records.BlockSummary's shape).
     type: list
     elements: dict
     required: true
@@ -86,6 +86,9 @@ verdicts:
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.servelab.vllm.plugins.module_utils.records import (  # noqa: E402
+    BlockSummary,
+)
 from ansible_collections.servelab.vllm.plugins.module_utils.results import (  # noqa: E402
     compare,
     stats,
@@ -123,7 +126,14 @@ def main() -> None:
     run = RunResults("running")
     for b in p["blocks"]:
         run.reps.append(
-            RepResult(b["group"], b["host"], b["point"], int(b["rep"]), b["summary"], [])
+            RepResult(
+                b["group"],
+                b["host"],
+                b["point"],
+                int(b["rep"]),
+                BlockSummary.from_json(b["summary"]),
+                [],
+            )
         )
     go_on, reason = compare.go_on(run, s)
     if go_on and not p["sequential"]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from ansible_collections.servelab.vllm.plugins.module_utils import layout
-from ansible_collections.servelab.vllm.plugins.module_utils.bench import metrics
+from ansible_collections.servelab.vllm.plugins.module_utils.bench import summary as bench_summary
+from ansible_collections.servelab.vllm.plugins.module_utils.bench.spec import RunSpec
 from ansible_collections.servelab.vllm.plugins.module_utils.records import RequestOutcome
 
 
@@ -23,7 +24,7 @@ def write_run(
     deployment_scales: tuple[float, ...] = (),
 ) -> Path:
     """Baseline and dev results in ABBA order; dev's latencies are dev_scale times
-    baseline's. The summaries are the benchmark's own (metrics.summarize). With
+    baseline's. The summaries are the benchmark's own (bench/summary.summarize). With
     `deployment_scales`, the repetitions ran in that many deployments (engines restarted
     between), and dev's latencies in deployment k are also scaled by its scale."""
     rng = np.random.default_rng(seed)
@@ -63,19 +64,27 @@ def write_run(
                 duration = 10.0 * scale * float(rng.normal(1, 0.01))
                 outcomes = [RequestOutcome.from_record(r) for r in requests]
                 first = group == ("baseline" if rep % 2 else "dev")  # ABBA
-                summary = {
-                    "schema_version": layout.SCHEMA_VERSION,
-                    **metrics.summarize(outcomes, duration, [50, 99], metrics.Slo()),
-                    "offered_rate": None,  # a closed loop: throughput can move
+                started = 1_795_000_000.0 + 100 * p_i + rep  # points run in order
+                run_figures = {
+                    "started_at": started, "ended_at": started + duration, "warmup": {},
+                    "interrupted": False, "host_load": {}, "server": {}, "dataset": {},
+                    "client": {},
+                }  # fmt: skip
+                context = {
                     "order": (p_i + (rep - 1) * len(points)) * 2 + (1 if first else 2),
                     "config": config or {},
                     "versions": {"engine": "0.32.0", "router": "0.1.17", "model": "m"},
                     "config_hash": "abcdef123456",
+                    "group": group,
                     "point": point,
                     "repetition": rep,
                     "deployment": deployment,
-                    "started_at": 1_795_000_000.0 + 100 * p_i + rep,  # points run in order
                 }
+                # A closed loop (rate inf): throughput can move.
+                spec = RunSpec(url="http://u", model="m", percentiles=[50, 99])
+                summary = bench_summary.summarize(
+                    spec, outcomes, duration, duration, run_figures, context
+                )
                 (rep_dir / layout.SUMMARY).write_text(json.dumps(summary))
                 (rep_dir / layout.REQUESTS).write_text(
                     "".join(json.dumps(r) + "\n" for r in requests)

@@ -113,14 +113,19 @@ def test_benchmark_writes_results_for_both_groups(stack):
         rep = host_dir / "default" / "rep-1"
         summary = json.loads((rep / "summary.json").read_text())
         orders[group] = [
-            json.loads((host_dir / "default" / f"rep-{r}" / "summary.json").read_text())["order"]
+            json.loads((host_dir / "default" / f"rep-{r}" / "summary.json").read_text())["context"][
+                "order"
+            ]
             for r in (1, 2)
         ]
         # The other group was frozen during this block, and continued afterwards.
         other = "dev" if group == "baseline" else "baseline"
-        assert summary["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
-        assert summary["placement"]["engine_cpus"] and summary["placement"]["dtype"]
-        assert summary["load"]["source"] == "auto" and summary["offered_rate"] > 0
+        context = summary["context"]  # what the play said of the block (records.BlockContext)
+        assert context["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
+        assert context["placement"]["engine_cpus"] and context["placement"]["dtype"]
+        # The rate offered has one record, spec.request_rate; how it was chosen, load.
+        assert context["load"]["source"] == "auto" and summary["spec"]["request_rate"] > 0
+        assert "offered_rate" not in summary and "order" not in summary
         if group == "baseline":
             # The probe ran on baseline right before its first block, and warmed it.
             probe = json.loads((host_dir / "probe" / "summary.json").read_text())
@@ -131,13 +136,13 @@ def test_benchmark_writes_results_for_both_groups(stack):
         rep2 = json.loads((host_dir / "default" / "rep-2" / "summary.json").read_text())
         assert rep2["warmup"]["warmup_requests"] == 0  # later blocks start warm
         assert summary["spec"]["arrivals"] == "fixed"
-        assert "vllm_engine_services" not in summary["config"]  # settings, not facts
-        assert summary["schema_version"] == 1
+        assert "vllm_engine_services" not in context["config"]  # settings, not facts
+        assert summary["schema_version"] == 2
         assert summary["completed"] == 8 and summary["failed"] == 0
         assert summary["request_throughput"] > 0 and summary["median_ttft_ms"] > 0
-        assert summary["versions"]["engine"] == "0.32.0"
-        assert summary["config"]["servelab_group"] == group
-        assert "vllm_api_key" not in summary["config"]
+        assert context["versions"]["engine"] == "0.32.0"
+        assert context["config"]["servelab_group"] == group
+        assert "vllm_api_key" not in context["config"]
         engine = summary["server"][f"{group}-engine-0"]
         assert engine["requests_finished"] in (8, 8 + summary["warmup"]["warmup_requests"])
         # The engine's KV cache capacity (vllm:cache_config_info): CPU KV space 1 GiB.
@@ -224,9 +229,9 @@ def test_configuration_sweep_redeploys_between_points(stack):
     for point in points:
         for rep in (1, 2):
             summary = json.loads((host_dir / point / f"rep-{rep}" / "summary.json").read_text())
-            assert summary["completed"] == 8 and summary["point"] == point
-            assert summary["sweep"] == "knob"
-            orders[(point.split("-", 1)[1], rep)] = summary["order"]
+            assert summary["completed"] == 8 and summary["context"]["point"] == point
+            assert summary["context"]["sweep"] == "knob"
+            orders[(point.split("-", 1)[1], rep)] = summary["context"]["order"]
     assert orders == {
         ("round_robin", 1): 1, ("session_affinity", 1): 2,
         ("session_affinity", 2): 3, ("round_robin", 2): 4,
@@ -626,15 +631,16 @@ def test_engines_restarted_between_rounds_make_a_new_deployment(stack):
         host_dir = stack.tmp / "results" / "redeploy" / group / f"{group}-local" / "default"
         summaries = [json.loads((host_dir / f"rep-{r}" / "summary.json").read_text())
                      for r in range(1, 5)]  # fmt: skip
-        assert [s["deployment"] for s in summaries] == [0, 0, 1, 1]
+        contexts = [s["context"] for s in summaries]
+        assert [c["deployment"] for c in contexts] == [0, 0, 1, 1]
         # A restarted engine warms: in the block, or in its first attempt if that was
         # rejected (a retry runs warm).
-        first = summaries[2]["rejected"][0]["dir"] if summaries[2]["rejected"] else "default/rep-3"
+        first = contexts[2]["rejected"][0]["dir"] if contexts[2]["rejected"] else "default/rep-3"
         warmup = json.loads((host_dir.parent / first / "summary.json").read_text())["warmup"]
-        assert warmup["warmup_requests"] > 0, summaries[2]["rejected"]
+        assert warmup["warmup_requests"] > 0, contexts[2]["rejected"]
         assert summaries[3]["warmup"]["warmup_requests"] == 0
         other = "dev" if group == "baseline" else "baseline"
-        assert summaries[2]["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
+        assert contexts[2]["frozen"] == [f"{stack.tmp}/work/stacks/{other}"]
         engine = f"{group}-engine-0"  # a new process: its CPU seconds start again
         assert engine_cpu_seconds(host_dir / "rep-3", engine) < engine_cpu_seconds(
             host_dir / "rep-2", engine

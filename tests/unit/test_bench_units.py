@@ -371,7 +371,7 @@ def test_a_loaded_or_client_bound_block_is_run_again_and_its_attempt_kept(tmp_pa
     def fake_run_block(spec, out_dir, point, rep, context):
         rep_dir = layout.rep_dir(out_dir / point, rep)
         rep_dir.mkdir(parents=True)
-        summary = {"host_load": {"other_cpu_share": next(loads)}, **context}
+        summary = {"host_load": {"other_cpu_share": next(loads)}, "context": context}
         (rep_dir / layout.SUMMARY).write_text(json.dumps(summary))
         return summary
 
@@ -379,7 +379,7 @@ def test_a_loaded_or_client_bound_block_is_run_again_and_its_attempt_kept(tmp_pa
     params = {"context": {"order": 3}, "point": "default", "repetition": 2, "block_retries": 1}
     summary = benchmark._run_block(spec.RunSpec(url="u", model="m"), tmp_path, params, [])
     assert summary["host_load"]["other_cpu_share"] == 0.02
-    assert summary["rejected"] == [
+    assert summary["context"]["rejected"] == [
         {"attempt": 1, "why": "other load on the host 35% (above 10%)",
          "dir": "default/rejected/rep-2-1"},
     ]  # fmt: skip
@@ -392,4 +392,4 @@ def test_a_loaded_or_client_bound_block_is_run_again_and_its_attempt_kept(tmp_pa
     loads = iter([0.4, 0.5])
     params["repetition"] = 3
     last = benchmark._run_block(spec.RunSpec(url="u", model="m"), tmp_path, params, [])
-    assert last["host_load"]["other_cpu_share"] == 0.5 and len(last["rejected"]) == 1
+    assert last["host_load"]["other_cpu_share"] == 0.5 and len(last["context"]["rejected"]) == 1

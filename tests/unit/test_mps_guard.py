@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import mps, records
+from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
 from ansible_collections.servelab.vllm.plugins.module_utils.results import report
 from helpers.modules import ansible_module
 
@@ -272,8 +273,10 @@ def test_a_missing_engine_and_a_missing_nvidia_smi_are_named(stack, monkeypatch)
 def test_the_report_shows_one_mps_line_per_group():
     def rep(group: str, share: str) -> SimpleNamespace:
         proof = {"clients": 2, "types": ["M+C"], "active_thread_percentages": [share], "ok": True}
-        summary = {"versions": {"engine": "0.25.0"}, "mps": proof}
-        return SimpleNamespace(group=group, host="localhost", summary=summary)
+        summary = {"context": {"versions": {"engine": "0.25.0"}, "mps": proof}}
+        return SimpleNamespace(
+            group=group, host="localhost", summary=BlockSummary.from_json(summary)
+        )
 
     run = SimpleNamespace(
         reps=[rep("baseline", "100"), rep("dev", "50"), rep("dev", "20")],
@@ -282,6 +285,7 @@ def test_the_report_shows_one_mps_line_per_group():
     lines = report._context(run)
     assert lines[0].endswith("1 block(s); MPS: 2 client(s), M+C, 100%")
     assert lines[1].endswith("2 block(s); MPS: 2 client(s), M+C, 20%/50%")
-    run.reps = [SimpleNamespace(group="baseline", host="h", summary={"versions": {}})]
+    bare = BlockSummary.from_json({"context": {"versions": {}}})
+    run.reps = [SimpleNamespace(group="baseline", host="h", summary=bare)]
     run.groups = lambda: ["baseline"]
     assert "MPS" not in report._context(run)[0]

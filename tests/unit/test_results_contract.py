@@ -114,3 +114,36 @@ def test_markdown_and_html_hold_the_same_sections(tmp_path):
         "Repetitions in run order",
         "Plots",
     ]
+
+
+def test_a_blocks_summary_has_one_declared_shape():
+    """The benchmark writes a summary through summary.summarize; its context is nested and
+    declared (an undeclared key is refused), nothing shadows a metric, the rate offered
+    has one record, and the results read it back as records.BlockSummary."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import summary
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench.spec import RunSpec
+    from ansible_collections.servelab.vllm.plugins.module_utils.records import (
+        RUN_FIGURES,
+        BlockSummary,
+    )
+
+    outcomes = [RequestOutcome(i, i * 0.5, True, 0.1, 0.5, [0.1] * 4, 8, 5) for i in range(6)]
+    spec = RunSpec(url="http://u", model="m", request_rate=2.0)
+    figures = {k: None for k in RUN_FIGURES if k not in ("achieved_rate", "saturated",
+                                                          "send_span_s")}  # fmt: skip
+    context = {"order": 3, "group": "dev", "point": "default", "repetition": 2}
+    written = summary.summarize(spec, outcomes, 3.0, 2.5, figures, context)
+    assert written["schema_version"] == layout.SCHEMA_VERSION == 2
+    assert written["context"]["order"] == 3 and "order" not in written
+    assert written["spec"]["request_rate"] == 2.0 and "offered_rate" not in written
+    read = BlockSummary.from_json(json.loads(json.dumps(written)))
+    assert read.request_rate == 2.0 and read.context.order == 3 and read.context.group == "dev"
+    assert read.value("completed") == 6 and read.value("median_ttft_ms") == pytest.approx(100)
+    with pytest.raises(ValueError, match="completed not declared"):
+        summary.summarize(spec, outcomes, 3.0, 2.5, figures, {**context, "completed": 0})
+    with pytest.raises(ValueError, match="not declared"):
+        summary.summarize(spec, outcomes, 3.0, 2.5, {**figures, "extra": 1}, context)
+    with pytest.raises(KeyError, match="not a block's figure"):
+        read.figure("order")
+    closed = BlockSummary.from_json({"spec": {"request_rate": float("inf")}})
+    assert closed.request_rate is None  # a closed loop offers no rate

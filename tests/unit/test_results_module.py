@@ -93,7 +93,8 @@ def test_the_stop_rule_stops_when_decided_when_out_of_time_and_never_when_told_n
             scale = 1.5 if group == "dev" else 1.0
             noise = 1 + 0.01 * ((rep * 7 + slot * 3) % 5 - 2)
             summary = {"median_ttft_ms": 100 * scale * noise, "median_tpot_ms": 40 * scale * noise,
-                       "offered_rate": 2.0, "order": 2 * (rep - 1) + slot + 1}  # fmt: skip
+                       "spec": {"request_rate": 2.0},
+                       "context": {"order": 2 * (rep - 1) + slot + 1}}  # fmt: skip
             blocks.append({"group": group, "host": f"{group}-h", "point": "default", "rep": rep,
                            "summary": summary})  # fmt: skip
     decided = stop_rule(blocks)

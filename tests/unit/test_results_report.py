@@ -187,7 +187,9 @@ def test_calibrations_of_this_machine_and_engine_pool_and_others_expire(tmp_path
 
     def patch(run, **extra):
         for path in run.rglob("summary.json"):
-            path.write_text(json.dumps({**json.loads(path.read_text()), **machine, **extra}))
+            doc = json.loads(path.read_text())
+            doc["context"].update(machine, **extra)
+            path.write_text(json.dumps(doc))
         return run
 
     cals = [
@@ -199,7 +201,8 @@ def test_calibrations_of_this_machine_and_engine_pool_and_others_expire(tmp_path
                             dev_scale=1.0, seed=3, reps=6), run_kind="calibration")  # fmt: skip
     for path in other.rglob("summary.json"):
         doc = json.loads(path.read_text())
-        path.write_text(json.dumps({**doc, "versions": {**doc["versions"], "engine": "0.31.0"}}))
+        doc["context"]["versions"]["engine"] = "0.31.0"
+        path.write_text(json.dumps(doc))
     run = patch(write_run(tmp_path, run_id="20261123T000000Z-abcdef123456"))
     name, spread = report.find_calibration(collect.load_run(run), tmp_path)
     assert name == ", ".join(c.name for c in cals)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import layout
 from ..atomic import write_atomic, write_json_atomic
-from ..records import RequestOutcome
+from ..records import RUN_FIGURES, BlockContext, RequestOutcome
 from . import metrics
 from .spec import RunSpec
 
@@ -27,12 +27,8 @@ def load_figures(outcomes: list[RequestOutcome], spec: RunSpec, send_span: float
         (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 2 and ends[-1] > ends[0] else None
     )
     saturated = bool(offered and achieved is not None and achieved < 0.95 * offered)
-    return {
-        "offered_rate": offered,
-        "achieved_rate": achieved,
-        "saturated": saturated,
-        "send_span_s": send_span,
-    }
+    # The offered rate itself is spec.request_rate: one record of it.
+    return {"achieved_rate": achieved, "saturated": saturated, "send_span_s": send_span}
 
 
 def summarize(
@@ -43,16 +39,23 @@ def summarize(
     run: dict,
     context: dict,
 ) -> dict:
-    """The summary: the metrics and the load, what the run adds (`run`: times, warm-up,
-    host load, server deltas, dataset), the spec it ran, and the caller's context last."""
+    """The summary (records.BlockSummary): the metrics, beside them the load and what the
+    run adds (`run`: times, warm-up, host load, server deltas, dataset, client check), the
+    spec it ran, and the caller's context nested (records.BlockContext: an undeclared key
+    raises ValueError). No figure can shadow a metric: their names are checked apart."""
+    figures = {**load_figures(outcomes, spec, send_span), **run}
+    if set(figures) != set(RUN_FIGURES):
+        raise ValueError(f"run figures {sorted(set(figures) ^ set(RUN_FIGURES))} not declared")
+    measured = metrics.summarize(outcomes, duration, spec.percentiles, spec.slo)
+    if set(measured) & set(figures):
+        raise ValueError(f"run figures {sorted(set(measured) & set(figures))} shadow metrics")
     return {
         "schema_version": layout.SCHEMA_VERSION,
-        **metrics.summarize(outcomes, duration, spec.percentiles, spec.slo),
-        **load_figures(outcomes, spec, send_span),
-        **run,
+        **measured,
+        **figures,
         "spec": spec.recorded(),
         "slo": spec.slo.__dict__,
-        **context,
+        "context": BlockContext.from_json(context).to_json(),
     }
 
 

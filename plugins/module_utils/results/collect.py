@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import layout
-from ..records import RequestOutcome
+from ..records import BlockSummary, RequestOutcome
 
 
 @dataclass
@@ -18,7 +18,7 @@ class RepResult:
     host: str
     point: str
     rep: int
-    summary: dict
+    summary: BlockSummary
     requests: list[RequestOutcome]
 
 
@@ -90,8 +90,13 @@ def load_run(run_dir: Path) -> RunResults:
                 if summary.get("schema_version") != layout.SCHEMA_VERSION:
                     run.problems.append(
                         f"{where}: schema_version {summary.get('schema_version')!r}, expected "
-                        f"{layout.SCHEMA_VERSION}; skipped"
+                        f"{layout.SCHEMA_VERSION} (written by another servelab); skipped"
                     )
+                    continue
+                try:
+                    summary = BlockSummary.from_json(summary)
+                except (TypeError, ValueError) as err:
+                    run.problems.append(f"{where}: {layout.SUMMARY}: {err}; skipped")
                     continue
                 requests_path = rep_dir / layout.REQUESTS
                 if requests_path.is_file():
@@ -107,7 +112,7 @@ def load_run(run_dir: Path) -> RunResults:
                     )
                 )
     # Points in the order they ran (a sweep's order), not the directories' names.
-    run.reps.sort(key=lambda r: r.summary.get("started_at") or 0)  # stable: old runs keep theirs
+    run.reps.sort(key=lambda r: r.summary.started_at)  # stable: old runs keep theirs
     if run.reps and "baseline" not in run.groups():
         run.problems.append("no baseline results: nothing to compare against")
     return run

@@ -76,8 +76,9 @@ def rep_values(reps: list[RepResult], metric: str) -> list[float]:
     from the same requests, and the stopping rule read it there), else from the requests."""
     out = []
     for rep in reps:
-        if isinstance(rep.summary.get(metric), (int, float)):
-            out.append(float(rep.summary[metric]))
+        value = rep.summary.value(metric)
+        if value is not None:
+            out.append(value)
             continue
         if metric in THROUGHPUT:
             continue
@@ -114,7 +115,7 @@ def dev_second(base: list[RepResult], dev: list[RepResult]) -> list[bool] | None
     by = [_by_rep(base), _by_rep(dev)]
     out = []
     for rep in sorted(by[0].keys() | by[1].keys()):
-        orders = [[r.summary.get("order") for r in g.get(rep, [])] for g in by]
+        orders = [[r.summary.context.order for r in g.get(rep, [])] for g in by]
         if not all(orders) or None in orders[0] + orders[1]:
             return None
         out.append(min(orders[1]) > min(orders[0]))
@@ -127,7 +128,7 @@ def deployments(base: list[RepResult], dev: list[RepResult]) -> list[int] | None
     by = [_by_rep(base), _by_rep(dev)]
     out = []
     for rep in sorted(by[0].keys() | by[1].keys()):
-        seen = {r.summary.get("deployment") for g in by for r in g.get(rep, [])}
+        seen = {r.summary.context.deployment for g in by for r in g.get(rep, [])}
         if None in seen or len(seen) != 1:
             return None
         out.append(int(seen.pop()))
@@ -138,7 +139,7 @@ def throughput_moves(reps: list[RepResult]) -> bool:
     """Whether the load lets throughput move: a closed loop (no rate: the server sets the
     pace) or a saturated block. At a fixed pace below capacity, throughput follows the
     offered rate whatever the server does (a 10% slower TPOT moved it by 1.5%)."""
-    return any(r.summary.get("offered_rate") is None or r.summary.get("saturated") for r in reps)
+    return any(r.summary.request_rate is None or r.summary.saturated for r in reps)
 
 
 def primaries(base: list[RepResult], dev: list[RepResult], s: Settings) -> list[str]:
@@ -308,7 +309,7 @@ def group_table(run: RunResults) -> list[dict]:
     rows = []
     for rep in run.reps:
         row = {"group": rep.group, "host": rep.host, "point": rep.point, "repetition": rep.rep}
-        row.update({k: rep.summary.get(k) for k in keys})
+        row.update({k: rep.summary.value(k) for k in keys})
         rows.append(row)
     return rows
 

@@ -68,7 +68,7 @@ def throughput(run: RunResults, point: str, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = run.groups()
     for i, group in enumerate(groups):
-        values = [r.summary["output_throughput"] for r in run.select(group, point)]
+        values = [r.summary.value("output_throughput") for r in run.select(group, point)]
         if values:
             ax.bar(i, np.mean(values), color=COLORS.get(group), alpha=0.6, label=group)
             ax.scatter([i] * len(values), values, color="black", s=12, zorder=3)
@@ -130,9 +130,9 @@ def run_order(run: RunResults, point: str, metrics: list[str], out: Path) -> Pat
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for group in run.groups():
-            reps = [r for r in run.select(group, point) if r.summary.get("order") is not None]
-            xs = [r.summary["order"] for r in reps]
-            ys = [r.summary.get(metric) for r in reps]
+            reps = [r for r in run.select(group, point) if r.summary.context.order is not None]
+            xs = [r.summary.context.order for r in reps]
+            ys = [r.summary.value(metric) for r in reps]
             kept = [(x, y) for x, y in zip(xs, ys, strict=True) if isinstance(y, (int, float))]
             if kept:
                 ax.plot(*zip(*kept, strict=True), marker="o", ls=":", label=group,
@@ -167,7 +167,7 @@ def sweep(run: RunResults, out: Path) -> Path | None:
             if not reps:
                 continue
             xs.append(point_value(p)[1])
-            thr.append(np.mean([r.summary["output_throughput"] for r in reps]))
+            thr.append(np.mean([r.summary.value("output_throughput") for r in reps]))
             ttft.append(np.percentile(latency_samples(reps, "ttft") or [np.nan], 95))
             itl.append(np.percentile(latency_samples(reps, "itl") or [np.nan], 95))
         for ax, ys in zip(axes, (thr, ttft, itl), strict=True):

@@ -47,7 +47,7 @@ KV_CACHE_TOLERANCE = 0.05  # engines whose KV caches differ more than this are n
 
 
 def run_kind(run: RunResults) -> str:
-    kinds = {r.summary.get("run_kind", "ab") for r in run.reps}
+    kinds = {r.summary.context.run_kind for r in run.reps}
     return "calibration" if kinds == {"calibration"} else "ab"
 
 
@@ -57,7 +57,7 @@ def config_diff(run: RunResults) -> list[list[str]]:
     for group in ("baseline", "dev"):
         reps = [r for r in run.reps if r.group == group]
         if reps:
-            configs[group] = reps[0].summary.get("config") or {}
+            configs[group] = reps[0].summary.context.config
     if len(configs) < 2:
         return []
     base, dev = configs["baseline"], configs["dev"]
@@ -73,7 +73,7 @@ def run_plan(run: RunResults, s: Settings) -> Settings:
     """The settings with the sequential plan the run was measured under (its first look
     and budget, from its recorded config); a run without them is judged as one look at
     the repetitions it has."""
-    config = next((r.summary.get("config") or {} for r in run.reps), {})
+    config = next((r.summary.context.config for r in run.reps), {})
     budget = config.get("vllm_benchmark_repetitions")
     first = config.get("vllm_benchmark_min_repetitions")
     if not config.get("vllm_benchmark_sequential", True) and budget:
@@ -88,11 +88,11 @@ def run_plan(run: RunResults, s: Settings) -> Settings:
 def identity(rep) -> tuple:
     """What a calibration must share with a run to speak for its noise: the configuration,
     the engine's version and the machine (CPU model, core count)."""
-    sm = rep.summary
-    facts = (sm.get("placement") or {}).get("facts") or {}
+    context = rep.summary.context
+    facts = context.placement.get("facts") or {}
     return (
-        sm.get("config_hash"),
-        (sm.get("versions") or {}).get("engine"),
+        context.config_hash,
+        context.versions.get("engine"),
         facts.get("model"),
         len(facts.get("cpus") or []),
     )
@@ -161,7 +161,7 @@ def forecast(results_dir: Path, config_hash: str, s: Settings) -> str:
         return "the calibrations of this configuration compared no primary metric"
     needs = [stats.pairs_for_same(c["sd"], s.plan()) for c in primary.values()]
     blocks = max((n for n in needs if isinstance(n, int)), default=None)
-    starts = sorted(r.summary.get("started_at") or 0 for r in cals[-1].reps)
+    starts = sorted(r.summary.started_at for r in cals[-1].reps)
     pace = (starts[-1] - starts[0]) / (len(starts) - 1) if len(starts) > 1 and starts[0] else 0
     noise = ", ".join(f"{m} {c['sd'] * 100:.1f}%" for m, c in primary.items())
     if blocks is None or any(not isinstance(n, int) for n in needs):
@@ -258,19 +258,19 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
     for rep in run.reps:
         where = f"{rep.group}/{rep.host} {rep.point} rep {rep.rep}"
         sm = rep.summary
-        for attempt in sm.get("rejected") or []:
+        for attempt in sm.context.rejected:
             out.append(
                 f"{where}: run again: attempt {attempt['attempt']} had {attempt['why']}; it is "
                 f"kept under {attempt['dir']} and left out of the comparison"
             )
-        if sm.get("interrupted"):
+        if sm.figure("interrupted"):
             out.append(f"{where}: interrupted; its figures cover the requests done before")
-        if sm.get("saturated"):
+        if sm.saturated:
             out.append(
-                f"{where}: saturated, achieved {stats.fmt(sm.get('achieved_rate'))} of "
-                f"{stats.fmt(sm.get('offered_rate'))} req/s offered: the figures measure queueing"
+                f"{where}: saturated, achieved {stats.fmt(sm.figure('achieved_rate'))} of "
+                f"{stats.fmt(sm.request_rate)} req/s offered: the figures measure queueing"
             )
-        client = sm.get("client") or {}
+        client = sm.figure("client", {})
         if client.get("bound"):
             why = client.get("why") or (
                 f"p99 send lag {client.get('send_lag_p99_ms') or 0:.2f} ms (limit "
@@ -281,44 +281,44 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
                 f"{where}: client-bound: {why}: the load generator, not only the server, "
                 "shaped these figures"
             )
-        host = sm.get("host_load") or {}
+        host = sm.figure("host_load", {})
         if host.get("other_cpu_share", 0) > OTHER_LOAD or host.get("steal_share", 0) > OTHER_LOAD:
             out.append(
                 f"{where}: other load on the host: {host.get('other_cpu_share', 0):.0%} of its "
                 f"CPU went to processes outside the stack and the client, "
                 f"{host.get('steal_share', 0):.0%} to the hypervisor (steal)"
             )
-        warm = sm.get("warmup") or {}
+        warm = sm.figure("warmup", {})
         if warm.get("warmup_requests") and not warm.get("warmup_steady"):
             out.append(f"{where}: warm-up reached its cap ({warm['warmup_requests']} requests) "
                        "before the engine was steady")  # fmt: skip
-        if sm.get("failed"):
-            out.append(f"{where}: {sm['failed']} request(s) failed ({sm.get('errors')})")
+        if sm.value("failed"):
+            out.append(f"{where}: {sm.data['failed']} request(s) failed ({sm.data.get('errors')})")
     return out
 
 
 def rep_rows(run: RunResults) -> list[list[str]]:
     """Every block in the order it ran, with its load and key figures."""
     rows = []
-    for rep in sorted(run.reps, key=lambda r: r.summary.get("started_at") or 0):
+    for rep in sorted(run.reps, key=lambda r: r.summary.started_at):
         sm = rep.summary
-        warm = sm.get("warmup") or {}
+        warm = sm.figure("warmup", {})
         rows.append(
             [
-                str(sm.get("order", "-"))
-                + (f" (run {len(sm['rejected']) + 1}x)" if sm.get("rejected") else ""),
+                str("-" if sm.context.order is None else sm.context.order)
+                + (f" (run {len(sm.context.rejected) + 1}x)" if sm.context.rejected else ""),
                 rep.group,
                 rep.point,
                 str(rep.rep),
-                stats.fmt(sm.get("offered_rate")),
-                stats.fmt(sm.get("achieved_rate")),
-                f"{sm.get('completed')}/{sm.get('failed')}",
-                stats.fmt(sm.get("median_ttft_ms")),
-                stats.fmt(sm.get("median_tpot_ms")),
-                stats.fmt(sm.get("output_throughput")),
+                stats.fmt(sm.request_rate),
+                stats.fmt(sm.figure("achieved_rate")),
+                f"{sm.data.get('completed')}/{sm.data.get('failed')}",
+                stats.fmt(sm.value("median_ttft_ms")),
+                stats.fmt(sm.value("median_tpot_ms")),
+                stats.fmt(sm.value("output_throughput")),
                 f"{warm.get('warmup_requests', '-')} in "
                 f"{stats.fmt(warm.get('warmup_seconds'), 0)} s",
-                _client_cell(sm.get("client") or {}),
+                _client_cell(sm.figure("client", {})),
             ]
         )
     return rows
@@ -400,7 +400,7 @@ def sweep_rows(run: RunResults) -> list[list[str]]:
             reps = run.select(group, point)
             if not reps:
                 continue
-            thr = sum(r.summary["output_throughput"] for r in reps) / len(reps)
+            thr = sum(r.summary.value("output_throughput") or 0 for r in reps) / len(reps)
             ttft = stats.np.percentile(latency_samples(reps, "ttft") or [float("nan")], 95)
             itl = stats.np.percentile(latency_samples(reps, "itl") or [float("nan")], 95)
             rows.append(
@@ -418,16 +418,16 @@ def _context(run: RunResults) -> list[str]:
     out = []
     for group in run.groups():
         reps = [r for r in run.reps if r.group == group]
-        s = reps[0].summary
-        v = s.get("versions", {})
-        placement = s.get("placement") or {}
+        context = reps[0].summary.context
+        v = context.versions
+        placement = context.placement
         where = (
             f"; dtype {placement.get('dtype')} ({placement.get('dtype_reason')}), engine CPUs "
             f"{placement.get('engine_cpus')}, frontend CPUs {placement.get('frontend_cpus')}"
             if placement
             else ""
         )
-        mps = describe_mps([r.summary.get("mps") or {} for r in reps])
+        mps = describe_mps([r.summary.context.mps for r in reps])
         kv = kv_caches(run, group)
         cache = (
             "; KV cache " + ", ".join(
@@ -451,7 +451,7 @@ def kv_caches(run: RunResults, group: str) -> list[dict]:
         if rep.group != group or rep.host in seen:
             continue
         seen.add(rep.host)
-        for name, figures in sorted((rep.summary.get("server") or {}).items()):
+        for name, figures in sorted(rep.summary.figure("server", {}).items()):
             if not name.startswith("router") and (figures or {}).get("kv_cache"):
                 out.append(figures["kv_cache"])
     return out
