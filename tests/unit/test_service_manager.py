@@ -260,10 +260,13 @@ def test_status_reports_and_teardown_stops_orphans_of_a_stack(tmp_path):
         # Other stacks' processes are not this stack's orphans.
         assert stack_status.orphans(str(tmp_path / "stacks" / "baseline")) == []
         run = ansible_module(
-            "servelab.vllm.stack_status",
+            "servelab.vllm.stack_recover",
             json.dumps({"stack_dir": str(stack), "stop_orphans": True}),
         )
         assert '"changed": true' in run.stdout, run.stdout
+        assert sorted(
+            o["pid"] for o in json.loads(run.stdout.split("=>", 1)[1])["stopped"]
+        ) == sorted(left)
         wait_until(lambda: not any(_alive(p) for p in left))
     finally:
         supervisor.stop_pids(left, 1)
