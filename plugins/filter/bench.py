@@ -8,15 +8,15 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
 
 
-def bench_schedule(
+def bench_block_order(
     groups: list, sweep: str, values: list, repetitions, redeploy_every=0
 ) -> list[dict]:
-    """Blocks of (group, point, repetition) in ABBA order; see plan.schedule."""
+    """Blocks of (group, point, repetition) in ABBA order; see plan.block_order."""
     try:
         points = plan.points(sweep if sweep in plan.SWEEPS else "none", list(values or []))
-        return plan.schedule(list(groups), points, int(repetitions), int(redeploy_every))
+        return plan.block_order(list(groups), points, int(repetitions), int(redeploy_every))
     except ValueError as err:
-        raise AnsibleFilterError(f"bench_schedule: {err}") from err
+        raise AnsibleFilterError(f"bench_block_order: {err}") from err
 
 
 def bench_blocks_by_host(blocks: list, parts: list) -> list[dict]:
@@ -29,12 +29,12 @@ def bench_blocks_by_host(blocks: list, parts: list) -> list[dict]:
     return out
 
 
-def bench_knob_schedule(values: list, repetitions) -> list[dict]:
-    """Blocks of a configuration sweep in ABBA order over the values; see plan.knob_schedule."""
+def bench_knob_order(values: list, repetitions) -> list[dict]:
+    """Blocks of a configuration sweep in ABBA order over the values; see plan.knob_order."""
     try:
-        return plan.knob_schedule(list(values or []), int(repetitions))
+        return plan.knob_order(list(values or []), int(repetitions))
     except ValueError as err:
-        raise AnsibleFilterError(f"bench_knob_schedule: {err}") from err
+        raise AnsibleFilterError(f"bench_knob_order: {err}") from err
 
 
 def bench_restarted(parts: list, stacks: list) -> list[dict]:
@@ -64,10 +64,10 @@ class FilterModule:
 
     def filters(self):
         return {
-            "bench_schedule": bench_schedule,
+            "bench_block_order": bench_block_order,
             "bench_blocks_by_host": bench_blocks_by_host,
             "bench_restarted": bench_restarted,
             "bench_block_options": bench_block_options,
             "bench_warmed_by_probe": bench_warmed_by_probe,
-            "bench_knob_schedule": bench_knob_schedule,
+            "bench_knob_order": bench_knob_order,
         }

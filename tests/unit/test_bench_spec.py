@@ -158,7 +158,7 @@ def test_a_blocks_own_options():
 @pytest.mark.parametrize("process", arrivals.PROCESSES)
 def test_send_times_of_a_count_and_of_a_duration(process):
     count = spec.RunSpec(url="u", model="m", request_rate=4, arrivals=process, seed=3)
-    assert list(schedule.send_times(count, 8)) == arrivals.schedule(8, 4, 3, process, 1.0)
+    assert list(schedule.send_times(count, 8)) == arrivals.offsets(8, 4, 3, process, 1.0)
     timed = dataclasses.replace(count, duration=10)
     gaps = arrivals.intervals(4, 3, process, 1.0)
     expected = list(itertools.accumulate(itertools.islice(gaps, 50)))

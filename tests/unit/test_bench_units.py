@@ -99,7 +99,7 @@ def test_gamma_shape_sets_burstiness():
 def test_a_request_count_spans_exactly_count_over_rate_for_every_seed():
     spans = set()
     for seed in range(6):
-        times = arrivals.schedule(32, 4.0, seed)
+        times = arrivals.offsets(32, 4.0, seed)
         assert len(times) == 32 and times == sorted(times) and times[0] > 0
         spans.add(round(times[-1], 9))
         raw = arrivals.intervals(4.0, seed)
@@ -107,11 +107,11 @@ def test_a_request_count_spans_exactly_count_over_rate_for_every_seed():
         ratios = {round(b / a, 9) for a, b in zip(gaps, _diffs(times), strict=True)}
         assert len(ratios) == 1  # the seed's own gaps, scaled by one factor
     assert spans == {8.0}
-    assert arrivals.schedule(4, float("inf"), 1) == [0.0] * 4
-    assert arrivals.schedule(4, 4.0, 1, "gamma", float("inf")) == [0.25, 0.5, 0.75, 1.0]
+    assert arrivals.offsets(4, float("inf"), 1) == [0.0] * 4
+    assert arrivals.offsets(4, 4.0, 1, "gamma", float("inf")) == [0.25, 0.5, 0.75, 1.0]
     # A fixed pace ignores the seed: every repetition offers the same pattern.
-    assert arrivals.schedule(4, 4.0, 1, "fixed") == arrivals.schedule(4, 4.0, 9, "fixed")
-    assert arrivals.schedule(4, 4.0, 9, "fixed") == [0.25, 0.5, 0.75, 1.0]
+    assert arrivals.offsets(4, 4.0, 1, "fixed") == arrivals.offsets(4, 4.0, 9, "fixed")
+    assert arrivals.offsets(4, 4.0, 9, "fixed") == [0.25, 0.5, 0.75, 1.0]
 
 
 def _diffs(times):

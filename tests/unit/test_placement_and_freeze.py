@@ -57,7 +57,7 @@ def test_the_placement_reaches_the_engine_and_router_command_lines():
 
 def test_blocks_alternate_abba_at_every_point():
     points = plan.points("concurrency", ["1", "4"])
-    blocks = plan.schedule(["baseline", "dev"], points, 3)
+    blocks = plan.block_order(["baseline", "dev"], points, 3)
     at1 = [b["group"][0] for b in blocks if b["label"] == "concurrency-1"]
     assert at1 == list("bddbbd")  # A B, B A, A B
     assert [b["order"] for b in blocks] == list(range(1, 13))
@@ -74,16 +74,16 @@ def test_blocks_alternate_abba_at_every_point():
 
 
 def test_a_redeploy_every_k_rounds_marks_its_rounds_and_deployments():
-    blocks = plan.schedule(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=2)
+    blocks = plan.block_order(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=2)
     by_rep = {b["rep"]: b for b in blocks}
     assert [by_rep[r]["deployment"] for r in range(1, 7)] == [0, 0, 1, 1, 2, 2]
     assert [r for r in range(1, 7) if by_rep[r]["redeploy"]] == [3, 5]
     # Both groups warm the restarted engines; the rounds between restarts do not.
     assert sorted({b["rep"] for b in blocks if b["warm"]}) == [1, 3, 5]
-    assert all("deployment" not in b for b in plan.schedule(["baseline"], [{"label": "x"}], 2))
+    assert all("deployment" not in b for b in plan.block_order(["baseline"], [{"label": "x"}], 2))
     for bad in (1, 3):
         with pytest.raises(ValueError, match="even number"):
-            plan.schedule(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=bad)
+            plan.block_order(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=bad)
 
 
 def test_restarted_engines_are_frozen_by_their_new_pids():
@@ -100,7 +100,7 @@ def test_restarted_engines_are_frozen_by_their_new_pids():
 
 def test_the_probed_engine_does_not_warm_twice():
     arms = [{"group": "baseline", "host": "b1"}, {"group": "dev", "host": "d1"}]
-    schedule = plan.schedule(["baseline", "dev"], plan.points("none", []), 2)
+    schedule = plan.block_order(["baseline", "dev"], plan.points("none", []), 2)
     blocks = bench_blocks_by_host(schedule, arms)
     after = plan.warmed_by_probe(blocks, "b1")
     assert [b["warm"] for b in blocks] == [True, True, False, False]
@@ -176,7 +176,7 @@ def test_gpu_preflight_names_what_cannot_work():
 
 
 def test_a_knob_sweep_alternates_its_values_and_redeploys_only_on_a_change():
-    blocks = plan.knob_schedule([20, 50, 100], 2)
+    blocks = plan.knob_order([20, 50, 100], 2)
     assert [b["value"] for b in blocks] == [20, 50, 100, 100, 50, 20]
     assert [b["rep"] for b in blocks] == [1, 1, 1, 2, 2, 2]
     assert [b["order"] for b in blocks] == [1, 2, 3, 4, 5, 6]
@@ -184,4 +184,4 @@ def test_a_knob_sweep_alternates_its_values_and_redeploys_only_on_a_change():
     assert [b["redeploy"] for b in blocks] == [True, True, True, False, True, True]
     assert [b["warm"] for b in blocks] == [b["redeploy"] for b in blocks]
     with pytest.raises(ValueError, match="at least one value"):
-        plan.knob_schedule([], 2)
+        plan.knob_order([], 2)

@@ -40,7 +40,7 @@ def intervals(
             yield rng.expovariate(rate)
 
 
-def schedule(
+def offsets(
     count: int, rate: float, seed: int, process: str = "poisson", burstiness: float = 1.0
 ) -> list[float]:
     """Send times (seconds from the start) of `count` requests, spanning exactly count/rate.

@@ -44,7 +44,7 @@ def points(sweep: str, values: list) -> list[dict]:
     ]
 
 
-def schedule(
+def block_order(
     groups: list[str], sweep_points: list[dict], repetitions: int, redeploy_every: int = 0
 ) -> list[dict]:
     """The order of a run's blocks: round r runs every point, and at each point the
@@ -78,7 +78,7 @@ def schedule(
     return out
 
 
-def knob_schedule(values: list, repetitions: int) -> list[dict]:
+def knob_order(values: list, repetitions: int) -> list[dict]:
     """The blocks of a configuration sweep: round r runs every value, in order on odd
     rounds and reversed on even ones (ABBA over the values), so that a drift of the
     machine falls on every value alike. `redeploy` marks a block whose value differs
@@ -135,7 +135,7 @@ def block_options(
 
     settings: the block's host's variables (a mapping; read by key only). part: the host's
     part of the run (part.yml); parts: every host's, whose stacks on the same machine the
-    block freezes. block: one entry of the schedule (plan.schedule), with
+    block freezes. block: one entry of the run's block order (plan.block_order), with
     `max_concurrency` or `request_rate` where the point sets them and `warm` false where
     the block must not warm."""
     opts = {}
@@ -169,7 +169,7 @@ def block_options(
             "deployment": block.get("deployment"),
         },
     )
-    # Only a group's first block at a point warms (schedule says why).
+    # Only a group's first block at a point warms (block_order says why).
     if not block.get("warm", True):
         opts["warmup_requests"] = 0
     # 0: the run's limit; with rate auto and no limit, the load the probe sized the rate

@@ -16,7 +16,7 @@ def send_times(spec: RunSpec, count: int) -> Iterator[float]:
     A request count is spread over exactly count/rate seconds (arrivals.schedule); a
     duration runs an open process with no end: the caller stops at its deadline."""
     if not spec.duration:
-        yield from arrivals.schedule(
+        yield from arrivals.offsets(
             count, spec.request_rate, spec.seed, spec.arrivals, spec.burstiness
         )
         return
