@@ -172,5 +172,14 @@ def router_argv(cfg: dict[str, Any], venv: str, worker_urls: list[str]) -> list[
         str(cfg["vllm_router_metrics_port"]),
         "--request-timeout-secs",
         str(cfg["vllm_router_request_timeout"]),
+        # vllm-router checks its workers every 60 s by default, marks one unhealthy after 3
+        # failed checks and takes it back after 2 good ones (its defaults): engines
+        # restarted behind a running router (a configuration sweep redeploys at every
+        # value) can stay unhealthy for 2 minutes, past the router's 60 s readiness wait.
+        # On an H200 (issue #29) the 10th block of an MPS sweep failed so, its engine up,
+        # the router not, after restarts that the 60 s checks caught 3 times in a row.
+        # At 5 s a restarted engine is back within 10 s of answering.
+        "--health-check-interval-secs",
+        "5",
     ]
     return argv + list(cfg.get("vllm_router_extra_args", []))
