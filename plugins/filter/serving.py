@@ -32,6 +32,7 @@ class FilterModule:
             "engine_argv": _wrap(commands.engine_argv),
             "engine_env": _wrap(commands.engine_env),
             "engine_urls": _wrap(commands.engine_urls),
+            "engine_turns": _wrap(commands.engine_turns),
             "router_argv": _wrap(commands.router_argv),
             "k8s_stack_values": _wrap(kube.stack_values),
             "k8s_claim_template": _wrap(kube.claim_template),

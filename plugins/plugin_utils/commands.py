@@ -36,6 +36,19 @@ def _flag(name: str, enabled: bool) -> str:
     return f"--{name}" if enabled else f"--no-{name}"
 
 
+def engine_turns(peers: list) -> list[dict]:
+    """The order in which a GPU host's engines start, one ready before the next: every
+    group's on the host (`peers`, in group order), replica after replica. A GPU engine
+    sizes its KV cache from the memory it sees free while it profiles, so two profiling
+    at once each count the other's allocations: an A/A's two engines started together
+    on the lent H200 got 27,552 and 469,712 tokens of cache."""
+    return [
+        {"group": peer["servelab_group"], "index": index}
+        for peer in peers
+        for index in range(int(peer["vllm_replica_count"]))
+    ]
+
+
 def engine_urls(bind_address: str, base_port: int, count: int) -> list[str]:
     """Base URLs of a group's replicas, as a client on the same host reaches them."""
     host = client_host(bind_address)
