@@ -21,7 +21,7 @@ options:
   blocks:
     description:
       - The blocks run so far, each with C(group), C(host), C(point), C(rep) and
-        C(summary) (what M(servelab.vllm.benchmark) returns: records.BlockSummary's shape).
+        C(summary) (what M(servelab.vllm.benchmark) returns, in records.BlockSummary's shape).
     type: list
     elements: dict
     required: true
