@@ -39,7 +39,8 @@ def _flag(name: str, enabled: bool) -> str:
 def engine_turns(peers: list) -> list[dict]:
     """The turns in which a GPU host's engines start, one ready before the next: every
     group's on the host (`peers`), replica after replica (Ansible runs the turns of
-    different hosts in the order their includes come back, not always baseline's first). A GPU engine
+    different hosts in the order their includes come back, not always baseline's
+    first). A GPU engine
     sizes its KV cache from the memory it sees free while it profiles, so two profiling
     at once each count the other's allocations: an A/A's two engines started together
     on the lent H200 got 27,552 and 469,712 tokens of cache."""
