@@ -173,6 +173,16 @@ class BlockSummary:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return float(value) if ok else None
 
+    def count(self, name: str) -> int | None:
+        """A count among the metrics (completed, failed, ...), or None where it has none."""
+        value = self.value(name)
+        return None if value is None else int(value)
+
+    @property
+    def errors(self) -> dict:
+        """The failed requests by error class."""
+        return dict(self.data.get("errors") or {})
+
     @property
     def request_rate(self) -> float | None:
         """The rate offered, requests per second; None for a closed loop (inf)."""

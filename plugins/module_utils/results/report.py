@@ -293,7 +293,7 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
             out.append(f"{where}: warm-up reached its cap ({warm['warmup_requests']} requests) "
                        "before the engine was steady")  # fmt: skip
         if sm.value("failed"):
-            out.append(f"{where}: {sm.data['failed']} request(s) failed ({sm.data.get('errors')})")
+            out.append(f"{where}: {sm.count('failed')} request(s) failed ({sm.errors})")
     return out
 
 
@@ -312,7 +312,7 @@ def rep_rows(run: RunResults) -> list[list[str]]:
                 str(rep.rep),
                 stats.fmt(sm.request_rate),
                 stats.fmt(sm.figure("achieved_rate")),
-                f"{sm.data.get('completed')}/{sm.data.get('failed')}",
+                f"{sm.count('completed')}/{sm.count('failed')}",
                 stats.fmt(sm.value("median_ttft_ms")),
                 stats.fmt(sm.value("median_tpot_ms")),
                 stats.fmt(sm.value("output_throughput")),
