@@ -286,6 +286,26 @@ def test_a_changed_claim_spec_deploys_under_a_new_name_and_the_old_one_goes(clus
     assert not objects(tmp, "ResourceClaim") and not objects(tmp, "ResourceClaimTemplate")
 
 
+def test_engines_on_one_gpu_start_one_release_after_another(cluster):
+    """vLLM sizes its KV cache from the GPU memory free while it profiles: two engines
+    starting on one GPU at once split it unevenly (the H100 runs: 20 GB against 28.5-34).
+    Without the monitoring release (which goes first and alone anyway), the releases on
+    the shared claim install one after another, each waited for; on a GPU per engine pod
+    they may go together. Tried: without the throttle both helm calls overlapped."""
+    run, calls, tmp = cluster
+    run.configure("# CONFIG_VLLM_OBSERVABILITY_ENABLED is not set")
+    run("deploy.yml")
+    helm = sorted(
+        (c["start"], c["end"], c["params"]["name"], c["params"]["wait"])
+        for c in calls()
+        if c["module"] == "helm"
+    )
+    assert [h[2] for h in helm] in (["vllm-baseline", "vllm-dev"], ["vllm-dev", "vllm-baseline"])
+    assert all(h[3] for h in helm)  # each waited for (helm --wait: its engine ready)
+    (first, second) = helm
+    assert second[0] >= first[1], helm
+
+
 FAKE_KIND = """#!/bin/sh
 echo "$*" >> "$KIND_LOG"
 case "$1 $2" in
