@@ -18,15 +18,20 @@ passes when one of its processes is a client and none has a CUDA context of its 
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 from ansible_collections.servelab.vllm.plugins.module_utils import (
     freeze,
+    mps_probe,
     service_manager,
     supervisor,
 )
@@ -40,6 +45,10 @@ PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 CONTROL_LOG = "control.log"
 LOG_TAIL_BYTES = 1 << 20  # the log grows for the daemon's life; new clients are at its end
+# An engine's read-back SM count may sit this far from device SMs x share: MPS grants whole
+# TPCs of 2 SMs, rounded down (H200, 132 SMs: 80% gave 104, 20% gave 26, 10% gave 12;
+# docs/evidence/h200-mps/readback.txt). Further off, the daemon applied another share.
+SM_SLACK = 2
 # A NEW CLIENT line older than the process (minus this) belongs to an earlier holder of
 # the pid. Both clocks are this host's local time, read to the second.
 CLOCK_SLACK_S = 5.0
@@ -68,6 +77,7 @@ class GpuProcess:
     type: str
     name: str
     memory: str
+    line: str = ""  # as nvidia-smi printed it
 
 
 @dataclass
@@ -91,6 +101,7 @@ class EngineProof:
     control_log: list[str] = field(default_factory=list)  # its NEW CLIENT lines
     env: dict[str, str] = field(default_factory=dict)  # CUDA_MPS_* of its main process
     clients: list[int] = field(default_factory=list)  # pids proven to be MPS clients
+    read_back: dict = field(default_factory=dict)  # mps_probe with its CUDA_MPS_* (sms)
     problem: str = ""
     outside: bool = False  # a process of it has a CUDA context outside MPS: final
 
@@ -113,6 +124,7 @@ def parse_processes(text: str) -> list[GpuProcess]:
         if in_table:
             row = _process_row(stripped.strip("|").split())
             if row:
+                row.line = stripped
                 rows.append(row)
     return rows
 
@@ -312,10 +324,76 @@ def prove(
     return [judge(e, table, clients, pipe_dir, envs, starts) for e in found]
 
 
-def summarize(proofs: list[EngineProof], pipe_dir: str, log_dir: str) -> dict:
+def run_probe(env: dict[str, str], processes: bool = False) -> dict:
+    """mps_probe's answer, run as a process of its own with this process's environment
+    but for CUDA_MPS_*, which come from env (a probe is a client for its whole life)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(MPS_ENV_PREFIX)}
+    argv = [sys.executable, "-c", probe_source()] + (["--processes"] if processes else [])
+    try:
+        proc = subprocess.run(
+            argv, env={**base, **env}, capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "the SM read-back probe did not answer within 120 s"}
+    return parse_probe(proc.stdout, proc.stderr)
+
+
+def probe_source() -> str:
+    """mps_probe's source, to run where it is not installed (python3 -c, kubectl exec)."""
+    return inspect.getsource(mps_probe)
+
+
+def parse_probe(stdout: str, stderr: str = "") -> dict:
+    """The JSON object mps_probe printed last, or an error naming what came instead."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return {"error": f"the SM read-back probe printed no result: {(stderr or stdout)[-300:]}"}
+
+
+def probe_sms(found: dict) -> int | None:
+    """The SMs a probe's context may use: its execution affinity, else the device count
+    it saw (both equal under MPS on the H200)."""
+    return found.get("context_sms") or found.get("device_sms")
+
+
+def read_back(proofs: list[EngineProof], probe=run_probe) -> dict:
+    """The SMs each engine may use, read back by a client with its CUDA_MPS_* environment,
+    and the device's own count, from a context outside MPS (a pipe directory where no
+    daemon listens). An engine whose SMs are not its share of the device's, whole TPCs
+    apart (SM_SLACK), was given another share than it asked for: a problem."""
+    with tempfile.TemporaryDirectory(prefix="servelab-no-mps-") as nowhere:
+        outside = probe({PIPE_ENV: nowhere})
+    device = outside.get("device_sms")
+    for proof in proofs:
+        proof.read_back = probe(proof.env)
+        sms, asked = probe_sms(proof.read_back), proof.env.get(THREADS_ENV)
+        if not (device and sms and asked):
+            continue
+        wanted = device * float(asked) / 100
+        if abs(sms - wanted) > SM_SLACK:
+            proof.problem = (
+                f"{proof.name} asked for {asked}% of the GPU ({THREADS_ENV}) but a client "
+                f"with its environment may use {sms} of {device} SMs ({100 * sms / device:.1f}%): "
+                "the daemon applies another share (a client cannot go above the daemon's "
+                "set_default_active_thread_percentage)"
+            )
+    return {"device_sms": device, "error": outside.get("error", "")}
+
+
+def summarize(
+    proofs: list[EngineProof], pipe_dir: str, log_dir: str, device: dict | None = None
+) -> dict:
     """The proof as the results record it (no secrets: only CUDA_MPS_* variables)."""
     types = sorted({p["type"] for e in proofs for p in e.processes})
     shares = sorted({e.env[THREADS_ENV] for e in proofs if THREADS_ENV in e.env})
+    device = device or {}
+    total = device.get("device_sms")
+    sms = sorted({probe_sms(e.read_back) for e in proofs if probe_sms(e.read_back)})
     return {
         "pipe_dir": pipe_dir,
         "log_dir": log_dir,
@@ -323,6 +401,12 @@ def summarize(proofs: list[EngineProof], pipe_dir: str, log_dir: str) -> dict:
         "clients": sum(len(e.clients) for e in proofs),
         "types": types,
         "active_thread_percentages": shares,
+        # Read back (read_back): the SMs the engines may use, of the device's.
+        "device_sms": total,
+        "sms": sms,
+        "read_back_error": device.get("error") or next(
+            (e.read_back["error"] for e in proofs if e.read_back.get("error")), ""
+        ),
         "ok": all(not e.problem for e in proofs),
     }
 
@@ -337,16 +421,22 @@ def guard(
     interval: float = 1.0,
     sleep=time.sleep,
     clock=time.monotonic,
+    probe=run_probe,
 ) -> dict:
     """Look until every engine is an MPS client, or raise GuardError naming those that are
     not. A CUDA context appears a little after /health at worst, so an engine not seen yet
-    is looked at again until timeout; one with a context outside MPS fails at once."""
+    is looked at again until timeout; one with a context outside MPS fails at once. Then
+    read back the share each client was given (read_back)."""
     deadline = clock() + timeout
     while True:
         proofs = prove(stack_dir, pipe_dir, log_dir, names, nvidia_smi)
         bad = [p for p in proofs if p.problem]
         if not bad:
-            return summarize(proofs, pipe_dir, log_dir)
+            device = read_back(proofs, probe)
+            summary = summarize(proofs, pipe_dir, log_dir, device)
+            if not summary["ok"]:
+                raise GuardError(" | ".join(p.problem for p in proofs if p.problem), summary)
+            return summary
         if any(p.outside for p in bad) or clock() >= deadline:
             raise GuardError(
                 " | ".join(p.problem for p in bad)

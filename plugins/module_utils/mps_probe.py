@@ -11,7 +11,7 @@ probe becomes a client of the same daemon with the same share, so what it reads 
 daemon applies to the engine.
 
 Standalone on purpose: the standard library and the driver's libcuda.so.1 only, so that it
-runs as `python3 mps_probe.py` on a GPU host or inside an engine's container (kubectl exec)
+runs as `python3 mps_probe.py [--processes]` on a GPU host or inside an engine's container (kubectl exec)
 where no servelab code is installed. It prints one JSON object and exits 0; a failure is an
 "error" key, never a traceback.
 """
@@ -44,12 +44,36 @@ def _call(cuda, name: str, *args) -> None:
         raise _CudaError(f"{name} returned {rc} ({(text.value or b'').decode()})")
 
 
+def _mps_env(environ: dict) -> dict:
+    return {k: v for k, v in sorted(environ.items()) if k.startswith("CUDA_MPS_")}
+
+
+def processes() -> list[dict]:
+    """Every other process this probe can see, with the CUDA_MPS_* variables it started
+    with: inside an engine's container, the engine's own processes."""
+    found = []
+    for name in sorted(os.listdir("/proc"), key=lambda n: (len(n), n)):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                pairs = [e.decode(errors="replace").partition("=") for e in handle.read().split(b"\0")]
+        except OSError:
+            continue
+        # The program's name only: the rest of a command line can hold a secret
+        # (vllm serve --api-key); vLLM's processes retitle themselves (VLLM::EngineCore).
+        program = os.path.basename(argv[0].decode(errors="replace").split(" ")[0])[:60]
+        if program:
+            env = _mps_env({k: v for k, sep, v in pairs if sep})
+            found.append({"pid": int(name), "program": program, "env": env})
+    return found
+
+
 def probe(device: int = 0) -> dict:
     """The device's SM count and the SMs a context created now may use."""
-    found: dict = {
-        "device": device,
-        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("CUDA_MPS_")},
-    }
+    found: dict = {"device": device, "env": _mps_env(dict(os.environ))}
     try:
         cuda = ctypes.CDLL("libcuda.so.1")
     except OSError as err:
@@ -80,4 +104,7 @@ def probe(device: int = 0) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(int(sys.argv[1]) if len(sys.argv) > 1 else 0)))
+    result = probe()
+    if "--processes" in sys.argv[1:]:
+        result["processes"] = processes()
+    print(json.dumps(result))

@@ -89,7 +89,8 @@ def _percent_key(value: str) -> tuple[float, str]:
 
 def describe_mps(proofs: list[dict]) -> str:
     """One line for the report from a group's proofs (one a block): 'MPS: 2 client(s),
-    M+C, 50%'; a configuration sweep of the share lists every value it ran."""
+    M+C, 50% (66 of 132 SMs read back)'; a configuration sweep of the share lists every
+    value it ran."""
     proofs = [p for p in proofs if p]
     if not proofs:
         return ""
@@ -98,6 +99,11 @@ def describe_mps(proofs: list[dict]) -> str:
     share = "/".join(f"{s}%" for s in sorted(shares, key=_percent_key)) or "share not set"
     clients = max(int(p.get("clients") or 0) for p in proofs)
     verdict = "" if all(p.get("ok", True) for p in proofs) else ", NOT every engine a client"
+    sms = sorted({s for p in proofs for s in p.get("sms") or []})
+    devices = sorted({p["device_sms"] for p in proofs if p.get("device_sms")})
+    if sms:
+        of = f" of {'/'.join(map(str, devices))}" if devices else ""
+        share += f" ({'/'.join(map(str, sms))}{of} SMs read back)"
     return f"MPS: {clients} client(s), {'/'.join(types) or 'control.log only'}, {share}{verdict}"
 
 

@@ -23,6 +23,13 @@ description:
     CUDA context can appear a little after C(/health) answers; one with a context
     outside MPS fails at once. The message names the engine, its pids, what nvidia-smi
     listed and the likely cause.
+  - Then the share is read back. A probe process with an engine's C(CUDA_MPS_*) environment
+    becomes a client of the same daemon and reads the SMs its context may use
+    (C(cuCtxGetExecAffinity) through the driver's C(libcuda.so.1)); one outside MPS reads
+    the device's. An engine whose SMs are more than 2 away from the device's times its
+    C(CUDA_MPS_ACTIVE_THREAD_PERCENTAGE) was given another share, and fails. The daemon's
+    C(get_active_thread_percentage) cannot tell, as it answers for the server, not the
+    client. A probe that cannot run (no driver) is recorded, not failed.
 version_added: "0.3.0"
 author: servelab developers (@servelab)
 options:
@@ -69,10 +76,13 @@ proof:
   description:
     - What proves it, as recorded in the results; also returned on failure.
     - Keys are pipe_dir, log_dir, clients (client pids in all), types (the nvidia-smi
-      types of the engines' processes), active_thread_percentages, ok, and engines.
+      types of the engines' processes), active_thread_percentages, device_sms (the
+      device's SMs), sms (the SMs the engines may use, read back), read_back_error, ok,
+      and engines.
     - Each engine has name, service_dir, pids, processes (its nvidia-smi rows with gpu,
-      pid, type, name and memory), control_log (its NEW CLIENT lines), env (the
-      CUDA_MPS_* variables its main process started with), clients and problem.
+      pid, type, name, memory and the line as printed), control_log (its NEW CLIENT
+      lines), env (the CUDA_MPS_* variables its main process started with), clients,
+      read_back (the probe's answer) and problem.
   returned: always
   type: dict
 """

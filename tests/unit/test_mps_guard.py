@@ -16,6 +16,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils import mps, records
 from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
 from ansible_collections.servelab.vllm.plugins.module_utils.results import report
 from helpers.modules import ansible_module
+from helpers.stack import TOP
 
 # Driver 470-535 layout (GI and CI columns, narrow PID), as Azure Stack Edge's MPS docs
 # show it: clients are M+C, the MPS server itself is C.
@@ -289,3 +290,102 @@ def test_the_report_shows_one_mps_line_per_group():
     run.reps = [SimpleNamespace(group="baseline", host="h", summary=bare)]
     run.groups = lambda: ["baseline"]
     assert "MPS" not in report._context(run)[0]
+
+
+# A stand-in for the NVIDIA driver's libcuda.so.1 (no GPU here), modelled on what the real
+# one answered on the lent H200 (docs/evidence/h200-mps/readback.txt): 132 SMs outside MPS;
+# a client of the daemon whose pipe directory it names gets whole TPCs (2 SMs) of its
+# CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, never above the daemon's default percentage.
+FAKE_LIBCUDA = r"""
+#include <stdlib.h>
+#include <string.h>
+static int sms(void) {
+    const char *pipe = getenv("CUDA_MPS_PIPE_DIRECTORY"), *daemon = getenv("FAKE_MPS_PIPE");
+    const char *share = getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE");
+    const char *limit = getenv("FAKE_MPS_DEFAULT_PERCENTAGE");
+    double p = share ? atof(share) : 100, d = limit ? atof(limit) : 100;
+    if (!pipe || !daemon || strcmp(pipe, daemon)) return 132;
+    return 2 * (int)(132 * (p < d ? p : d) / 200);
+}
+typedef struct { int type; unsigned val; } affinity;
+int cuInit(unsigned flags) { return 0; }
+int cuDeviceGet(int *dev, int ordinal) { *dev = ordinal; return 0; }
+int cuDeviceGetAttribute(int *v, int attr, int dev) { *v = attr == 16 ? sms() : 0; return 0; }
+int cuDevicePrimaryCtxRetain(void **ctx, int dev) { *ctx = (void *)1; return 0; }
+int cuDevicePrimaryCtxRelease(int dev) { return 0; }
+int cuCtxSetCurrent(void *ctx) { return 0; }
+int cuCtxGetExecAffinity(affinity *a, int type) { a->type = type; a->val = sms(); return 0; }
+int cuGetErrorString(int rc, const char **text) { *text = "fake"; return 0; }
+"""
+
+
+@pytest.fixture
+def libcuda(tmp_path, monkeypatch, stack):
+    """The stand-in libcuda.so.1 on LD_LIBRARY_PATH, its daemon listening in stack.pipe."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (tmp_path / "libcuda.c").write_text(FAKE_LIBCUDA)
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(lib / "libcuda.so.1"), str(tmp_path / "libcuda.c")],
+        check=True,
+    )
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(lib))
+    monkeypatch.setenv("FAKE_MPS_PIPE", stack.pipe)
+    monkeypatch.setenv("PATH", f"{stack.bin}{os.pathsep}{os.environ['PATH']}")
+    return lib
+
+
+def test_the_share_each_engine_was_given_is_read_back(stack, libcuda):
+    env = {"CUDA_MPS_PIPE_DIRECTORY": stack.pipe, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}
+    core = stack.start(**env)
+    stack.table.write_text(table([_row(core, "M+C")]))
+    done, out = guard_module(stack)  # through Ansible: the probe's source travels inside
+    assert done.returncode == 0, done.stdout + done.stderr
+    proof = out["proof"]
+    (engine,) = proof["engines"]
+    assert engine["read_back"]["env"] == env
+    assert (engine["read_back"]["device_sms"], engine["read_back"]["context_sms"]) == (66, 66)
+    assert (proof["device_sms"], proof["sms"], proof["read_back_error"]) == (132, [66], "")
+    assert engine["processes"][0]["line"].startswith(f"|    0   N/A  N/A  {core:>15}    M+C")
+    assert records.describe_mps([proof]) == "MPS: 1 client(s), M+C, 50% (66 of 132 SMs read back)"
+
+
+def test_a_share_the_daemon_does_not_apply_fails_the_guard(stack, libcuda, monkeypatch):
+    # A client cannot go above the daemon's default: 80% asked, 30% given.
+    monkeypatch.setenv("FAKE_MPS_DEFAULT_PERCENTAGE", "30")
+    core = stack.start(CUDA_MPS_PIPE_DIRECTORY=stack.pipe, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="80")
+    stack.table.write_text(table([_row(core, "M+C")]))
+    with pytest.raises(mps.GuardError) as err:
+        mps.guard(str(stack.dir), stack.pipe, stack.log, timeout=0)
+    assert "asked for 80% of the GPU" in str(err.value)
+    assert "may use 38 of 132 SMs (28.8%)" in str(err.value)
+    assert err.value.proof["ok"] is False and err.value.proof["sms"] == [38]
+
+
+def test_no_driver_leaves_the_share_unread_not_failed(stack, monkeypatch):
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(stack.dir))  # no libcuda.so.1 there
+    monkeypatch.setenv("PATH", f"{stack.bin}{os.pathsep}{os.environ['PATH']}")
+    core = stack.start(CUDA_MPS_PIPE_DIRECTORY=stack.pipe, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE="40")
+    stack.table.write_text(table([_row(core, "M+C")]))
+    proof = mps.guard(str(stack.dir), stack.pipe, stack.log, timeout=0)
+    assert proof["ok"] and proof["sms"] == [] and proof["device_sms"] is None
+    assert "libcuda.so.1 cannot be loaded" in proof["read_back_error"]
+    assert records.describe_mps([proof]) == "MPS: 1 client(s), M+C, 40%"
+
+
+def test_the_sm_slack_holds_on_the_h200s_own_answers():
+    """The real driver's answers (H200, 132 SMs): every share the daemon applied lies
+    within SM_SLACK of 132 x share, and a share clamped by the daemon's default does not."""
+    text = (TOP / "docs/evidence/h200-mps/readback.txt").read_text()
+    answers = [json.loads(line) for line in text.splitlines() if line.startswith('{"device"')]
+    device = answers[0]["device_sms"]  # no daemon yet: the device's own count
+    assert device == 132
+    applied, clamped = [], []
+    for found in answers[1:]:
+        share = found["env"].get("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
+        if share:
+            near = abs(mps.probe_sms(found) - device * float(share) / 100) <= mps.SM_SLACK
+            (applied if near else clamped).append((share, mps.probe_sms(found)))
+    assert applied[:6] == [("100", 132), ("80", 104), ("60", 78), ("40", 52), ("20", 26),
+                           ("10", 12)]  # fmt: skip
+    assert clamped == [("80", 66)]  # under the daemon's default of 50
