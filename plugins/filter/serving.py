@@ -6,7 +6,7 @@ conventions of a node (its paths, its loopback, its pip source)."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.servelab.vllm.plugins.module_utils import gpu, net
+from ansible_collections.servelab.vllm.plugins.module_utils import gpu, mps, net
 from ansible_collections.servelab.vllm.plugins.plugin_utils import commands, kube, node
 
 
@@ -35,6 +35,8 @@ class FilterModule:
             "engine_turns": _wrap(commands.engine_turns),
             "router_argv": _wrap(commands.router_argv),
             "k8s_stack_values": _wrap(kube.stack_values),
+            "mps_cluster_commands": _wrap(mps.cluster_commands),
+            "k8s_exec_answer": _wrap(mps.exec_answer),
             "k8s_claim_template": _wrap(kube.claim_template),
             "k8s_shared_claim": _wrap(kube.shared_claim),
             "k8s_shared_claim_name": _wrap(kube.shared_claim_name),

@@ -18,6 +18,7 @@ passes when one of its processes is a client and none has a CUDA context of its 
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import os
@@ -404,9 +405,8 @@ def summarize(
         # Read back (read_back): the SMs the engines may use, of the device's.
         "device_sms": total,
         "sms": sms,
-        "read_back_error": device.get("error") or next(
-            (e.read_back["error"] for e in proofs if e.read_back.get("error")), ""
-        ),
+        "read_back_error": device.get("error")
+        or next((e.read_back["error"] for e in proofs if e.read_back.get("error")), ""),
         "ok": all(not e.problem for e in proofs),
     }
 
@@ -445,3 +445,139 @@ def guard(
                 summarize(proofs, pipe_dir, log_dir),
             )
         sleep(interval)
+
+
+# Kubernetes (NVIDIA's DRA driver, dra-driver-nvidia-gpu 0.4.0): a claim shared with MPS
+# gets a control daemon Deployment of its own, mps-control-daemon-<claim uid>-<hash>, in
+# the driver's namespace (templates/mps-control-daemon.tmpl.yaml). It runs the host
+# driver's tools under chroot /driver-root, and sets the claim's share with
+# set_default_active_thread_percentage. Engine containers get only CUDA_MPS_PIPE_DIRECTORY
+# and the pipe directory, through CDI; nothing here can see the host's pids.
+DAEMON_PREFIX = "mps-control-daemon-"
+MPS_SERVER = "nvidia-cuda-mps-server"  # listed by nvidia-smi as C, beside its M+C clients
+DAEMON_COMMAND = (
+    "chroot /driver-root sh -c 'for s in $(echo get_server_list | nvidia-cuda-mps-control); "
+    'do echo "server $s"; echo "get_client_list $s" | nvidia-cuda-mps-control; done; '
+    'echo "default $(echo get_default_active_thread_percentage | nvidia-cuda-mps-control)"; '
+    "nvidia-smi'"
+)
+
+
+def pod_probe_command(python: str = "python3") -> str:
+    """The probe as one command line for kubectl exec (kubernetes.core.k8s_exec splits it
+    with shlex): its source travels base64-encoded, so no quoting can break it, and it
+    lists the container's processes (the engine's) with their CUDA_MPS_* variables."""
+    code = base64.b64encode(probe_source().encode()).decode()
+    return f"{python} -c \"import base64; exec(base64.b64decode('{code}'))\" --processes"
+
+
+def cluster_commands(python: str = "python3") -> dict:
+    """What the bench role runs on Kubernetes: the probe in each engine container, the
+    query in the claim's daemon pod, and the prefix of that pod's name."""
+    return {"probe": pod_probe_command(python), "daemon": DAEMON_COMMAND, "prefix": DAEMON_PREFIX}
+
+
+def exec_answer(result: dict) -> dict:
+    """A registered kubernetes.core.k8s_exec result (failed_when false, in a loop over
+    pods or not) as judge_pods reads it: pod, rc, stdout, stderr. A call that failed
+    before the command ran has no rc: its message is the stderr."""
+    args = (result.get("invocation") or {}).get("module_args") or {}
+    item = result.get("item") or {}
+    pod = args.get("pod") or (item.get("metadata") or {}).get("name", "")
+    return {
+        "pod": pod,
+        "rc": result.get("rc", 1),
+        "stdout": result.get("stdout") or "",
+        "stderr": result.get("stderr") or result.get("msg") or "",
+    }
+
+
+def parse_daemon(text: str) -> dict:
+    """DAEMON_COMMAND's output: each server's client pids (host pids), the daemon's default
+    share, and nvidia-smi's process table (M+C rows are clients)."""
+    servers: dict[str, list[int]] = {}
+    current = None
+    default = None
+    for line in text.splitlines():
+        word = line.strip()
+        if word.startswith("server ") and word[7:].isdigit():
+            current = word[7:]
+            servers[current] = []
+        elif word.isdigit() and current is not None:
+            servers[current].append(int(word))
+        elif word.startswith("default "):
+            default, current = word[8:].strip(), None
+        elif word.startswith("+") or word.startswith("|"):
+            current = None
+    return {
+        "servers": servers,
+        "default_active_thread_percentage": default,
+        "processes": [asdict(r) for r in parse_processes(text)],
+    }
+
+
+def judge_pods(pods: list[dict], daemon: dict | None = None) -> dict:
+    """The MPS proof of a group's engine pods, from each pod's probe (pod_probe_command,
+    run in its engine container) and the claim's daemon (DAEMON_COMMAND, where it could
+    run). An engine pod passes when its container names a pipe directory, every process
+    in it started with that same directory, and a probe with the container's environment
+    became a client (under the driver's EXCLUSIVE_PROCESS mode a context outside MPS is
+    refused) and read back the SMs its share gives."""
+    proofs = []
+    for pod in pods:
+        found = parse_probe(pod.get("stdout", ""), pod.get("stderr", ""))
+        procs = found.pop("processes", [])
+        pipe = (found.get("env") or {}).get(PIPE_ENV, "")
+        proof = EngineProof(
+            name=pod["pod"],
+            service_dir="",
+            pids=[p["pid"] for p in procs],
+            env=dict(found.get("env") or {}),
+            read_back=found,
+        )
+        astray = [p for p in procs if (p.get("env") or {}).get(PIPE_ENV, "") != pipe]
+        if pod.get("rc"):
+            proof.problem = (
+                f"the MPS probe failed in pod {pod['pod']} (exit {pod['rc']}): "
+                f"{(pod.get('stderr') or pod.get('stdout') or '')[-300:]}"
+            )
+        elif not pipe:
+            proof.problem = (
+                f"pod {pod['pod']}'s engine container has no {PIPE_ENV}: the claim's MPS "
+                "daemon was not wired into it (CDI), so its engine is not an MPS client"
+            )
+        elif not procs:
+            proof.problem = f"pod {pod['pod']} shows no engine process to the probe"
+        elif astray:
+            listed = ", ".join(
+                f"pid {p['pid']} ({p['program']}) {(p.get('env') or {}).get(PIPE_ENV, 'unset')}"
+                for p in astray
+            )
+            proof.problem = (
+                f"in pod {pod['pod']}, {PIPE_ENV} is {pipe} but not for {listed}: "
+                "those processes are outside MPS"
+            )
+        elif not probe_sms(found) and "libcuda.so.1 cannot be loaded" not in found.get("error", ""):
+            proof.problem = (
+                f"a process with pod {pod['pod']}'s environment got no CUDA context through "
+                f"MPS ({found.get('error', 'no answer')}): the engine's cannot be one either"
+            )
+        else:
+            proof.clients = proof.pids
+        proofs.append(proof)
+    summary = summarize(proofs, (proofs[0].env.get(PIPE_ENV, "") if proofs else ""), "")
+    summary["clients"] = sum(1 for p in proofs if p.clients)
+    summary["ok"] = summary["ok"] and bool(proofs)
+    if daemon is not None:
+        parsed = parse_daemon(daemon.get("stdout", "")) if not daemon.get("rc") else {}
+        summary["daemon"] = {
+            "pod": daemon.get("pod", ""),
+            "error": (daemon.get("stderr") or daemon.get("stdout") or "")[-300:]
+            if daemon.get("rc")
+            else "",
+            **parsed,
+        }
+        summary["types"] = sorted(
+            {r["type"] for r in parsed.get("processes", []) if r["name"] != MPS_SERVER}
+        )
+    return summary

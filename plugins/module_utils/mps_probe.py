@@ -11,9 +11,9 @@ probe becomes a client of the same daemon with the same share, so what it reads 
 daemon applies to the engine.
 
 Standalone on purpose: the standard library and the driver's libcuda.so.1 only, so that it
-runs as `python3 mps_probe.py [--processes]` on a GPU host or inside an engine's container (kubectl exec)
-where no servelab code is installed. It prints one JSON object and exits 0; a failure is an
-"error" key, never a traceback.
+runs as `python3 mps_probe.py [--processes]` on a GPU host or inside an engine's
+container (kubectl exec) where no servelab code is installed. It prints one JSON object
+and exits 0; a failure is an "error" key, never a traceback.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def processes() -> list[dict]:
             with open(f"/proc/{name}/cmdline", "rb") as handle:
                 argv = handle.read().split(b"\0")
             with open(f"/proc/{name}/environ", "rb") as handle:
-                pairs = [e.decode(errors="replace").partition("=") for e in handle.read().split(b"\0")]
+                entries = handle.read().split(b"\0")
+            pairs = [e.decode(errors="replace").partition("=") for e in entries]
         except OSError:
             continue
         # The program's name only: the rest of a command line can hold a secret

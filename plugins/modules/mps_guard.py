@@ -32,19 +32,36 @@ description:
     client. A probe that cannot run (no driver) is recorded, not failed.
 version_added: "0.3.0"
 author: servelab developers (@servelab)
+  - On Kubernetes (O(pods)), the proof comes from inside each engine pod instead. The
+    probe ran there (kubectl exec) with the container's environment and listed the
+    container's processes with their C(CUDA_MPS_*) variables. A pod passes when its
+    container names a pipe directory, every process in it started with that directory,
+    and the probe got a context through MPS and read back its SMs. The claim's daemon
+    (O(daemon)) adds its servers' client lists and nvidia-smi's table where it could be
+    asked; its failure is recorded, not fatal.
 options:
   stack_dir:
-    description: Directory of the group's stack (its services are subdirectories).
+    description:
+      - Directory of the group's stack (its services are subdirectories).
+      - Required unless O(pods) is given.
     type: path
-    required: true
   pipe_dir:
     description: The MPS control daemon's pipe directory (its C(CUDA_MPS_PIPE_DIRECTORY)).
     type: path
-    required: true
   log_dir:
     description: The daemon's log directory (its C(CUDA_MPS_LOG_DIRECTORY)).
     type: path
-    required: true
+  pods:
+    description:
+      - Kubernetes only. What the probe (mps.pod_probe_command) answered in each engine
+        pod, as kubernetes.core.k8s_exec returns it, with the pod's name in C(pod).
+    type: list
+    elements: dict
+  daemon:
+    description:
+      - Kubernetes only. What the claim's MPS daemon pod answered to mps.DAEMON_COMMAND
+        (kubernetes.core.k8s_exec's result, with C(pod)).
+    type: dict
   engines:
     description:
       - Service directory names to check (C(engine-0)); a name without a running
@@ -94,16 +111,26 @@ from ansible_collections.servelab.vllm.plugins.module_utils import mps  # noqa: 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "stack_dir": {"type": "path", "required": True},
-            "pipe_dir": {"type": "path", "required": True},
-            "log_dir": {"type": "path", "required": True},
+            "stack_dir": {"type": "path"},
+            "pipe_dir": {"type": "path"},
+            "log_dir": {"type": "path"},
+            "pods": {"type": "list", "elements": "dict"},
+            "daemon": {"type": "dict"},
             "engines": {"type": "list", "elements": "str", "default": []},
             "timeout": {"type": "float", "default": 15},
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
         },
+        required_one_of=[("stack_dir", "pods")],
+        required_by={"stack_dir": ("pipe_dir", "log_dir")},
         supports_check_mode=True,
     )
     p = module.params
+    if p["pods"] is not None:
+        proof = mps.judge_pods(p["pods"], p["daemon"])
+        if not proof["ok"]:
+            problems = " | ".join(e["problem"] for e in proof["engines"] if e["problem"])
+            module.fail_json(msg=problems or "no engine pod to prove", proof=proof)
+        module.exit_json(changed=False, proof=proof)
     names = p["engines"] or None
     try:
         proof = mps.guard(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.servelab.vllm.plugins.module_utils import records
 from helpers.stack import BOUNDARY, TOP, VENV_BIN, Stack
 
 SPECS = {
@@ -24,6 +25,7 @@ SPECS = {
     "k8s_info": "argspec",
     "k8s_cluster_info": "argspec",
     "k8s_scale": "argspec",
+    "k8s_exec": "argspec",
 }
 
 
@@ -292,7 +294,7 @@ def test_engines_on_one_gpu_start_one_release_after_another(cluster):
     Without the monitoring release (which goes first and alone anyway), the releases on
     the shared claim install one after another, each waited for; on a GPU per engine pod
     they may go together. Tried: without the throttle both helm calls overlapped."""
-    run, calls, tmp = cluster
+    run, calls, _ = cluster
     run.configure("# CONFIG_VLLM_OBSERVABILITY_ENABLED is not set")
     run("deploy.yml")
     helm = sorted(
@@ -318,6 +320,14 @@ exit 0
 
 def k8s_cluster_role(tmp: Path, step: str, env: dict, **extra) -> subprocess.CompletedProcess:
     """Run one entry of the k8s_cluster role on this machine (no cluster: stand-ins)."""
+    return role_step(tmp, "k8s_cluster", step, env, **extra)
+
+
+def role_step(
+    tmp: Path, role: str, step: str, env: dict, then: tuple = (), **extra
+) -> subprocess.CompletedProcess:
+    """Run one task file of a role on this machine, against the stand-ins, then the
+    tasks `then`."""
     play = tmp / f"{step}.yml"
     play.write_text(yaml.safe_dump([{
         "hosts": "localhost", "gather_facts": False,
@@ -328,7 +338,7 @@ def k8s_cluster_role(tmp: Path, step: str, env: dict, **extra) -> subprocess.Com
             "k8s_cluster_render_dir": str(tmp / "render"), **extra,
         },
         "tasks": [{"ansible.builtin.include_role": {
-            "name": "servelab.vllm.k8s_cluster", "tasks_from": step}}],
+            "name": f"servelab.vllm.{role}", "tasks_from": step}}, *then],
     }]))  # fmt: skip
     (tmp / "render").mkdir(exist_ok=True)
     return subprocess.run(
@@ -388,3 +398,98 @@ def test_a_driver_that_publishes_no_gpu_is_named(tmp_path):
     assert [c["params"]["kind"] for c in slices if c["module"] == "k8s_info"] == [
         "ResourceSlice"
     ] * 2
+
+
+# nvidia-cuda-mps-control and nvidia-smi as the lent H200 answered them
+# (docs/evidence/h200-mps/readback.txt): one server, two clients, the table's M+C rows.
+FAKE_MPS_CONTROL = """#!/bin/sh
+read cmd arg
+case "$cmd" in
+  get_server_list) echo 544 ;;
+  get_client_list) [ "$arg" = 544 ] && printf '608\\n607\\n' ;;
+  get_default_active_thread_percentage) echo 100.0 ;;
+esac
+"""
+FAKE_SMI = """#!/bin/sh
+cat <<'TABLE'
+| Processes:                                                                              |
+|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |
+|        ID   ID                                                               Usage      |
+|=========================================================================================|
+|    0   N/A  N/A             544      C   nvidia-cuda-mps-server                   66MiB |
+|    0   N/A  N/A             607    M+C   VLLM::EngineCore                      32512MiB |
+|    0   N/A  N/A             608    M+C   VLLM::EngineCore                      32512MiB |
++-----------------------------------------------------------------------------------------+
+TABLE
+"""
+
+
+def test_engine_pods_prove_from_inside_that_they_are_mps_clients(tmp_path):
+    """Defect 8: the Kubernetes path records the MPS proof from the engine pods (the probe
+    in the engine container, the claim's daemon pod asked through its chroot), and fails
+    when an engine container is not wired to the daemon."""
+    tools = tmp_path / "driver-root-bin"
+    tools.mkdir()
+    for name, text in (("nvidia-cuda-mps-control", FAKE_MPS_CONTROL), ("nvidia-smi", FAKE_SMI)):
+        (tools / name).write_text(text)
+        (tools / name).chmod(0o755)
+    mps_env = {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/nvidia-mps",
+               "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}  # fmt: skip
+    probe = {"device": 0, "env": mps_env, "device_sms": 66, "context_device_sms": 66,
+             "context_sms": 66, "processes": [
+                 {"pid": 1, "program": "vllm", "env": mps_env},
+                 {"pid": 57, "program": "VLLM::EngineCore", "env": mps_env}]}  # fmt: skip
+    labels = {"helm-release-name": "vllm-baseline",
+              "app.kubernetes.io/component": "serving-engine"}  # fmt: skip
+
+    def pod(name, answer, phase="Running"):
+        return {"kind": "Pod", "namespace": "vllm-system", "name": name, "labels": labels,
+                "spec": {"resourceClaims": [{"name": "gpu", "resourceClaimName": "shared-1"}]},
+                "status": {"phase": phase},
+                "answers": {"probe": {"rc": 0, "stdout": json.dumps(answer)}}}  # fmt: skip
+
+    objects_ = [
+        pod("vllm-baseline-engine-a", probe),
+        pod("vllm-baseline-engine-old", {}, phase="Succeeded"),  # not running: not asked
+        {"kind": "ResourceClaim", "namespace": "vllm-system", "name": "shared-1",
+         "uid": "4f1c", "labels": {}, "spec": {}},
+        {"kind": "Pod", "namespace": "nvidia-dra-driver-gpu",
+         "name": "mps-control-daemon-4f1c-ab12c-7d9f8", "labels": {}, "spec": {},
+         "status": {"phase": "Running"}, "path": str(tools)},
+    ]  # fmt: skip
+    state = tmp_path / "cluster.json"
+    state.write_text(json.dumps(objects_))
+    log = tmp_path / "calls.jsonl"
+    env = {"K8S_BOUNDARY_LOG": str(log), "K8S_BOUNDARY_CLUSTER": str(state),
+           "ANSIBLE_COLLECTIONS_PATH": f"{BOUNDARY}:{TOP / 'collections'}"}  # fmt: skip
+    settings = {"vllm_kubeconfig": f"{tmp_path}/kubeconfig", "vllm_helm_namespace": "vllm-system",
+                "vllm_helm_release_name": "vllm", "servelab_group": "baseline"}  # fmt: skip
+    keep = ({"ansible.builtin.copy": {"content": "{{ bench_mps.proof | to_json }}",
+                                      "dest": str(tmp_path / "proof.json")}},)  # fmt: skip
+    done = role_step(tmp_path, "bench", "mps_cluster", env, then=keep, **settings)
+    assert done.returncode == 0, done.stdout[-3000:]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    for call in calls:
+        result = ArgumentSpecValidator(real_spec(call["module"])).validate(call["params"])
+        assert not result.error_messages, (call, result.error_messages)
+    execs = [c["params"] for c in calls if c["module"] == "k8s_exec"]
+    assert [(e["pod"], e.get("container")) for e in execs] == [
+        ("vllm-baseline-engine-a", "vllm"),
+        ("mps-control-daemon-4f1c-ab12c-7d9f8", None),
+    ]
+    proof = json.loads((tmp_path / "proof.json").read_text())  # as the results record it
+    assert proof["ok"] and proof["clients"] == 1 and proof["sms"] == [66]
+    assert proof["engines"][0]["env"] == mps_env
+    assert proof["daemon"]["servers"] == {"544": [608, 607]}
+    assert proof["daemon"]["default_active_thread_percentage"] == "100.0"
+    assert proof["types"] == ["M+C"]  # the daemon's table, less the MPS server itself
+    assert records.describe_mps([proof]) == "MPS: 1 client(s), M+C, 50% (66 SMs read back)"
+
+    # An engine container the claim's CDI edits never reached: no pipe directory.
+    objects_[0]["answers"]["probe"]["stdout"] = json.dumps({**probe, "env": {}, "processes": [
+        {"pid": 1, "program": "vllm", "env": {}}]})  # fmt: skip
+    state.write_text(json.dumps(objects_))
+    failed = role_step(tmp_path, "bench", "mps_cluster", env, **settings)
+    assert failed.returncode != 0
+    assert ("pod vllm-baseline-engine-a's engine container has no CUDA_MPS_PIPE_DIRECTORY"
+            in failed.stdout), failed.stdout[-3000:]  # fmt: skip

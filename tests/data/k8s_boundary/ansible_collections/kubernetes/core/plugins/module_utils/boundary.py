@@ -19,12 +19,23 @@ With $K8S_BOUNDARY_CLUSTER set, the stand-in keeps the cluster's state in that J
   (the post-renderer's strategy), so a release's own old pods stop first.
 - k8s_scale sets the replicas of the release its label selectors name
   (helm-release-name=...).
-- k8s_info lists the stored objects of a kind that match its label selectors.
+- k8s_info lists the stored objects of a kind that match its name, label selectors and
+  field selectors (status.phase=...), in its namespace or, without one, in all.
+- k8s_exec runs in a stored Pod: its command must split as kubernetes.core splits it
+  (shlex). A `python3 -c` program is decoded and compiled (a syntax error fails as the
+  pod would), then answered with the Pod's "answers"["probe"]. A `chroot /driver-root sh
+  -c SCRIPT` runs SCRIPT here with sh, the Pod's "path" first on PATH (the tools of the
+  host's driver root, stand-ins the test writes). A missing pod fails as the API server's
+  404 does.
 """
 
+import base64
 import fcntl
 import json
 import os
+import re
+import shlex
+import subprocess
 import sys
 import time
 
@@ -37,6 +48,7 @@ RESULTS = {
     "helm": {"status": {"status": "deployed"}},
     "k8s": {"result": {}},
     "k8s_scale": {"result": {}},
+    "k8s_exec": {},
 }
 IMMUTABLE_SPEC = ("ResourceClaim", "ResourceClaimTemplate")
 CLAIM_ANNOTATION = "servelab/claim"
@@ -234,18 +246,57 @@ def _scale(path: str, params: dict) -> bool:
         return changed
 
 
+def _fields(obj: dict, selectors: list) -> bool:
+    for term in selectors:
+        key, value = term.split("=", 1)
+        if key == "status.phase" and (obj.get("status") or {}).get("phase") != value:
+            return False
+    return True
+
+
 def _info(path: str, params: dict) -> list[dict]:
     with Cluster(path) as objects:
         return [
             {
                 "kind": o["kind"],
-                "metadata": {"name": o["name"], "namespace": o["namespace"], "labels": o["labels"]},
+                "metadata": {
+                    "name": o["name"], "namespace": o["namespace"], "labels": o["labels"],
+                    **({"uid": o["uid"]} if o.get("uid") else {}),
+                },
+                "spec": o.get("spec") or {},
+                "status": o.get("status") or {},
             }
             for o in objects
             if o["kind"] == params.get("kind")
-            and o["namespace"] == params.get("namespace")
+            and (not params.get("namespace") or o["namespace"] == params.get("namespace"))
+            and (not params.get("name") or o["name"] == params.get("name"))
             and _selected(o["labels"], params.get("label_selectors") or [])
-        ]
+            and _fields(o, params.get("field_selectors") or [])
+        ]  # fmt: skip
+
+
+def _exec(path: str, params: dict) -> dict:
+    with Cluster(path) as objects:
+        pods = [
+            o for o in objects
+            if (o["kind"], o["namespace"], o["name"]) == ("Pod", params["namespace"], params["pod"])
+        ]  # fmt: skip
+    if not pods:
+        raise Refused(
+            f"Failed to execute on pod {params['pod']} due to : (404) pods "
+            f'"{params["pod"]}" not found'
+        )
+    argv = shlex.split(params["command"])
+    if argv[:2] == ["python3", "-c"]:
+        encoded = re.search(r"b64decode\('([A-Za-z0-9+/=]+)'\)", argv[2])
+        program = base64.b64decode(encoded[1]).decode() if encoded else argv[2]
+        compile(program, "<kubectl exec>", "exec")
+        return pods[0]["answers"]["probe"]
+    if argv[:4] == ["chroot", "/driver-root", "sh", "-c"]:
+        env = {**os.environ, "PATH": f"{pods[0]['path']}:{os.environ['PATH']}"}
+        done = subprocess.run(["sh", "-c", argv[4]], capture_output=True, text=True, env=env)
+        return {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+    raise Refused(f"the stand-in has no answer to {params['command']!r}")
 
 
 def record(name):
@@ -265,6 +316,9 @@ def record(name):
             result["changed"] = _scale(path, params)
         elif path and name == "k8s_info":
             result["resources"] = _info(path, params)
+        elif path and name == "k8s_exec":
+            result.update(_exec(path, params))
+            result["return_code"] = result["rc"]
     except Refused as err:
         error = str(err)
     call = {"module": name, "params": params, "start": start, "end": time.time(), "error": error}
