@@ -17,6 +17,7 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.servelab.vllm.plugins.module_utils import records
+from ansible_collections.servelab.vllm.plugins.plugin_utils import kube
 from helpers.stack import BOUNDARY, TOP, VENV_BIN, Stack
 
 SPECS = {
@@ -385,7 +386,9 @@ def test_a_driver_that_publishes_no_gpu_is_named(tmp_path):
         "K8S_BOUNDARY_CLUSTER": str(tmp_path / "cluster.json"),  # no ResourceSlice in it
     }
     (tmp_path / "render").mkdir()
-    (tmp_path / "render/dra-driver-values.yaml").write_text("nvidiaDriverRoot: /\n")
+    # The values render writes: their nameOverride is the release's name too.
+    values = kube.dra_driver_values([{"vllm_gpu_sharing": "mps"}])
+    (tmp_path / "render/dra-driver-values.yaml").write_text(yaml.safe_dump(values))
     run = k8s_cluster_role(
         tmp_path, "dra_driver", env, vllm_dra_driver_chart_version="0.4.0",
         k8s_cluster_slice_timeout=20,
@@ -398,6 +401,8 @@ def test_a_driver_that_publishes_no_gpu_is_named(tmp_path):
     assert [c["params"]["kind"] for c in slices if c["module"] == "k8s_info"] == [
         "ResourceSlice"
     ] * 2
+    (helm,) = [c["params"] for c in slices if c["module"] == "helm"]
+    assert helm["name"] == values["nameOverride"] == "nvidia-dra-driver-gpu"
 
 
 # nvidia-cuda-mps-control and nvidia-smi as the lent H200 answered them
