@@ -52,9 +52,11 @@ def run2() -> None:
         rate, itl = by["request_throughput"], by["median_itl_ms"]
         moved = [f"{k} {verdict(c)} ({100 * c['relative']:+.1f}%)" for k, c in by.items()
                  if c["verdict"] in ("better", "worse")]  # fmt: skip
+        ci = f"[{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
         print(f"| {point.split('-')[1]} | {rate['baseline']:.2f} | {rate['dev']:.2f} "
-              f"| {100 * rate['relative']:+.1f} ([{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]) "
-              f"| {itl['baseline']:.2f} / {itl['dev']:.2f} | {'; '.join(moved) or 'none'} |")  # fmt: skip
+              f"| {100 * rate['relative']:+.1f} ({ci}) "
+              f"| {itl['baseline']:.2f} / {itl['dev']:.2f} "
+              f"| {'; '.join(moved) or 'none'} |")  # fmt: skip
     base, dev = (reps("2-concurrency", "concurrency-64", g, "request_throughput")
                  for g in ("baseline", "dev"))  # fmt: skip
     print(f"\nPer repetition at 64, req/s: baseline {', '.join(base)}; dev {', '.join(dev)}.")
@@ -76,10 +78,11 @@ def run3() -> None:
                  f"{c['ci_high']:.2f}]" for k, c in by.items()
                  if c["verdict"] in ("better", "worse")]  # fmt: skip
         rate = by["request_throughput"]
-        print(f"| {share} | {rate['dev']:.2f} "
-              f"| {', '.join(reps('3-mps-sweep', point.split(' ')[0], 'baseline', 'request_throughput'))} "
+        each = ", ".join(reps("3-mps-sweep", point.split(" ")[0], "baseline", "request_throughput"))
+        ci = f"[{rate['ci_low']:.2f}, {rate['ci_high']:.2f}]"
+        print(f"| {share} | {rate['dev']:.2f} | {each} "
               f"| {by['median_itl_ms']['dev']:.2f} | {'; '.join(moved) or 'none'}; throughput "
-              f"{100 * rate['relative']:+.1f}% [{rate['ci_low']:.2f}, {rate['ci_high']:.2f}] |")  # fmt: skip
+              f"{100 * rate['relative']:+.1f}% {ci} |")  # fmt: skip
 
 
 if __name__ == "__main__":
