@@ -137,7 +137,7 @@ vllm-compare: $(GENERATED) ## Compare a fetched run (latest or RUN=id) and print
 	$(PLAYBOOK) playbooks/results.yml -e servelab_results_action=compare $(RESULTS_VARS)
 
 ##@ Development
-.PHONY: test test-agreement test-deps test-unit test-lint test-sanity test-integration inventory-examples collection-build clean
+.PHONY: ssh-lab ssh-lab-stop test test-agreement test-deps test-unit test-lint test-sanity test-integration inventory-examples collection-build clean
 test: test-lint test-unit test-sanity test-integration ## Run every check CI runs
 
 test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit checks) (root, apt)
@@ -162,6 +162,12 @@ test-integration: $(TEST_STAMP) ## Real engines and router on this machine, both
 
 test-agreement: $(TEST_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
 	$(VBIN)/pytest -q -s -m agreement tests/integration
+
+ssh-lab: $(VENV_STAMP) ## Start two SSH hosts on this machine (namespaces, Debian's sshd): .ssh-lab/inventory.yml (root)
+	$(VBIN)/python scripts/ssh_lab.py start
+
+ssh-lab-stop: $(VENV_STAMP) ## Stop the SSH hosts of ssh-lab and remove .ssh-lab
+	$(VBIN)/python scripts/ssh_lab.py stop
 
 inventory-examples: $(VENV_STAMP) ## Regenerate inventories/examples/ from their defconfigs (after a Kconfig change)
 	$(SERVELAB_CONFIG) inventory-examples
