@@ -54,6 +54,11 @@ def bench_block_options(
         raise AnsibleFilterError(f"bench_block_options: {err} is missing") from err
 
 
+def bench_frozen_elsewhere(parts: list, part: dict) -> list[dict]:
+    """See plan.frozen_elsewhere."""
+    return plan.frozen_elsewhere(list(parts or []), dict(part))
+
+
 def bench_warmed_by_probe(blocks: list, host: str) -> list[dict]:
     """See plan.warmed_by_probe."""
     return plan.warmed_by_probe(list(blocks), host)
@@ -69,5 +74,6 @@ class FilterModule:
             "bench_restarted": bench_restarted,
             "bench_block_options": bench_block_options,
             "bench_warmed_by_probe": bench_warmed_by_probe,
+            "bench_frozen_elsewhere": bench_frozen_elsewhere,
             "bench_knob_order": bench_knob_order,
         }

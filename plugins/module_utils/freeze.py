@@ -99,14 +99,21 @@ def thaw_stack(stack_dir: str) -> list[int]:
 
 def thaw_stale(stack_dir: str) -> list[int]:
     """thaw_stack, unless the process that froze the stack is still running."""
-    try:
-        with open(os.path.join(stack_dir, MARKER)) as handle:
-            by = int(json.load(handle).get("by", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
+    if not os.path.exists(os.path.join(stack_dir, MARKER)):
         return []
+    by = holder(stack_dir)
     if by and state(by) not in ("", "Z"):
         return []
     return thaw_stack(stack_dir)
+
+
+def holder(stack_dir: str) -> int:
+    """The pid that froze the stack (frozen.json's "by"), or 0."""
+    try:
+        with open(os.path.join(stack_dir, MARKER)) as handle:
+            return int(json.load(handle).get("by", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def _read(stack_dir: str) -> list[int]:

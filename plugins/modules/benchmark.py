@@ -282,7 +282,11 @@ def _run_block(run_spec: spec.RunSpec, out_dir: Path, p: dict, frozen: list) -> 
     in the summary of the one that counts."""
     rejected: list[dict] = []
     while True:
-        context = {**p["context"], "frozen": frozen, "rejected": rejected}
+        context = {
+            **p["context"],
+            "frozen": [*p["context"].get("frozen", []), *frozen],
+            "rejected": rejected,
+        }
         summary = plan.run_block(run_spec, out_dir, p["point"], p["repetition"], context)
         why = selfcheck.rejection(summary)
         if not why or len(rejected) >= p["block_retries"] or summary.get("interrupted"):

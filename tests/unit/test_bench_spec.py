@@ -140,7 +140,7 @@ def test_a_blocks_own_options():
     assert opts["block_retries"] == 2 and "load_fraction" not in opts
     assert opts["context"] == {
         "group": "baseline", "run_id": "r1", "order": 5, "load": {}, "sweep": "none",
-        "deployment": None,
+        "deployment": None, "frozen": [],
     }  # fmt: skip
     cold = plan.block_options(settings, PART, {**BLOCK, "warm": False, "max_concurrency": 2}, 1)
     assert cold["warmup_requests"] == 0 and cold["max_concurrency"] == 2
@@ -153,6 +153,25 @@ def test_a_blocks_own_options():
     pod = {**PART, "machine": "kubernetes"}
     assert plan.block_options(settings, pod, BLOCK, 1, parts=[pod, other])["freeze"] == []
     assert plan.offered_rate(5.904, 0.75) == 4.428
+
+
+def test_a_machine_shared_by_hosts_that_cannot_see_each_other_freezes_through_each():
+    """Hosts on one machine (one boot id) are measured one at a time. Those in one PID
+    namespace (the local platform) the benchmark freezes itself; those in namespaces of
+    their own (the SSH lab, containers, VMs) the controller freezes through their own
+    hosts (block.yml). A host on another machine is never frozen."""
+    base = {**PART, "machine": "boot:1", "pid_ns": "pid:[1]"}
+    same_ns = {**base, "host": "d1", "stack_dir": "/s/dev", "pids": [20], "group": "dev"}
+    own_ns = {**same_ns, "host": "d2", "stack_dir": "/s/d2", "pids": [2], "pid_ns": "pid:[9]"}
+    away = {**own_ns, "host": "x1", "machine": "boot:2", "stack_dir": "/s/x"}
+    parts = [base, same_ns, own_ns, away]
+    assert plan.frozen_beside(parts, base) == [{"stack_dir": "/s/dev", "pids": [20]}]
+    assert plan.frozen_elsewhere(parts, base) == [{"host": "d2", "stack_dir": "/s/d2", "pids": [2]}]
+    opts = plan.block_options({"vllm_model_name": "m"}, base, BLOCK, 1, parts=parts)
+    assert opts["context"]["frozen"] == ["d2:/s/d2"]  # recorded in the block's summary
+    assert plan.frozen_elsewhere(parts, away) == []  # alone on its machine
+    pod = {**base, "machine": "kubernetes"}
+    assert plan.frozen_elsewhere([pod, {**own_ns, "machine": "kubernetes"}], pod) == []
 
 
 @pytest.mark.parametrize("process", arrivals.PROCESSES)

@@ -3,9 +3,11 @@ each in mount, PID and UTS namespaces of its own, reached by key with host-key c
 on; stopping it leaves nothing behind."""
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,53 @@ def test_two_hosts_of_their_own_over_ssh_and_nothing_left_after(lab, tmp_path):
     sshd = subprocess.run(["pgrep", "-f", str(where)], capture_output=True, text=True)
     assert sshd.stdout == ""
     assert str(where) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_stack_on_another_host_of_the_machine_is_frozen_through_that_host(lab, tmp_path):
+    """The lab's hosts share a boot id but not a PID namespace: baseline's host cannot see
+    dev's processes, so dev's stack is frozen through dev's own connection
+    (servelab.vllm.stack_freeze, as block.yml does), thawed after, and a holder that loses
+    its controller thaws by itself when its lease ends."""
+    where, _ = lab
+    start = ssh(where, "dev-host", "mkdir -p /root/stack; cd /root/stack; "
+                "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!")  # fmt: skip
+    pid = int(start.stdout.strip())
+    seen = ssh(where, "baseline-host", f"test -e /proc/{pid}/stat && cat /proc/{pid}/comm")
+    assert "sleep" not in seen.stdout  # not baseline's to see, let alone to stop
+    ids = {h: ssh(where, h, "cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/pid")
+           .stdout.split() for h in ("baseline-host", "dev-host")}  # fmt: skip
+    assert ids["baseline-host"][0] == ids["dev-host"][0]  # one machine
+    assert ids["baseline-host"][1] != ids["dev-host"][1]  # two process spaces
+
+    def freeze_task(state: str, lease: float = 600) -> dict:
+        args = {"stack_dir": "/root/stack", "pids": [pid], "state": state, "lease": lease}
+        return {"servelab.vllm.stack_freeze": args, "delegate_to": "dev-host"}
+
+    def play(*tasks) -> subprocess.CompletedProcess:
+        book = tmp_path / "freeze.yml"
+        book.write_text(json.dumps([{"hosts": "baseline", "gather_facts": False,
+                                     "tasks": list(tasks)}]))  # fmt: skip
+        return subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(where / "inventory.yml"), str(book)],
+            capture_output=True, text=True, timeout=120, cwd=TOP,
+            env={**os.environ, "ANSIBLE_CONFIG": str(TOP / "ansible.cfg")},
+        )  # fmt: skip
+
+    def state() -> str:
+        return ssh(where, "dev-host", f"ps -o stat= -p {pid}").stdout.strip()
+
+    done = play(freeze_task("frozen"))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert state().startswith("T")
+    # While its holder runs, a recovery of the stack leaves it frozen (not stale).
+    recover = {"servelab.vllm.stack_recover": {"stack_dir": "/root/stack"},
+               "delegate_to": "dev-host"}  # fmt: skip
+    assert play(recover).returncode == 0 and state().startswith("T")
+    done = play(freeze_task("thawed"))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert state().startswith("S")
+    assert ssh(where, "dev-host", "ls /root/stack").stdout == ""  # no frozen.json left
+    # A controller lost mid-block: the holder thaws when its lease ends.
+    assert play(freeze_task("frozen", lease=2)).returncode == 0 and state().startswith("T")
+    time.sleep(4)
+    assert state().startswith("S")

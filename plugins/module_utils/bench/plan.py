@@ -139,6 +139,7 @@ def block_options(
     `max_concurrency` or `request_rate` where the point sets them and `warm` false where
     the block must not warm."""
     opts = {}
+    parts = parts or []
     for f in dataclasses.fields(RunSpec):
         key = SETTING.format(f.name)
         if key in settings and settings[key] is not None:
@@ -159,10 +160,12 @@ def block_options(
         point=block["label"],
         repetition=block["rep"],
         action=action,
-        freeze=frozen_beside(parts or [], part),
+        freeze=frozen_beside(parts, part),
         block_retries=settings.get(SETTING.format("block_retries"), 1),
         context={
             **part["context"],
+            # What the controller froze on other hosts; the module adds its own.
+            "frozen": [f"{p['host']}:{p['stack_dir']}" for p in frozen_elsewhere(parts, part)],
             "order": block["order"],
             "load": load or {},
             "sweep": settings.get(SETTING.format("sweep"), "none"),
@@ -181,15 +184,32 @@ def block_options(
     return opts
 
 
-def frozen_beside(parts: list[dict], part: dict) -> list[dict]:
-    """The stacks a block of `part`'s host freezes: every other host's stack on the same
-    machine (stacks on one machine are measured one at a time; a cluster's never are)."""
+def _beside(parts: list[dict], part: dict) -> list[dict]:
+    """Every other host's part on `part`'s machine (stacks on one machine are measured
+    one at a time; a cluster's never are)."""
     if part["machine"] == "kubernetes":
         return []
+    return [p for p in parts if p["host"] != part["host"] and p["machine"] == part["machine"]]
+
+
+def frozen_beside(parts: list[dict], part: dict) -> list[dict]:
+    """The stacks a block of `part`'s host freezes itself: those on its machine whose
+    processes it sees (the same PID namespace, as the local platform's groups)."""
     return [
         {"stack_dir": p["stack_dir"], "pids": p["pids"]}
-        for p in parts
-        if p["host"] != part["host"] and p["machine"] == part["machine"]
+        for p in _beside(parts, part)
+        if p.get("pid_ns") == part.get("pid_ns")
+    ]
+
+
+def frozen_elsewhere(parts: list[dict], part: dict) -> list[dict]:
+    """The stacks on `part`'s machine that its host cannot see (hosts in namespaces,
+    containers or VMs of one machine): the controller freezes each through its own
+    host's connection (block.yml, servelab.vllm.stack_freeze)."""
+    return [
+        {"host": p["host"], "stack_dir": p["stack_dir"], "pids": p["pids"]}
+        for p in _beside(parts, part)
+        if p.get("pid_ns") != part.get("pid_ns")
     ]
 
 
