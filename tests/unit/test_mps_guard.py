@@ -389,3 +389,19 @@ def test_the_sm_slack_holds_on_the_h200s_own_answers():
     assert applied[:6] == [("100", 132), ("80", 104), ("60", 78), ("40", 52), ("20", 26),
                            ("10", 12)]  # fmt: skip
     assert clamped == [("80", 66)]  # under the daemon's default of 50
+
+
+def test_the_daemon_query_parses_what_the_h200_answered():
+    """mps.DAEMON_COMMAND's script, run on the lent H200 (its chroot dropped; readback2.txt):
+    one server, its one client, the default share and nvidia-smi's table."""
+    text = (TOP / "docs/evidence/h200-mps/readback2.txt").read_text()
+    answer = text.split("== the daemon query script (chroot dropped)\nrc 0\n", 1)[1]
+    parsed = mps.parse_daemon(answer)
+    assert parsed["servers"] == {"539": [521]}
+    assert parsed["default_active_thread_percentage"] == "100.0"
+    rows = {(r["pid"], r["type"], r["name"]) for r in parsed["processes"]}
+    assert rows == {(521, "M+C", "/opt/torch/.venv/bin/python3"),
+                    (539, "C", "nvidia-cuda-mps-server")}  # fmt: skip
+    # The probe as Kubernetes runs it (shlex-split, base64) answered there too: 52 SMs at 40%.
+    line = next(ln for ln in text.splitlines() if ln.startswith("{'device'"))
+    assert "'context_sms': 52" in line and "'CUDA_MPS_ACTIVE_THREAD_PERCENTAGE': '40'" in line
