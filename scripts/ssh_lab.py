@@ -125,6 +125,25 @@ def sshd_tree() -> Path:
     return tree
 
 
+# Where pip finds packages is part of a machine's image (its index, a proxy, a directory
+# of wheels such as these machines' torch +cpu): each host gets this machine's, the
+# PIP_* variables through sshd's SetEnv and the user's pip.conf in its own home.
+PIP_CONFIGS = (".config/pip/pip.conf", ".pip/pip.conf")
+
+
+def _pip_setenv() -> list[str]:
+    pairs = [f'{k}="{v}"' for k, v in sorted(os.environ.items()) if k.startswith("PIP_")]
+    return [f"SetEnv {' '.join(pairs)}"] if pairs else []
+
+
+def _copy_pip_config(home: Path) -> None:
+    for name in PIP_CONFIGS:
+        source = Path.home() / name
+        if source.is_file():
+            (home / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, home / name)
+
+
 def _keygen(path: Path, comment: str) -> str:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
@@ -176,6 +195,7 @@ def start(lab: Path, hosts: int, port: int) -> dict:
         if "sshd:" not in (etc / "passwd").read_text():
             with (etc / "passwd").open("a") as passwd:
                 passwd.write("sshd:x:999:65534::/run/sshd:/usr/sbin/nologin\n")
+        _copy_pip_config(host / "fs/root")
         ssh = run_dir / "ssh-lab"
         shutil.copytree(tree, ssh / "openssh", symlinks=True)
         host_key = _keygen(ssh / "ssh_host_ed25519_key", name)
@@ -193,6 +213,7 @@ def start(lab: Path, hosts: int, port: int) -> dict:
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
                 "PrintMotd no",
+                *_pip_setenv(),
                 f"Subsystem sftp {inside}/usr/lib/openssh/sftp-server",
                 "",
             ])

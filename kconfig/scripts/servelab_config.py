@@ -588,6 +588,17 @@ def inventory(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> dict
                 hosts[host] = {"ansible_python_interpreter": shared["vllm_declared_hosts_python"]}
                 if user:
                     hosts[host]["ansible_user"] = user
+                ssh_config = shared.get("vllm_declared_hosts_ssh_config", "")
+                if ssh_config:
+                    path = Path(ssh_config).expanduser()
+                    if not path.is_absolute():  # relative to the checkout, as make runs
+                        path = TOP / path
+                    if not path.is_file():
+                        raise ConfigError(
+                            f"CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG={ssh_config}: no such file "
+                            f"({path}); `make ssh-lab` writes .ssh-lab/ssh_config"
+                        )
+                    hosts[host]["ansible_ssh_common_args"] = f"-F {path}"
         else:  # local and Kubernetes platforms: this machine (it drives the cluster)
             hosts = {
                 f"{group}-local": {
