@@ -185,6 +185,9 @@ TYPED_STRINGS: dict[str, Any] = {
     "VLLM_BENCHMARK_SWEEP_KNOB_VALUES_LIST": ListOf(None, nonempty=True),
     "VLLM_DECLARED_HOSTS_BASELINE_LIST": ListOf(HOST),
     "VLLM_DECLARED_HOSTS_DEV_LIST": ListOf(HOST),
+    "VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST": ListOf(
+        Pattern(re.compile(r"^[A-Za-z0-9_.:-]+=[0-9A-Fa-f.:]+$"), "HOST=ADDRESS pairs")
+    ),
     "VLLM_RESULTS_GATE_METRICS_LIST": ListOf(METRIC),
     "VLLM_RESULTS_PRIMARY_METRICS_LIST": ListOf(METRIC, nonempty=True),
 }
@@ -492,6 +495,16 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
                     f"CONFIG_{key.upper()} is empty: the declared-hosts platform needs at least "
                     f"one host for the {group} group (space separated host names)"
                 )
+        bound = set(bind_addresses(shared))
+        declared = {
+            e.rpartition("@")[2] for g in groups for e in shared[f"vllm_declared_hosts_{g}_list"]
+        }
+        if bound - declared:
+            raise ConfigError(
+                "CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST names "
+                f"{', '.join(sorted(bound - declared))}: not a declared host "
+                f"(the hosts are {', '.join(sorted(declared))})"
+            )
     first_look = shared.get("vllm_benchmark_min_repetitions", 2)
     budget = shared.get("vllm_benchmark_repetitions", first_look)
     if budget < first_look:
@@ -577,6 +590,12 @@ def effective_group(shared: dict[str, Any], cfg: dict[str, Any], group: str) -> 
     return cfg
 
 
+def bind_addresses(shared: dict[str, Any]) -> dict[str, str]:
+    """host -> the address its servers bind to (CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST)."""
+    pairs = (w.partition("=") for w in shared.get("vllm_declared_hosts_bind_address_list", []))
+    return {host: address for host, _, address in pairs}
+
+
 def inventory(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
     children = {}
     for group, cfg in groups.items():
@@ -597,6 +616,11 @@ def inventory(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> dict
                     # .ssh-lab/ssh_config); a missing one fails the reach play, where ssh
                     # says "Can't open user config file <path>" for the host.
                     hosts[host]["ansible_ssh_common_args"] = f"-F {path}"
+                address = bind_addresses(shared).get(host)
+                if address:  # host vars: they win over the group's settings
+                    hosts[host].update(
+                        vllm_engine_bind_address=address, vllm_router_bind_address=address
+                    )
         else:  # local and Kubernetes platforms: this machine (it drives the cluster)
             hosts = {
                 f"{group}-local": {

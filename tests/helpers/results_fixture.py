@@ -22,15 +22,18 @@ def write_run(
     seed: int = 0,
     config: dict | None = None,
     deployment_scales: tuple[float, ...] = (),
+    hosts: dict | None = None,
+    run_kind: str = "ab",
 ) -> Path:
     """Baseline and dev results in ABBA order; dev's latencies are dev_scale times
     baseline's. The summaries are the benchmark's own (bench/summary.summarize). With
     `deployment_scales`, the repetitions ran in that many deployments (engines restarted
-    between), and dev's latencies in deployment k are also scaled by its scale."""
+    between), and dev's latencies in deployment k are also scaled by its scale. `hosts`:
+    group -> the host its blocks ran on (default <group>-local)."""
     rng = np.random.default_rng(seed)
     run = root / run_id
     for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
-        host = run / group / f"{group}-local"
+        host = run / group / (hosts or {}).get(group, f"{group}-local")
         host.mkdir(parents=True)
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
@@ -79,6 +82,7 @@ def write_run(
                     "point": point,
                     "repetition": rep,
                     "deployment": deployment,
+                    "run_kind": run_kind,
                 }
                 # A closed loop (rate inf): throughput can move.
                 spec = RunSpec(url="http://u", model="m", percentiles=[50, 99])

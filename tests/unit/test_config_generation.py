@@ -290,6 +290,34 @@ def test_an_ssh_config_names_the_declared_hosts(tmp_path):
     assert dev["ansible_ssh_common_args"] == host["ansible_ssh_common_args"]
 
 
+def test_bind_addresses_belong_to_hosts_and_survive_a_calibration(tmp_path, capsys):
+    """Hosts that share a network stack (the SSH lab) listen on their own addresses
+    whichever group's settings they run: dev's host keeps its own in a calibration, where
+    dev takes baseline's settings (a group setting would have given it baseline's)."""
+    config = make_config(tmp_path, "vllm-ssh-lab")
+    _, _, inv = generate(tmp_path, config)
+    hosts = {g: b["hosts"] for g, b in inv["all"]["children"].items()}
+    assert hosts["dev"]["dev-host"]["vllm_engine_bind_address"] == "127.0.0.3"
+    assert hosts["baseline"]["baseline-host"]["vllm_router_bind_address"] == "127.0.0.2"
+    sc.generate_calibration(config, tmp_path / "inv" / "hosts.yml")
+    cal = yaml.safe_load((tmp_path / "inv" / "calibration.yml").read_text())["all"]["children"]
+    assert cal["dev"]["vars"]["vllm_enable_prefix_caching"] is False  # baseline's setting
+    assert cal["dev"]["hosts"]["dev-host"]["vllm_engine_bind_address"] == "127.0.0.3"
+    assert cal["dev"]["hosts"]["dev-host"]["vllm_router_bind_address"] == "127.0.0.3"
+
+    bad = make_config(
+        tmp_path, "vllm-ssh-lab",
+        'CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST="baseline-host=127.0.0.2 gpu9=10.0.0.9"',
+    )  # fmt: skip
+    capsys.readouterr()
+    assert generate(tmp_path, bad)[0] == 2
+    err = capsys.readouterr().err
+    assert "CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST names gpu9: not a declared host" in err
+    bad.write_text(bad.read_text() + 'CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST="dev-host"\n')
+    assert generate(tmp_path, bad)[0] == 2
+    assert "HOST=ADDRESS pairs" in capsys.readouterr().err
+
+
 def test_engine_env_and_inherited_site_reach_the_engine(tmp_path):
     from ansible_collections.servelab.vllm.plugins.plugin_utils import commands
 

@@ -1,6 +1,7 @@
 """The report of a run, from synthetic results with a known 50% latency regression."""
 
 import json
+import re
 import shutil
 
 from ansible_collections.servelab.vllm.plugins.module_utils.bench import server_metrics
@@ -216,6 +217,53 @@ def test_calibrations_of_this_machine_and_engine_pool_and_others_expire(tmp_path
     assert said.startswith("deciding +-5% on this machine takes about ")
     assert "20261122T000003Z" in said and "20261122T000001Z" not in said  # the newest: 0.31.0
     assert "no calibration" in report.forecast(tmp_path, "0123456789ab", SETTINGS)
+
+
+def test_groups_on_two_hosts_report_the_host_offset_and_the_effect_net_of_it(tmp_path):
+    """Across hosts, a calibration (dev with baseline's settings on its own host) measures
+    the hosts' offset; an A/B on the same hosts reports it beside the verdict with the
+    effect net of it; an A/B without a calibration is warned about; one host, neither."""
+    hosts = {"baseline": "baseline-host", "dev": "dev-host"}
+    declared = {"vllm_platform": "declared_hosts"}
+    cal = write_run(tmp_path, run_id="20261122T000001Z-abcdef123456-calibration", dev_scale=1.10,
+                    reps=8, hosts=hosts, run_kind="calibration", config=declared)  # fmt: skip
+    out = report.write_report(cal, SETTINGS, GATE, tmp_path)
+    line = next(x for x in out["table"] if "host offset" in x and "median_ttft_ms" in x)
+    assert "dev's host (dev-host) against baseline's (baseline-host), with the same" in line
+    assert "slower on median_ttft_ms" in line
+    low, high = (float(x) for x in re.findall(r"[-+][0-9.]+", line.split("median_ttft_ms")[1])[:2])
+    assert low < 10 < high, line  # dev's host is 10% slower
+    doc = json.loads((cal / "report" / "compare.json").read_text())
+    assert doc["host_offset"]["hosts"] == {"baseline": ["baseline-host"], "dev": ["dev-host"]}
+    assert "the hosts' own difference" in (cal / "report" / "report.md").read_text()
+
+    # dev's setting costs 20% more on top of its host's 10%.
+    ab = write_run(tmp_path, run_id="20261123T000000Z-abcdef123456", dev_scale=1.32, reps=8,
+                   seed=5, hosts=hosts, config=declared)  # fmt: skip
+    out = report.write_report(ab, SETTINGS, GATE, tmp_path)
+    line = next(x for x in out["table"] if "host offset" in x and "median_ttft_ms" in x)
+    assert f"(calibration {cal.name})" in line and "cannot be told from the hosts" in line
+    net = line.split("net of it, dev's change is ")[1]
+    change, low, high = (float(x) for x in re.findall(r"[-+][0-9.]+", net)[:3])
+    assert 15 < change < 25 and low < 20 < high, line
+
+    other = tmp_path / "other"
+    other.mkdir()
+    alone = write_run(other, dev_scale=1.32, hosts=hosts, config=declared)
+    out = report.write_report(alone, SETTINGS, GATE, other)
+    doc = json.loads((alone / "report" / "compare.json").read_text())
+    warned = [w for w in doc["warnings"] if "ran on different hosts" in w]
+    assert warned and "make vllm-calibrate" in warned[0]
+    assert not any("host offset" in x for x in out["table"])
+
+    (tmp_path / "one").mkdir()
+    one = write_run(tmp_path / "one", config=declared)  # one host name for both groups
+    for group in ("baseline", "dev"):
+        (one / group / f"{group}-local").rename(one / group / "gpu1")
+    out = report.write_report(one, SETTINGS, GATE, tmp_path)
+    doc = json.loads((one / "report" / "compare.json").read_text())
+    assert not any("host" in w for w in doc["warnings"])
+    assert not any("host offset" in x for x in out["table"])
 
 
 def test_each_groups_kv_cache_is_shown_and_unequal_caches_are_warned_about(tmp_path):

@@ -258,6 +258,57 @@ def pool_spreads(spreads: list[dict]) -> dict:
     return pooled
 
 
+def group_hosts(run: RunResults) -> dict[str, list[str]]:
+    """group -> the hosts its blocks ran on."""
+    out: dict[str, set] = {}
+    for r in run.reps:
+        out.setdefault(r.group, set()).add(r.host)
+    return {g: sorted(h) for g, h in out.items()}
+
+
+def across_hosts(run: RunResults) -> bool:
+    """Whether baseline and dev ran on different declared hosts: then every difference
+    between the groups carries the hosts' difference too. (The local platform's two
+    inventory hosts are this machine; a Kubernetes group's is the controller.)"""
+    hosts = group_hosts(run)
+    platforms = {r.summary.context.config.get("vllm_platform") for r in run.reps}
+    return (
+        platforms == {"declared_hosts"}
+        and {"baseline", "dev"} <= hosts.keys()
+        and not set(hosts["baseline"]) & set(hosts["dev"])
+    )
+
+
+def point_estimates(run: RunResults, confidence: float) -> dict:
+    """metric -> the first point's paired estimate of log(dev / baseline) with its
+    nominal two-sided interval (no word): in an A/A across hosts this is the host offset."""
+    point = run.points()[0] if run.points() else None
+    if point is None:
+        return {}
+    base, dev = run.select("baseline", point), run.select("dev", point)
+    order, deployed = dev_second(base, dev), deployments(base, dev)
+    out = {}
+    for metric in metric_names():
+        b, d = rep_pairs(base, dev, metric)
+        e, bounds = stats.interval(b, d, confidence, order, deployed)
+        if e is not None and math.isfinite(e.se):
+            out[metric] = {"mu": e.mu, "se": e.se, "df": e.df, "low": bounds[0],
+                           "high": bounds[1], "pairs": e.n}  # fmt: skip
+    return out
+
+
+def net_of(effect: dict, offset: dict, confidence: float) -> tuple[float, float, float]:
+    """An effect measured across hosts less the hosts' offset measured with the same
+    settings (log scale): the difference, and its interval with Welch's degrees of
+    freedom (the two runs' errors are independent)."""
+    mu = effect["mu"] - offset["mu"]
+    va, vb = effect["se"] ** 2, offset["se"] ** 2
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / max(effect["df"], 1) + vb**2 / max(offset["df"], 1)) if se else 1
+    t = stats.tq(1 - (1 - confidence) / 2, max(df, 1))
+    return mu, mu - t * se, mu + t * se
+
+
 def single_group_sweep(run: RunResults) -> bool:
     """A sweep of baseline alone: its points are compared with its first."""
     return run.groups() == ["baseline"] and len(run.points()) > 1

@@ -23,24 +23,32 @@ from ..records import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS, describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
+    THROUGHPUT,
     Settings,
+    across_hosts,
     calibration_spread,
     compare_run,
     gate,
     go_on,
+    group_hosts,
     group_table,
     latency_samples,
+    net_of,
+    point_estimates,
     pool_spreads,
     single_group_sweep,
 )
 from .render import Section, Table, markdown, to_html
 
-# Settings that differ between the groups by construction, not by the user's choice.
+# Settings that differ between the groups by construction or by host (where a host's
+# servers listen: CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST), not by the user's choice.
 PER_GROUP_BY_CONSTRUCTION = {
     "servelab_group",
     "vllm_engine_base_port",
     "vllm_router_port",
     "vllm_router_metrics_port",
+    "vllm_engine_bind_address",
+    "vllm_router_bind_address",
 }
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
 KV_CACHE_TOLERANCE = 0.05  # engines whose KV caches differ more than this are not equal
@@ -119,6 +127,73 @@ def find_calibration(run: RunResults, results_dir: Path | None) -> tuple[str, di
     if not spreads:
         return "", {}
     return ", ".join(names), pool_spreads(spreads)
+
+
+def find_host_offset(run: RunResults, results_dir: Path | None, confidence: float):
+    """The newest calibration (A/A) of this configuration on the same hosts, group by
+    group, and its estimates: with the same settings, how dev's hosts differ from
+    baseline's. None for a run on one host, or where no calibration measured them."""
+    if results_dir is None or run_kind(run) == "calibration" or not across_hosts(run):
+        return None
+    hosts = group_hosts(run)
+    config_hash = next(iter({r.summary.context.config_hash for r in run.reps}))
+    for entry in reversed(list_runs(results_dir)):
+        if entry["run_id"].endswith(f"{config_hash}-calibration"):
+            cal = load_run(results_dir / entry["run_id"])
+            if cal.reps and group_hosts(cal) == hosts:
+                return entry["run_id"], point_estimates(cal, confidence)
+    return None
+
+
+def _offset_words(metric: str, mu: float, low: float, high: float) -> str:
+    slower = (mu > 0) == (metric not in THROUGHPUT)
+    return (
+        f"{abs(stats._pct(mu)):.1f}% {'slower' if slower else 'faster'} on {metric} "
+        f"[{stats._pct(low):+.1f}%, {stats._pct(high):+.1f}%]"
+    )
+
+
+def host_lines(run: RunResults, comparisons: dict, s: Settings, results_dir: Path | None):
+    """Groups on different hosts: in a calibration, the hosts' offset it measured; in an
+    A/B, the offset that bounds what the run can claim (from the newest calibration on
+    the same hosts), the effect net of it, or a warning that no calibration measured it."""
+    if not across_hosts(run):
+        return [], []
+    hosts = group_hosts(run)
+    base, dev = ", ".join(hosts["baseline"]), ", ".join(hosts["dev"])
+    where = f"dev's host ({dev}) against baseline's ({base})"
+    primary = [r["metric"] for rows in comparisons.values() for r in rows if r["primary"]]
+    if run_kind(run) == "calibration":
+        est = point_estimates(run, s.confidence)
+        return [
+            f"host offset, {where}, with the same settings: "
+            + _offset_words(m, e["mu"], e["low"], e["high"]) + f" ({s.confidence:.0%} interval, "
+            f"{e['pairs']} blocks a group): later A/B runs on these hosts report it"
+            for m, e in est.items() if m in primary
+        ], []  # fmt: skip
+    found = find_host_offset(run, results_dir, s.confidence)
+    if found is None:
+        return [], [
+            f"baseline and dev ran on different hosts ({where}): every change above carries "
+            "the hosts' own difference, which no calibration of this configuration on these "
+            "hosts has measured: `make vllm-calibrate` measures it (docs/declared-hosts.md)"
+        ]
+    cal_id, offsets = found
+    effects = point_estimates(run, s.confidence)
+    lines = []
+    for m in primary:
+        if m not in offsets or m not in effects:
+            continue
+        o = offsets[m]
+        mu, low, high = net_of(effects[m], o, s.confidence)
+        lines.append(
+            f"host offset: with the same settings, {where} was "
+            + _offset_words(m, o["mu"], o["low"], o["high"])
+            + f" (calibration {cal_id}): a change inside that interval cannot be told from "
+            f"the hosts; net of it, dev's change is {stats._pct(mu):+.1f}% "
+            f"[{stats._pct(low):+.1f}%, {stats._pct(high):+.1f}%] ({s.confidence:.0%}, nominal)"
+        )
+    return lines, []
 
 
 def stopped(run: RunResults, s: Settings) -> str:
@@ -479,6 +554,13 @@ def differs_section(f: Facts) -> list[Section]:
     title = "What differs: dev against baseline"
     diff = config_diff(f.run)
     if run_kind(f.run) == "calibration":
+        if across_hosts(f.run):
+            return [Section("What this run is", paragraphs=[
+                "A calibration (A/A) across hosts: dev ran with baseline's configuration on "
+                "its own host. A change below is the hosts' own difference (the host "
+                "offset), which later A/B runs on these hosts report beside their verdict; "
+                "the spread between repetitions sets their minimum detectable effect (MDE)."
+            ])]  # fmt: skip
         return [Section("What this run is", paragraphs=[
             "A calibration (A/A): dev ran with baseline's configuration. Any verdict "
             "below is a false alarm; the spread between repetitions sets the minimum "
@@ -634,6 +716,7 @@ def write_report(
     if cal_run:
         settings.calibration, settings.calibration_run = spread, cal_run
     compared = compare_run(run, settings)
+    offset_lines, offset_warnings = host_lines(run, compared, settings, results_dir)
     write_plots = bool(run.reps and write)
     f = Facts(
         run,
@@ -642,8 +725,8 @@ def write_report(
         cal_run,
         images=plots.all_plots(run, out) if write_plots else [],
         decision_images=plots.decision_plots(run, compared, out) if write_plots else [],
-        verdict=verdict_lines(compared, settings, stopped(run, settings)),
-        warnings=warnings(run, compared, settings),
+        verdict=verdict_lines(compared, settings, stopped(run, settings)) + offset_lines,
+        warnings=warnings(run, compared, settings) + offset_warnings,
     )
     regressions = gate(compared, gate_metrics, undecided)
     secs = sections(f)  # after the comparison: it notes points it could not compare
@@ -661,6 +744,11 @@ def write_report(
     }
     if run_kind(run) == "calibration":
         compare_doc["calibration"] = calibration_spread(run)
+        if across_hosts(run):
+            compare_doc["host_offset"] = {
+                "hosts": group_hosts(run),
+                "metrics": point_estimates(run, settings.confidence),
+            }
     if write:
         # Not write_json_atomic: its sorted keys would put the points out of run order.
         write_atomic(out / layout.COMPARE_JSON, json.dumps(compare_doc, indent=1, default=str))
