@@ -513,6 +513,17 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
             f"CONFIG_VLLM_BENCHMARK_MIN_REPETITIONS={first_look}: the budget must "
             "allow the first look (raise the one or lower the other)"
         )
+    if shared.get("vllm_benchmark_crossover"):
+        sizes = {g: len(shared[f"vllm_declared_hosts_{g}_list"]) for g in groups}
+        why = (
+            "a sweep" if shared.get("vllm_benchmark_sweep", "none") != "none"
+            else "VLLM_BENCHMARK_REDEPLOY_EVERY" if shared.get("vllm_benchmark_redeploy_every")
+            else f"{budget} repetitions (at least 4: two legs of whole ABBA cycles)" if budget < 4
+            else "unequal host lists (each baseline host swaps with one dev host)"
+            if len(set(sizes.values())) > 1 else ""
+        )  # fmt: skip
+        if why:
+            raise ConfigError(f"CONFIG_VLLM_BENCHMARK_CROSSOVER cannot run with {why}")
     every = shared.get("vllm_benchmark_redeploy_every", 0)
     if every:
         where = (

@@ -9,24 +9,37 @@ from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
 
 
 def bench_block_order(
-    groups: list, sweep: str, values: list, repetitions, redeploy_every=0
+    groups: list, sweep: str, values: list, repetitions, redeploy_every=0, crossover=False
 ) -> list[dict]:
     """Blocks of (group, point, repetition) in ABBA order; see plan.block_order."""
     try:
         points = plan.points(sweep if sweep in plan.SWEEPS else "none", list(values or []))
-        return plan.block_order(list(groups), points, int(repetitions), int(redeploy_every))
+        return plan.block_order(
+            list(groups), points, int(repetitions), int(redeploy_every), bool(crossover)
+        )
     except ValueError as err:
         raise AnsibleFilterError(f"bench_block_order: {err}") from err
 
 
 def bench_blocks_by_host(blocks: list, parts: list) -> list[dict]:
-    """Each group's block once per host of that group, hosts in inventory order."""
+    """Each group's block once per host of that group, hosts in inventory order; after a
+    crossover's swap (`crossed`), once per host of the other group, which then runs this
+    group's settings."""
+    groups = [p["group"] for p in parts]
     out = []
     for block in blocks:
+        where = block["group"]
+        if block.get("crossed"):
+            where = next((g for g in groups if g != block["group"]), where)
         for part in parts:
-            if part["group"] == block["group"]:
+            if part["group"] == where:
                 out.append({**block, "host": part["host"]})
     return out
+
+
+def bench_crossed_settings(mine, theirs, names) -> dict:
+    """See plan.crossed_settings."""
+    return plan.crossed_settings(dict(mine), dict(theirs), list(names))
 
 
 def bench_knob_order(values: list, repetitions) -> list[dict]:
@@ -76,4 +89,5 @@ class FilterModule:
             "bench_warmed_by_probe": bench_warmed_by_probe,
             "bench_frozen_elsewhere": bench_frozen_elsewhere,
             "bench_knob_order": bench_knob_order,
+            "bench_crossed_settings": bench_crossed_settings,
         }

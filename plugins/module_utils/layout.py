@@ -39,6 +39,17 @@ THROUGHPUT_METRICS = (
     "request_goodput",
 )
 COMPARED = LATENCY_METRICS + THROUGHPUT_METRICS
+# Settings that differ between the groups by construction or by host (where a host's
+# servers listen: CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST), not by the user's choice:
+# left out of the report's differences and never carried across a crossover's swap.
+PER_GROUP_BY_CONSTRUCTION = frozenset({
+    "servelab_group",
+    "vllm_engine_base_port",
+    "vllm_router_port",
+    "vllm_router_metrics_port",
+    "vllm_engine_bind_address",
+    "vllm_router_bind_address",
+})  # fmt: skip
 # The results stage's output, derived from the above and rewritten each time.
 REPORT = "report"  # <results_dir>/<run_id>/report/, beside the groups' directories
 REPORT_MD = "report.md"

@@ -24,22 +24,30 @@ def write_run(
     deployment_scales: tuple[float, ...] = (),
     hosts: dict | None = None,
     run_kind: str = "ab",
+    crossover_after: int = 0,
+    host_scales: dict | None = None,
 ) -> Path:
     """Baseline and dev results in ABBA order; dev's latencies are dev_scale times
     baseline's. The summaries are the benchmark's own (bench/summary.summarize). With
     `deployment_scales`, the repetitions ran in that many deployments (engines restarted
     between), and dev's latencies in deployment k are also scaled by its scale. `hosts`:
-    group -> the host its blocks ran on (default <group>-local)."""
+    group -> the host its blocks ran on (default <group>-local). `crossover_after` r:
+    from repetition r + 1 each group runs on the other's host (a crossover), and every
+    latency is also scaled by its host's `host_scales` entry."""
     rng = np.random.default_rng(seed)
     run = root / run_id
+    where = {g: (hosts or {}).get(g, f"{g}-local") for g in ("baseline", "dev")}
     for group, scale in (("baseline", 1.0), ("dev", dev_scale)):
-        host = run / group / (hosts or {}).get(group, f"{group}-local")
-        host.mkdir(parents=True)
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
             for rep in range(1, reps + 1):
+                crossed = bool(crossover_after) and rep > crossover_after
+                name = (
+                    where["dev" if group == "baseline" else "baseline"] if crossed else where[group]
+                )
+                host = run / group / name
                 deployment = None
-                scale_now = scale
+                scale_now = scale * (host_scales or {}).get(name, 1.0)
                 if deployment_scales:
                     deployment = (rep - 1) * len(deployment_scales) // reps
                     scale_now *= deployment_scales[deployment] if group == "dev" else 1
@@ -83,6 +91,7 @@ def write_run(
                     "repetition": rep,
                     "deployment": deployment,
                     "run_kind": run_kind,
+                    "crossed": crossed,
                 }
                 # A closed loop (rate inf): throughput can move.
                 spec = RunSpec(url="http://u", model="m", percentiles=[50, 99])

@@ -318,6 +318,25 @@ def test_bind_addresses_belong_to_hosts_and_survive_a_calibration(tmp_path, caps
     assert "HOST=ADDRESS pairs" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("CONFIG_VLLM_BENCHMARK_SWEEP_CONCURRENCY=y", "a sweep"),
+        ("CONFIG_VLLM_BENCHMARK_REDEPLOY_EVERY=2", "VLLM_BENCHMARK_REDEPLOY_EVERY"),
+        ('CONFIG_VLLM_DECLARED_HOSTS_DEV_LIST="dev-host gpu3"', "unequal host lists"),
+    ],
+)
+def test_a_crossover_needs_one_leg_per_host_pair_and_no_sweep(tmp_path, capsys, line, why):
+    ok = make_config(tmp_path, "vllm-ssh-lab", "CONFIG_VLLM_BENCHMARK_CROSSOVER=y")
+    rc, extra, _ = generate(tmp_path, ok)
+    assert rc == 0 and extra["vllm_benchmark_crossover"] is True
+    capsys.readouterr()
+    bad = make_config(tmp_path, "vllm-ssh-lab", "CONFIG_VLLM_BENCHMARK_CROSSOVER=y", line)
+    assert generate(tmp_path, bad)[0] == 2
+    err = capsys.readouterr().err
+    assert f"CONFIG_VLLM_BENCHMARK_CROSSOVER cannot run with {why}" in err, err
+
+
 def test_engine_env_and_inherited_site_reach_the_engine(tmp_path):
     from ansible_collections.servelab.vllm.plugins.plugin_utils import commands
 

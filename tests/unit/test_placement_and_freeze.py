@@ -86,6 +86,41 @@ def test_a_redeploy_every_k_rounds_marks_its_rounds_and_deployments():
             plan.block_order(["baseline", "dev"], plan.points("none", []), 6, redeploy_every=bad)
 
 
+def test_a_crossover_swaps_the_groups_hosts_after_half_the_rounds():
+    """Rounds after the first half (whole ABBA cycles) are crossed: each group's blocks
+    run on the other group's hosts, the first crossed round redeploys and warms; the
+    settings a host takes are the other group's, never its name, ports or addresses."""
+    blocks = plan.block_order(["baseline", "dev"], plan.points("none", []), 10, crossover=True)
+    assert plan.crossover_round(10) == 4 and plan.crossover_round(16) == 8
+    assert sorted({b["rep"] for b in blocks if b.get("crossed")}) == [5, 6, 7, 8, 9, 10]
+    assert sorted({b["rep"] for b in blocks if b.get("swap")}) == [5]
+    assert sorted({b["rep"] for b in blocks if b["warm"]}) == [1, 5]
+    parts = [{"group": "baseline", "host": "gpu1"}, {"group": "dev", "host": "gpu2"}]
+    placed = bench_blocks_by_host(blocks, parts)
+    where = {(b["group"], b["rep"]): b["host"] for b in placed}
+    assert where["baseline", 4] == "gpu1" and where["dev", 4] == "gpu2"
+    assert where["baseline", 5] == "gpu2" and where["dev", 5] == "gpu1"
+    with pytest.raises(ValueError, match="at least 4"):
+        plan.block_order(["baseline", "dev"], plan.points("none", []), 3, crossover=True)
+    mine = {
+        "servelab_group": "baseline",
+        "vllm_enable_prefix_caching": False,
+        "vllm_engine_bind_address": "127.0.0.2",
+        "vllm_router_port": 8000,
+        "x": 1,
+    }
+    theirs = {
+        "servelab_group": "dev",
+        "vllm_enable_prefix_caching": True,
+        "vllm_engine_bind_address": "127.0.0.3",
+        "vllm_router_port": 9000,
+        "x": 1,
+    }
+    assert plan.crossed_settings(mine, theirs, sorted(mine)) == {
+        "vllm_enable_prefix_caching": True
+    }  # fmt: skip
+
+
 def test_restarted_engines_are_frozen_by_their_new_pids():
     arms = [{"host": "b1", "pids": [10, 11], "processes": {"baseline-engine-0": 10}},
             {"host": "d1", "pids": [20], "processes": {"dev-engine-0": 20}}]  # fmt: skip

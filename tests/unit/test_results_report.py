@@ -266,6 +266,37 @@ def test_groups_on_two_hosts_report_the_host_offset_and_the_effect_net_of_it(tmp
     assert not any("host offset" in x for x in out["table"])
 
 
+def test_a_crossover_reports_the_settings_effect_net_of_the_hosts(tmp_path):
+    """dev's host is 12% slower and dev's setting 10% faster: the groups swap hosts after
+    4 of 8 repetitions, the verdict finds the setting's -10% and the report the hosts'
+    +12%; the same run judged without its host term (no crossover) would see -10% x
+    1.12 before the swap and -10% / 1.12 after, one number for both."""
+    hosts = {"baseline": "gpu1", "dev": "gpu2"}
+    config = {"vllm_platform": "declared_hosts", "vllm_benchmark_crossover": True}
+    run = write_run(tmp_path, dev_scale=0.90, reps=8, hosts=hosts, config=config,
+                    crossover_after=4, host_scales={"gpu2": 1.12})  # fmt: skip
+    assert sorted(p.name for p in (run / "dev").iterdir()) == ["gpu1", "gpu2"]
+    out = report.write_report(run, SETTINGS, GATE, tmp_path)
+    rows = {r["metric"]: r for r in out["comparisons"]["default"]}
+    tpot = rows["median_tpot_ms"]  # TTFT's median of 40 is too noisy for 8 pairs
+    assert tpot["verdict"] == "BETTER" and "host (crossover)" in tpot["method"]
+    assert tpot["low_pct"] < -10 < tpot["high_pct"], tpot
+    assert 10 < tpot["host_pct"] < 14, tpot
+    doc = json.loads((run / "report" / "compare.json").read_text())
+    said = "\n".join(doc["verdict"])
+    assert "crossover: baseline on gpu1 then gpu2; dev on gpu2 then gpu1" in said
+    line = next(x for x in doc["verdict"] if x.startswith("host offset") and "median_tpot" in x)
+    assert "dev's first host (gpu2) against baseline's (gpu1)" in line and "slower" in line
+    assert not any("different hosts" in w for w in doc["warnings"])
+    # Stopped before the swap: the estimate makes no claim.
+    (tmp_path / "early").mkdir()
+    early = write_run(tmp_path / "early", dev_scale=0.90, reps=4, hosts=hosts, config=config,
+                      host_scales={"gpu2": 1.12})  # fmt: skip
+    out = report.write_report(early, SETTINGS, GATE)
+    assert verdicts(out)["median_tpot_ms"] == "UNDECIDED"
+    assert any("stopped before the groups swapped" in x for x in out["table"])
+
+
 def test_each_groups_kv_cache_is_shown_and_unequal_caches_are_warned_about(tmp_path):
     """The KV cache capacity the engines report (vllm:cache_config_info) is on the Groups
     line; groups whose engines hold caches more than 5% apart are warned about."""

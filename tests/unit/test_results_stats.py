@@ -119,6 +119,35 @@ def test_no_claim_before_two_deployments_and_needs_count_whole_deployments():
     assert need is not None and need % 4 == 0 and need > 8  # whole deployments of 4 pairs
 
 
+def test_a_crossover_separates_the_setting_from_the_host():
+    """dev's host is 8% slower and dev's setting 10% faster: without the swap the two are
+    one number (-2.8%); with it the intercept is the setting's effect and the host term
+    the hosts' offset, each near its truth. Before the swap there is no estimate, and a
+    look with nothing to test spends no alpha."""
+    rng = np.random.default_rng(11)
+    n, half = 16, 8
+    crossed = [i >= half for i in range(n)]
+    order = [i % 2 == 0 for i in range(n)]
+    base, dev = [], []
+    for swapped in crossed:  # host A: 1.0, host B (dev's first): 1.08
+        b, d = 100 * np.exp(rng.normal(0, 0.01, 2))
+        base.append(b * (1.08 if swapped else 1.0))
+        dev.append(d * 0.90 * (1.0 if swapped else 1.08))
+    e = stats.estimate(base, dev, order, None, crossed)
+    assert math.expm1(e.mu) == pytest.approx(-0.10, abs=0.015)
+    assert math.expm1(e.host) == pytest.approx(0.08, abs=0.015)
+    assert e.df == n - 3  # intercept, position and host
+    naive = stats.estimate(base[:half], dev[:half])
+    assert math.expm1(naive.mu) == pytest.approx(0.9 * 1.08 - 1, abs=0.015)
+    assert stats.estimate(base[:half], dev[:half], None, None, crossed[:half]) is None
+    plan = stats.Plan(confidence=0.95, margin_pct=5, min_pairs=4, max_pairs=16)
+    series, lower = {"m": (base, dev)}, {"m": True}
+    v = stats.sequential(series, lower, plan, order, None, crossed)["m"]
+    # The first look with both legs (10 pairs) may spend all that 4, 6 and 8 did not.
+    assert v.verdict == stats.BETTER and v.pairs == 10
+    assert v.level == pytest.approx(plan.spent(10))
+
+
 def test_holm_is_the_textbook_step_down():
     p = {"a": 0.01, "b": 0.04, "c": 0.03}
     assert stats.holm(p, 0.05) == ["a"]  # 0.01 <= 0.05/3; then 0.03 > 0.05/2: stop

@@ -45,7 +45,11 @@ def points(sweep: str, values: list) -> list[dict]:
 
 
 def block_order(
-    groups: list[str], sweep_points: list[dict], repetitions: int, redeploy_every: int = 0
+    groups: list[str],
+    sweep_points: list[dict],
+    repetitions: int,
+    redeploy_every: int = 0,
+    crossover: bool = False,
 ) -> list[dict]:
     """The order of a run's blocks: round r runs every point, and at each point the
     groups in order on odd rounds and reversed on even rounds (ABBA), so that a drift of
@@ -59,11 +63,17 @@ def block_order(
     With `redeploy_every` k (even, so that a deployment holds whole ABBA cycles), every
     group's engines restart before rounds k+1, 2k+1, ...: those rounds' blocks carry
     `redeploy` (the first of them restarts) and `warm`, and every block its
-    `deployment` (0, 1, ...), which the verdict takes as its unit."""
+    `deployment` (0, 1, ...), which the verdict takes as its unit.
+
+    With `crossover`, the groups swap hosts after the first half of the rounds (an even
+    number, so that each leg holds whole ABBA cycles): later blocks carry `crossed`, and
+    the first round after the swap `swap` (each host is redeployed with the other
+    group's settings) and `warm`."""
     if repetitions < 1:
         raise ValueError(f"repetitions {repetitions}: expected >= 1")
     if redeploy_every and (redeploy_every < 2 or redeploy_every % 2):
         raise ValueError(f"redeploy every {redeploy_every} rounds: expected 0 or an even number")
+    swap_after = crossover_round(repetitions) if crossover else repetitions
     out: list[dict] = []
     for rep in range(1, repetitions + 1):
         fresh = bool(redeploy_every) and rep > 1 and (rep - 1) % redeploy_every == 0
@@ -71,11 +81,32 @@ def block_order(
             order = groups if rep % 2 else list(reversed(groups))
             for group in order:
                 block = {"group": group, "rep": rep, **point, "order": len(out) + 1}
-                block["warm"] = rep == 1 or fresh
+                block["warm"] = rep == 1 or fresh or rep == swap_after + 1
                 if redeploy_every:
                     block.update(deployment=(rep - 1) // redeploy_every, redeploy=fresh)
+                if rep > swap_after:
+                    block.update(crossed=True, swap=rep == swap_after + 1)
                 out.append(block)
     return out
+
+
+def crossover_round(repetitions: int) -> int:
+    """The last round before a crossover's swap: half the budget, rounded down to whole
+    ABBA cycles (two rounds), at least one cycle."""
+    if repetitions < 4:
+        raise ValueError(f"a crossover of {repetitions} rounds: expected at least 4 (two legs)")
+    return max(2, repetitions // 4 * 2)
+
+
+def crossed_settings(mine: dict, theirs: dict, names: list[str]) -> dict:
+    """The settings a host takes at a crossover's swap: the other group's value of every
+    generated setting that differs, but those that belong to the group or the host by
+    construction (its name, ports, bind addresses: layout.PER_GROUP_BY_CONSTRUCTION)."""
+    return {
+        k: theirs[k]
+        for k in names
+        if k not in layout.PER_GROUP_BY_CONSTRUCTION and k in theirs and mine.get(k) != theirs[k]
+    }
 
 
 def knob_order(values: list, repetitions: int) -> list[dict]:
@@ -170,6 +201,7 @@ def block_options(
             "load": load or {},
             "sweep": settings.get(SETTING.format("sweep"), "none"),
             "deployment": block.get("deployment"),
+            "crossed": bool(block.get("crossed")),
         },
     )
     # Only a group's first block at a point warms (block_order says why).

@@ -15,6 +15,7 @@ from .collect import RepResult, RunResults
 # block's requests, throughputs its summary's figure.
 THROUGHPUT = list(layout.THROUGHPUT_METRICS)
 DEFAULT_PRIMARY = ["median_ttft_ms", "median_tpot_ms", "output_throughput"]
+CROSSOVER = "vllm_benchmark_crossover"  # the setting that makes a run a crossover
 
 
 @dataclass
@@ -135,6 +136,25 @@ def deployments(base: list[RepResult], dev: list[RepResult]) -> list[int] | None
     return out
 
 
+def crossed(base: list[RepResult], dev: list[RepResult]) -> list[bool] | None:
+    """Per repetition, whether its blocks ran after a crossover's swap (each group on the
+    other's hosts); None for a run without a crossover (VLLM_BENCHMARK_CROSSOVER). Before
+    its swap a crossover's list is all False, and the estimate makes no claim."""
+    reps = base + dev
+    if not any(r.summary.context.crossed or r.summary.context.config.get(CROSSOVER) for r in reps):
+        return None
+    by = [_by_rep(base), _by_rep(dev)]
+    return [
+        any(r.summary.context.crossed for g in by for r in g.get(rep, []))
+        for rep in sorted(by[0].keys() | by[1].keys())
+    ]
+
+
+def design(base: list[RepResult], dev: list[RepResult]) -> tuple:
+    """What the estimate models beside the pairs: (dev_second, deployment, crossed)."""
+    return dev_second(base, dev), deployments(base, dev), crossed(base, dev)
+
+
 def throughput_moves(reps: list[RepResult]) -> bool:
     """Whether the load lets throughput move: a closed loop (no rate: the server sets the
     pace) or a saturated block. At a fixed pace below capacity, throughput follows the
@@ -155,9 +175,7 @@ def point_verdicts(
     series = {m: rep_pairs(base, dev, m) for m in primaries(base, dev, s)}
     series = {m: v for m, v in series.items() if any(x is not None for x in v[0] + v[1])}
     lower = {m: m not in THROUGHPUT for m in series}
-    return stats.sequential(
-        series, lower, s.plan(points), dev_second(base, dev), deployments(base, dev)
-    )
+    return stats.sequential(series, lower, s.plan(points), *design(base, dev))
 
 
 def compare_point(
@@ -166,7 +184,7 @@ def compare_point(
     """Every metric's row at a point: the primaries with their verdict, then the
     secondaries with an interval and no word."""
     verdicts = point_verdicts(base, dev, s, points)
-    order, deployed = dev_second(base, dev), deployments(base, dev)
+    shape = design(base, dev)
     plan = s.plan(points)
     rows = []
     for metric in list(verdicts) + [m for m in metric_names() if m not in verdicts]:
@@ -175,7 +193,7 @@ def compare_point(
             continue
         row = stats.comparison(
             metric, b, d, metric not in THROUGHPUT, metric in verdicts, plan,
-            verdicts.get(metric), order, deployed,
+            verdicts.get(metric), *shape,
         )  # fmt: skip
         rows.append(row.to_dict())
     return rows
@@ -218,10 +236,10 @@ def calibration_spread(run: RunResults) -> dict:
     if point is None:
         return out
     base, dev = run.select("baseline", point), run.select("dev", point)
-    order, deployed = dev_second(base, dev), deployments(base, dev)
+    order, deployed, swapped = design(base, dev)
     for metric in metric_names():
         b, d = rep_pairs(base, dev, metric)
-        e = stats.estimate(b, d, order)
+        e = stats.estimate(b, d, order, None, swapped)
         if deployed is not None:
             e = stats.within_deployments(b, d, deployed) or e
         if e is None or not math.isfinite(e.sd):
@@ -286,14 +304,18 @@ def point_estimates(run: RunResults, confidence: float) -> dict:
     if point is None:
         return {}
     base, dev = run.select("baseline", point), run.select("dev", point)
-    order, deployed = dev_second(base, dev), deployments(base, dev)
+    shape = design(base, dev)
     out = {}
     for metric in metric_names():
         b, d = rep_pairs(base, dev, metric)
-        e, bounds = stats.interval(b, d, confidence, order, deployed)
+        e, bounds = stats.interval(b, d, confidence, *shape)
         if e is not None and math.isfinite(e.se):
             out[metric] = {"mu": e.mu, "se": e.se, "df": e.df, "low": bounds[0],
                            "high": bounds[1], "pairs": e.n}  # fmt: skip
+            if e.host is not None:  # a crossover: the hosts' offset, same settings
+                t = stats.tq(1 - (1 - confidence) / 2, e.df)
+                out[metric]["host"] = {"mu": e.host, "low": e.host - t * e.host_se,
+                                       "high": e.host + t * e.host_se}  # fmt: skip
     return out
 
 

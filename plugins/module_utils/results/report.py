@@ -23,6 +23,7 @@ from ..records import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS, describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
+    CROSSOVER,
     THROUGHPUT,
     Settings,
     across_hosts,
@@ -40,16 +41,6 @@ from .compare import (
 )
 from .render import Section, Table, markdown, to_html
 
-# Settings that differ between the groups by construction or by host (where a host's
-# servers listen: CONFIG_VLLM_DECLARED_HOSTS_BIND_ADDRESS_LIST), not by the user's choice.
-PER_GROUP_BY_CONSTRUCTION = {
-    "servelab_group",
-    "vllm_engine_base_port",
-    "vllm_router_port",
-    "vllm_router_metrics_port",
-    "vllm_engine_bind_address",
-    "vllm_router_bind_address",
-}
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
 KV_CACHE_TOLERANCE = 0.05  # engines whose KV caches differ more than this are not equal
 
@@ -69,7 +60,7 @@ def config_diff(run: RunResults) -> list[list[str]]:
     if len(configs) < 2:
         return []
     base, dev = configs["baseline"], configs["dev"]
-    keys = sorted(k for k in base.keys() | dev.keys() if k not in PER_GROUP_BY_CONSTRUCTION)
+    keys = sorted(k for k in base.keys() | dev.keys() if k not in layout.PER_GROUP_BY_CONSTRUCTION)
     return [
         [k, json.dumps(base.get(k)), json.dumps(dev.get(k))]
         for k in keys
@@ -157,6 +148,9 @@ def host_lines(run: RunResults, comparisons: dict, s: Settings, results_dir: Pat
     """Groups on different hosts: in a calibration, the hosts' offset it measured; in an
     A/B, the offset that bounds what the run can claim (from the newest calibration on
     the same hosts), the effect net of it, or a warning that no calibration measured it."""
+    swapped = [r for r in run.reps if r.summary.context.crossed]
+    if swapped or any(r.summary.context.config.get(CROSSOVER) for r in run.reps):
+        return crossover_lines(run, swapped, s), []
     if not across_hosts(run):
         return [], []
     hosts = group_hosts(run)
@@ -194,6 +188,33 @@ def host_lines(run: RunResults, comparisons: dict, s: Settings, results_dir: Pat
             f"[{stats._pct(low):+.1f}%, {stats._pct(high):+.1f}%] ({s.confidence:.0%}, nominal)"
         )
     return lines, []
+
+
+def crossover_lines(run: RunResults, swapped: list, s: Settings) -> list[str]:
+    """A crossover: where each group ran before and after the swap, and the hosts' offset
+    that the host term took out of the verdict (with the same settings)."""
+    if not swapped:
+        return ["crossover: the run stopped before the groups swapped hosts: no claim"]
+    before = {r.group: r.host for r in run.reps if not r.summary.context.crossed}
+    after = {r.group: r.host for r in swapped}
+    legs = "; ".join(
+        f"{g} on {before.get(g, '-')} then {after.get(g, '-')}" for g in ("baseline", "dev")
+    )
+    first = min(r.rep for r in swapped)
+    lines = [
+        f"crossover: {legs} (swapped before repetition {first}); each verdict above is the "
+        "settings' effect, the hosts' offset taken out by a host term"
+    ]
+    for m, e in point_estimates(run, s.confidence).items():
+        if "host" in e and m in s.primary:
+            h = e["host"]
+            lines.append(
+                f"host offset, measured by the crossover: dev's first host ({before.get('dev')}) "
+                f"against baseline's ({before.get('baseline')}), with the same settings: "
+                + _offset_words(m, h["mu"], h["low"], h["high"])
+                + f" ({s.confidence:.0%} interval)"
+            )
+    return lines
 
 
 def stopped(run: RunResults, s: Settings) -> str:

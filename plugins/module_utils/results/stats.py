@@ -115,6 +115,10 @@ class Estimate:
     sd: float  # of one pair's log ratio, the position term removed
     position: float | None = None  # log ratio of "dev second" over "dev first", halved
     units: int = 0  # independent units: n pairs, or the deployments they ran in
+    # A crossover (the groups swapped hosts): log(dev's host / baseline's host) with the
+    # same settings, and its standard error; mu is then net of it.
+    host: float | None = None
+    host_se: float | None = None
 
     def __post_init__(self) -> None:
         self.units = self.units or self.n
@@ -143,37 +147,71 @@ def estimate(
     dev: list,
     dev_second: list[bool] | None = None,
     deployment: list[int] | None = None,
+    crossed: list[bool] | None = None,
 ) -> Estimate | None:
     """Paired estimate of log(dev / baseline); None below two usable pairs, or, where the
     pairs ran in several deployments (`deployment`, one index a pair), below two
-    deployments: then `sd` is that of a deployment's mean log ratio."""
+    deployments: then `sd` is that of a deployment's mean log ratio.
+
+    `crossed` (a crossover: True where the groups had swapped hosts) adds a host term,
+    +1 before the swap and -1 after: the intercept is then the settings' effect, the
+    mean of the two legs' means, and the term the hosts' offset. None until both legs
+    have a pair: before the swap, host and settings cannot be told apart."""
     xs, ys, kept = log_pairs(base, dev)
     n = len(kept)
     if n < 2:
         return None
     d = np.asarray(ys) - np.asarray(xs)
+    h = None
+    if crossed is not None:
+        h = np.asarray([-1.0 if crossed[i] else 1.0 for i in kept])
+        if min((h > 0).sum(), (h < 0).sum()) < 1:
+            return None
     if deployment is not None:
-        means = [float(g.mean()) for g in _by_deployment(d, kept, deployment)]
-        if len(means) < 2:
+        groups = _by_deployment(d, kept, deployment)
+        means = np.asarray([float(g.mean()) for g in groups])
+        units = len(means)
+        if h is not None:  # a deployment runs on one side of the swap
+            legs = _by_deployment(h, kept, deployment)
+            return _fit(means, [None, np.asarray([float(g[0]) for g in legs])], n, units)
+        if units < 2:
             return None
         sd = float(np.std(means, ddof=1))
-        units = len(means)
         return Estimate(n, float(np.mean(means)), sd / math.sqrt(units), units - 1, sd, None, units)
     s = None
     if dev_second is not None and n >= POSITION_MIN_PAIRS:
         s = np.asarray([1.0 if dev_second[i] else -1.0 for i in kept])
         if min((s > 0).sum(), (s < 0).sum()) < 2:  # one order only: nothing to separate
             s = None
-    if s is None:
+    if s is None and h is None:
         sd = float(d.std(ddof=1))
         return Estimate(n, float(d.mean()), sd / math.sqrt(n), n - 1, sd)
-    x = np.column_stack([np.ones(n), s])
+    return _fit(d, [s, h], n, n)
+
+
+def _fit(d, terms: list, n: int, units: int) -> Estimate | None:
+    """Least squares of d on an intercept and the terms given ([position, host], None
+    where absent; a position term that the host term leaves no room for is dropped):
+    the intercept is the effect. None without a degree of freedom left."""
+    position, host = terms
+    both = position is not None and host is not None
+    if both and np.linalg.matrix_rank(np.column_stack([np.ones(len(d)), position, host])) < 3:
+        position = None
+    cols = [np.ones(len(d))] + [t for t in (position, host) if t is not None]
+    x = np.column_stack(cols)
+    df = len(d) - x.shape[1]
+    if df < 1:
+        return None
     coef, *_ = np.linalg.lstsq(x, d, rcond=None)
     resid = d - x @ coef
-    df = n - 2
     sd = float(math.sqrt((resid**2).sum() / df))
     cov = np.linalg.inv(x.T @ x)
-    return Estimate(n, float(coef[0]), sd * math.sqrt(cov[0, 0]), df, sd, float(coef[1]))
+    e = Estimate(n, float(coef[0]), sd * math.sqrt(cov[0, 0]), df, sd, None, units)
+    if position is not None:
+        e.position = float(coef[1])
+    if host is not None:
+        e.host, e.host_se = float(coef[-1]), sd * math.sqrt(cov[-1, -1])
+    return e
 
 
 def _by_deployment(d, kept: list[int], deployment: list[int]) -> list:
@@ -248,26 +286,32 @@ def sequential(
     plan: Plan,
     dev_second: list[bool] | None = None,
     deployment: list[int] | None = None,
+    crossed: list[bool] | None = None,
 ) -> dict[str, Verdict]:
     """Replay the looks over the primaries' paired values (run order of the pairs) and
-    return each primary's verdict. The same function decides whether a run goes on."""
+    return each primary's verdict. The same function decides whether a run goes on.
+    A look with nothing to test (a crossover before its swap, one deployment) spends no
+    alpha: the next look may spend it, and the union bound still holds."""
     n_pairs = max((len(b) for b, _ in series.values()), default=0)
     out = {m: Verdict() for m in series}
     spent = 0.0
     for look in plan.looks(n_pairs):
-        level, spent = plan.spent(look) - spent, plan.spent(look)
+        level = plan.spent(look) - spent
         est, claims = {}, {}
         for m, (b, d) in series.items():
             if out[m].verdict != UNDECIDED:
                 continue
             e = estimate(
                 b[:look], d[:look], dev_second[:look] if dev_second else None,
-                deployment[:look] if deployment else None,
+                deployment[:look] if deployment else None, crossed[:look] if crossed else None,
             )  # fmt: skip
             if e is not None:
                 ps = p_values(e, plan.log_margin, lower_is_better[m])
                 claim = min(ps, key=ps.get)
                 est[m], claims[m] = e, (claim, ps[claim])
+        if not claims:
+            continue
+        spent = plan.spent(look)
         rejected = holm({m: p for m, (_, p) in claims.items()}, level)
         for rank, m in enumerate(rejected):
             claim, p = claims[m]
@@ -321,9 +365,11 @@ def mde(e: Estimate, log_margin: float, level: float) -> float:
     return log_margin + ncp * e.se
 
 
-def interval(base: list, dev: list, confidence: float, dev_second=None, deployment=None):
+def interval(
+    base: list, dev: list, confidence: float, dev_second=None, deployment=None, crossed=None
+):
     """A secondary's (or any) two-sided interval of the ratio, with its estimate."""
-    e = estimate(base, dev, dev_second, deployment)
+    e = estimate(base, dev, dev_second, deployment, crossed)
     if e is None:
         return None, None
     return e, e.interval((1 - confidence) / 2)
@@ -349,6 +395,7 @@ class Comparison:
     mde_pct: float | None = None  # smallest worsening this rule finds 80% of the time
     more_pairs: int | None = None  # undecided: about this many more blocks a group
     position_pct: float | None = None  # the ABBA position term, where fitted
+    host_pct: float | None = None  # a crossover's host offset, where fitted
     method: str = "paired log ratio"
     baseline_reps: list = field(default_factory=list)  # one value a block, run order
     dev_reps: list = field(default_factory=list)
@@ -378,6 +425,7 @@ def comparison(
     verdict: Verdict | None = None,
     dev_second: list[bool] | None = None,
     deployment: list[int] | None = None,
+    crossed: list[bool] | None = None,
 ) -> Comparison:
     """The row of one metric: a primary's from its sequential verdict, a secondary's with
     a nominal (confidence) interval and no word."""
@@ -401,17 +449,19 @@ def comparison(
             row.level = 0.0
     else:
         e, (low, high) = (None, (None, None))
-        got = interval(base, dev, plan.confidence, dev_second, deployment)
+        got = interval(base, dev, plan.confidence, dev_second, deployment, crossed)
         if got[0] is not None:
             e, (low, high) = got
             row.pairs = e.n
     if e is not None:
         row.change_pct, row.low_pct, row.high_pct = _pct(e.mu), _pct(low), _pct(high)
-        row.position_pct = _pct(e.position)
+        row.position_pct, row.host_pct = _pct(e.position), _pct(e.host)
         if e.position is not None:
             row.method = "paired log ratio + ABBA position"
         if e.units != e.n:
             row.method = f"paired log ratio, {e.units} deployments as units"
+        if e.host is not None:
+            row.method += " + host (crossover)"
     return row
 
 
