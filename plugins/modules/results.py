@@ -56,6 +56,13 @@ options:
     description: Equivalence margin in percent (SAME inside it, BETTER or WORSE beyond).
     type: float
     default: 5
+  unreachable_hosts:
+    description:
+      - Nodes that did not answer when the results were fetched; the report names them
+        (their blocks are missing), and compares what the others hold.
+    type: list
+    elements: str
+    default: []
   gate_metrics:
     description: Primary metrics checked by O(fail_on_regression); empty for every primary.
     type: list
@@ -137,6 +144,7 @@ def main() -> None:
                 "choices": ["report", "compare", "list", "forecast"],
             },
             "node_runs": {"type": "dict", "default": {}},
+            "unreachable_hosts": {"type": "list", "elements": "str", "default": []},
             "config_hash": {"type": "str", "default": ""},
             **compare.verdict_argument_spec(),
             "gate_metrics": {"type": "list", "elements": "str", "default": []},
@@ -198,6 +206,7 @@ def main() -> None:
     out = report.write_report(
         results_dir / run_id, settings, p["gate_metrics"], results_dir, write=write,
         undecided=p["fail_on_undecided"] and p["fail_on_regression"],
+        unreachable=p["unreachable_hosts"],
     )  # fmt: skip
     result = {
         **base,

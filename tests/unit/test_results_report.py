@@ -297,6 +297,24 @@ def test_a_crossover_reports_the_settings_effect_net_of_the_hosts(tmp_path):
     assert any("stopped before the groups swapped" in x for x in out["table"])
 
 
+def test_a_host_lost_mid_run_is_named_and_what_the_others_measured_is_compared(tmp_path):
+    """dev's host went away after its second block: the report compares the two pairs
+    it has, names the repetitions baseline ran alone, and the host that did not answer."""
+    run = write_run(tmp_path, reps=4)
+    for rep in (3, 4):
+        shutil.rmtree(run / "dev" / "dev-local" / "default" / f"rep-{rep}")
+    out = report.write_report(run, SETTINGS, GATE, tmp_path, unreachable=["dev-host"])
+    assert out["problems"][0].startswith("dev-host could not be reached")
+    assert f"make vllm-results RUN={run.name}" in out["problems"][0]
+    assert (
+        "point default: dev has no block for repetition(s) 3, 4, which baseline ran"
+        in (out["problems"][1])
+    )
+    assert {r["pairs"] for r in out["comparisons"]["default"] if r["primary"]} == {2}
+    md = (run / "report" / "report.md").read_text()
+    assert "dev-host could not be reached" in md
+
+
 def test_each_groups_kv_cache_is_shown_and_unequal_caches_are_warned_about(tmp_path):
     """The KV cache capacity the engines report (vllm:cache_config_info) is on the Groups
     line; groups whose engines hold caches more than 5% apart are warned about."""

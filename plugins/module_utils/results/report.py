@@ -725,10 +725,16 @@ def write_report(
     results_dir: Path | None = None,
     write: bool = True,
     undecided: bool = False,
+    unreachable: list[str] | None = None,
 ) -> dict:
     """Compare, plot and write run_dir/report/; return what the caller prints and checks.
     With write=False (make vllm-compare), compare only: no plot, no file."""
     run = load_run(run_dir)
+    run.problems[:0] = [
+        f"{host} could not be reached: the blocks it holds are not in this report; "
+        f"`make vllm-results RUN={run.run_id}` fetches them once it answers"
+        for host in unreachable or []
+    ]
     out = run_dir / layout.REPORT
     if write:
         out.mkdir(parents=True, exist_ok=True)
