@@ -122,7 +122,7 @@ class BlockContext:
     repetition: int = 0
     order: int | None = None  # the block's place in the run (ABBA)
     deployment: int | None = None  # with replication across deployments
-    crossed: bool = False  # a crossover's second leg: the groups had swapped hosts
+    crossed: bool | None = None  # a crossover's block: after its swap (None: no crossover)
     sweep: str = "none"
     load: dict = field(default_factory=dict)  # how the rate was chosen (auto: the probe)
     config: dict = field(default_factory=dict)  # the generated settings, as this host has them

@@ -260,7 +260,7 @@ def main() -> None:
     brief.update({k: summary[k] for k in layout.COMPARED if k in summary})
     brief["spec"] = {"request_rate": summary["spec"]["request_rate"]}
     context = summary["context"]
-    brief["context"] = {k: context[k] for k in ("order", "deployment", "rejected")}
+    brief["context"] = {k: context.get(k) for k in ("order", "deployment", "crossed", "rejected")}
     brief["client"] = {
         k: client.get(k)
         for k in ("bound", "why", "send_lag_p99_ms", "cpu_pct_max", "loop_busy_pct_max")

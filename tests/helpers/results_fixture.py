@@ -41,7 +41,7 @@ def write_run(
         for p_i, point in enumerate(points):
             load = 1 + p_i * 0.5
             for rep in range(1, reps + 1):
-                crossed = bool(crossover_after) and rep > crossover_after
+                crossed = rep > crossover_after if crossover_after else None
                 name = (
                     where["dev" if group == "baseline" else "baseline"] if crossed else where[group]
                 )

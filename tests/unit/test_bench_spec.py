@@ -140,7 +140,7 @@ def test_a_blocks_own_options():
     assert opts["block_retries"] == 2 and "load_fraction" not in opts
     assert opts["context"] == {
         "group": "baseline", "run_id": "r1", "order": 5, "load": {}, "sweep": "none",
-        "deployment": None, "crossed": False, "frozen": [],
+        "deployment": None, "crossed": None, "frozen": [],
     }  # fmt: skip
     cold = plan.block_options(settings, PART, {**BLOCK, "warm": False, "max_concurrency": 2}, 1)
     assert cold["warmup_requests"] == 0 and cold["max_concurrency"] == 2

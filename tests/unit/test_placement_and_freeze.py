@@ -92,8 +92,10 @@ def test_a_crossover_swaps_the_groups_hosts_after_half_the_rounds():
     settings a host takes are the other group's, never its name, ports or addresses."""
     blocks = plan.block_order(["baseline", "dev"], plan.points("none", []), 10, crossover=True)
     assert plan.crossover_round(10) == 4 and plan.crossover_round(16) == 8
-    assert sorted({b["rep"] for b in blocks if b.get("crossed")}) == [5, 6, 7, 8, 9, 10]
-    assert sorted({b["rep"] for b in blocks if b.get("swap")}) == [5]
+    assert sorted({b["rep"] for b in blocks if b["crossed"]}) == [5, 6, 7, 8, 9, 10]
+    assert sorted({b["rep"] for b in blocks if b["swap"]}) == [5]
+    plain = plan.block_order(["baseline", "dev"], plan.points("none", []), 10)
+    assert not any("crossed" in b for b in plain)
     assert sorted({b["rep"] for b in blocks if b["warm"]}) == [1, 5]
     parts = [{"group": "baseline", "host": "gpu1"}, {"group": "dev", "host": "gpu2"}]
     placed = bench_blocks_by_host(blocks, parts)

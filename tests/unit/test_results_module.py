@@ -108,3 +108,14 @@ def test_the_stop_rule_stops_when_decided_when_out_of_time_and_never_when_told_n
     assert stop_rule(same[:4])["go_on"] is True  # two pairs: before the first look
     late = stop_rule(same[:4], started=1.0, max_minutes=1)  # started in 1970
     assert late["go_on"] is False and late["reason"].startswith("the time budget of 1 min")
+    # A crossover's first leg (its blocks' context.crossed false, as the benchmark module
+    # returns it): the same 50% is not decided, since host and setting are one number.
+    leg = [
+        {**b, "summary": {**b["summary"], "context": {**b["summary"]["context"], "crossed": False}}}
+        for b in blocks
+    ]
+    before = stop_rule(leg)
+    assert before["go_on"] is True
+    assert before["verdicts"] == {
+        "default": {"median_ttft_ms": "UNDECIDED", "median_tpot_ms": "UNDECIDED"}
+    }

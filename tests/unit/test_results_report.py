@@ -291,7 +291,7 @@ def test_a_crossover_reports_the_settings_effect_net_of_the_hosts(tmp_path):
     # Stopped before the swap: the estimate makes no claim.
     (tmp_path / "early").mkdir()
     early = write_run(tmp_path / "early", dev_scale=0.90, reps=4, hosts=hosts, config=config,
-                      host_scales={"gpu2": 1.12})  # fmt: skip
+                      crossover_after=4, host_scales={"gpu2": 1.12})  # fmt: skip
     out = report.write_report(early, SETTINGS, GATE)
     assert verdicts(out)["median_tpot_ms"] == "UNDECIDED"
     assert any("stopped before the groups swapped" in x for x in out["table"])

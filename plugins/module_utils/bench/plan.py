@@ -66,9 +66,9 @@ def block_order(
     `deployment` (0, 1, ...), which the verdict takes as its unit.
 
     With `crossover`, the groups swap hosts after the first half of the rounds (an even
-    number, so that each leg holds whole ABBA cycles): later blocks carry `crossed`, and
-    the first round after the swap `swap` (each host is redeployed with the other
-    group's settings) and `warm`."""
+    number, so that each leg holds whole ABBA cycles): every block carries `crossed`
+    (true after the swap), and the first round after the swap `swap` (each host is
+    redeployed with the other group's settings) and `warm`."""
     if repetitions < 1:
         raise ValueError(f"repetitions {repetitions}: expected >= 1")
     if redeploy_every and (redeploy_every < 2 or redeploy_every % 2):
@@ -84,8 +84,8 @@ def block_order(
                 block["warm"] = rep == 1 or fresh or rep == swap_after + 1
                 if redeploy_every:
                     block.update(deployment=(rep - 1) // redeploy_every, redeploy=fresh)
-                if rep > swap_after:
-                    block.update(crossed=True, swap=rep == swap_after + 1)
+                if crossover:
+                    block.update(crossed=rep > swap_after, swap=rep == swap_after + 1)
                 out.append(block)
     return out
 
@@ -201,7 +201,7 @@ def block_options(
             "load": load or {},
             "sweep": settings.get(SETTING.format("sweep"), "none"),
             "deployment": block.get("deployment"),
-            "crossed": bool(block.get("crossed")),
+            "crossed": block.get("crossed"),  # None: not a crossover
         },
     )
     # Only a group's first block at a point warms (block_order says why).

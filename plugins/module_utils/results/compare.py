@@ -15,7 +15,6 @@ from .collect import RepResult, RunResults
 # block's requests, throughputs its summary's figure.
 THROUGHPUT = list(layout.THROUGHPUT_METRICS)
 DEFAULT_PRIMARY = ["median_ttft_ms", "median_tpot_ms", "output_throughput"]
-CROSSOVER = "vllm_benchmark_crossover"  # the setting that makes a run a crossover
 
 
 @dataclass
@@ -138,10 +137,10 @@ def deployments(base: list[RepResult], dev: list[RepResult]) -> list[int] | None
 
 def crossed(base: list[RepResult], dev: list[RepResult]) -> list[bool] | None:
     """Per repetition, whether its blocks ran after a crossover's swap (each group on the
-    other's hosts); None for a run without a crossover (VLLM_BENCHMARK_CROSSOVER). Before
-    its swap a crossover's list is all False, and the estimate makes no claim."""
-    reps = base + dev
-    if not any(r.summary.context.crossed or r.summary.context.config.get(CROSSOVER) for r in reps):
+    other's hosts); None for a run without a crossover (VLLM_BENCHMARK_CROSSOVER: its
+    blocks' context.crossed is None). Before its swap a crossover's list is all False,
+    and the estimate makes no claim."""
+    if all(r.summary.context.crossed is None for r in base + dev):
         return None
     by = [_by_rep(base), _by_rep(dev)]
     return [

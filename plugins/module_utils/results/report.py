@@ -23,7 +23,6 @@ from ..records import CPU_PCT, OTHER_LOAD, SEND_LAG_P99_MS, describe_mps
 from . import plots, stats
 from .collect import RunResults, list_runs, load_run
 from .compare import (
-    CROSSOVER,
     THROUGHPUT,
     Settings,
     across_hosts,
@@ -148,15 +147,14 @@ def host_lines(run: RunResults, comparisons: dict, s: Settings, results_dir: Pat
     """Groups on different hosts: in a calibration, the hosts' offset it measured; in an
     A/B, the offset that bounds what the run can claim (from the newest calibration on
     the same hosts), the effect net of it, or a warning that no calibration measured it."""
-    swapped = [r for r in run.reps if r.summary.context.crossed]
-    if swapped or any(r.summary.context.config.get(CROSSOVER) for r in run.reps):
-        return crossover_lines(run, swapped, s), []
+    primary = [r["metric"] for rows in comparisons.values() for r in rows if r["primary"]]
+    if any(r.summary.context.crossed is not None for r in run.reps):
+        return crossover_lines(run, primary, s), []
     if not across_hosts(run):
         return [], []
     hosts = group_hosts(run)
     base, dev = ", ".join(hosts["baseline"]), ", ".join(hosts["dev"])
     where = f"dev's host ({dev}) against baseline's ({base})"
-    primary = [r["metric"] for rows in comparisons.values() for r in rows if r["primary"]]
     if run_kind(run) == "calibration":
         est = point_estimates(run, s.confidence)
         return [
@@ -190,9 +188,10 @@ def host_lines(run: RunResults, comparisons: dict, s: Settings, results_dir: Pat
     return lines, []
 
 
-def crossover_lines(run: RunResults, swapped: list, s: Settings) -> list[str]:
+def crossover_lines(run: RunResults, primary: list[str], s: Settings) -> list[str]:
     """A crossover: where each group ran before and after the swap, and the hosts' offset
     that the host term took out of the verdict (with the same settings)."""
+    swapped = [r for r in run.reps if r.summary.context.crossed]
     if not swapped:
         return ["crossover: the run stopped before the groups swapped hosts: no claim"]
     before = {r.group: r.host for r in run.reps if not r.summary.context.crossed}
@@ -206,7 +205,7 @@ def crossover_lines(run: RunResults, swapped: list, s: Settings) -> list[str]:
         "settings' effect, the hosts' offset taken out by a host term"
     ]
     for m, e in point_estimates(run, s.confidence).items():
-        if "host" in e and m in s.primary:
+        if "host" in e and m in primary:
             h = e["host"]
             lines.append(
                 f"host offset, measured by the crossover: dev's first host ({before.get('dev')}) "
