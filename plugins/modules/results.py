@@ -56,6 +56,16 @@ options:
     description: Equivalence margin in percent (SAME inside it, BETTER or WORSE beyond).
     type: float
     default: 5
+  repetitions:
+    description:
+      - With O(action=forecast), the run's budget in blocks a group
+        (VLLM_BENCHMARK_REPETITIONS); 0 for the default plan's.
+    type: int
+    default: 0
+  min_repetitions:
+    description: With O(action=forecast), the run's first look (VLLM_BENCHMARK_MIN_REPETITIONS).
+    type: int
+    default: 0
   unreachable_hosts:
     description:
       - Nodes that did not answer when the results were fetched; the report names them
@@ -145,6 +155,8 @@ def main() -> None:
             },
             "node_runs": {"type": "dict", "default": {}},
             "unreachable_hosts": {"type": "list", "elements": "str", "default": []},
+            "repetitions": {"type": "int", "default": 0},
+            "min_repetitions": {"type": "int", "default": 0},
             "config_hash": {"type": "str", "default": ""},
             **compare.verdict_argument_spec(),
             "gate_metrics": {"type": "list", "elements": "str", "default": []},
@@ -166,6 +178,9 @@ def main() -> None:
         module.exit_json(changed=False, **{**base, "table": lines or ["(no runs)"]})
     if p["action"] == "forecast":
         s = compare.Settings(p["confidence"], p["margin_pct"], list(p["primary_metrics"]))
+        if p["repetitions"] > 0:  # the run's plan: its first look and budget
+            s.max_pairs = p["repetitions"]
+            s.min_pairs = min(p["min_repetitions"] or s.min_pairs, s.max_pairs)
         line = report.forecast(results_dir, p["config_hash"], s)
         module.exit_json(changed=False, **{**base, "table": [line]})
     if not 0 < p["confidence"] < 1:

@@ -119,3 +119,16 @@ def test_the_stop_rule_stops_when_decided_when_out_of_time_and_never_when_told_n
     assert before["verdicts"] == {
         "default": {"median_ttft_ms": "UNDECIDED", "median_tpot_ms": "UNDECIDED"}
     }
+
+
+def test_the_forecast_speaks_of_the_runs_own_budget(tmp_path):
+    """Before a run: the blocks deciding the margin takes, set against the run's budget
+    (VLLM_BENCHMARK_REPETITIONS), not the default plan's 16."""
+    write_run(tmp_path, run_id="20261122T000000Z-abcdef123456-calibration", dev_scale=1.0,
+              reps=6, run_kind="calibration")  # fmt: skip
+    args = [f"results_dir={tmp_path}", "action=forecast", "config_hash=abcdef123456",
+            "margin_pct=1"]  # fmt: skip
+    eight = ansible(*args, "repetitions=8", "min_repetitions=4")
+    assert eight.returncode == 0, eight.stdout
+    assert "(the budget is 8: expect UNDECIDED where nothing changed)" in eight.stdout
+    assert "(the budget is 16" in ansible(*args).stdout
