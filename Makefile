@@ -127,6 +127,19 @@ vllm-calibrate: $(GENERATED) ## A/A run (dev with baseline's settings): run-to-r
 	  -e @$(EXTRA_VARS) -e servelab_run_kind=calibration playbooks/calibrate.yml
 
 
+# make vllm-history: the filters, each optional (docs/history.md).
+HISTORY_VARS := -e '{"servelab_history": {"config_hash": "$(HISTORY_CONFIG)", "setting": "$(HISTORY_SETTING)", \
+  "host": "$(HISTORY_HOST)", "since": "$(HISTORY_SINCE)", "until": "$(HISTORY_UNTIL)"}}' \
+  -e servelab_fail_on_change=$(FAIL_ON_CHANGE)
+FAIL_ON_CHANGE ?= 0
+.PHONY: vllm-history vllm-history-import
+vllm-history: $(GENERATED) ## The runs over time, their change points, results/history/index.html (HISTORY_CONFIG= HISTORY_SETTING= HISTORY_HOST= HISTORY_SINCE= HISTORY_UNTIL= FAIL_ON_CHANGE=1)
+	$(PLAYBOOK) playbooks/history.yml $(HISTORY_VARS)
+
+vllm-history-import: $(GENERATED) ## Copy in another controller's runs (DIR=path): duplicates recognised, nothing overwritten
+	@test -n "$(DIR)" || { echo "error: name the directory of runs to import: make vllm-history-import DIR=path"; exit 2; }
+	$(PLAYBOOK) playbooks/history.yml -e servelab_history_import=$(abspath $(DIR))
+
 vllm-results: $(GENERATED) ## Fetch the latest run (or RUN=id), compare baseline vs dev, write the report
 	$(PLAYBOOK) playbooks/results.yml $(RESULTS_VARS)
 

@@ -56,6 +56,8 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
 COMPARE_JSON = "compare.json"
+# make vllm-history's page, beside the runs (<results_dir>/history/): never a run itself.
+HISTORY_DIR = "history"
 
 
 def rep_dir(point_dir: Path, rep: int) -> Path:

@@ -130,6 +130,8 @@ class BlockContext:
     placement: dict = field(default_factory=dict)  # a CPU engine's dtype and core sets
     mps: dict = field(default_factory=dict)  # the MPS proof
     wheelhouse: dict = field(default_factory=dict)
+    host_facts: dict = field(default_factory=dict)  # kernel, cpu, gpu_driver of the host
+    collection: str = ""  # the servelab commit that ran the block (the controller's checkout)
     frozen: list = field(default_factory=list)  # the stacks frozen meanwhile
     rejected: list = field(default_factory=list)  # earlier attempts, run again
 

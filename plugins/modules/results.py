@@ -23,7 +23,9 @@ description:
     O(action=forecast), says before a run of O(config_hash) how many blocks deciding the
     margin takes, from the calibrations of that configuration; with
     O(fail_on_regression), fails when dev is WORSE on one of O(gate_metrics) (and with
-    O(fail_on_undecided), when one is UNDECIDED).
+    O(fail_on_undecided), when one is UNDECIDED); with O(action=history), indexes every run
+    under O(results_dir) and shows the history (module_utils/results/history.py, trend.py);
+    with O(action=import), copies in the runs of O(import_dir).
 version_added: "0.1.0"
 author: servelab developers (@servelab)
 options:
@@ -38,7 +40,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [report, compare, list, forecast]
+    choices: [report, compare, list, forecast, history, import]
     default: report
   confidence:
     description: Family-wise confidence over the primary metrics of a point.
@@ -56,6 +58,17 @@ options:
     description: Equivalence margin in percent (SAME inside it, BETTER or WORSE beyond).
     type: float
     default: 5
+  history:
+    description:
+      - With O(action=history), the filters of the runs shown (make vllm-history), each
+        optional, e.g. C({config_hash: 76ef85c8dc34, setting: vllm_engine_version=0.32.0,
+        host: gpu1, since: 20261201, until: 20261231, kind: ab}).
+    type: dict
+    default: {}
+  import_dir:
+    description: With O(action=import), a directory of run directories from another controller.
+    type: path
+    default: ""
   repetitions:
     description:
       - With O(action=forecast), the run's budget in blocks a group
@@ -131,15 +144,18 @@ runs:
   elements: dict
 """
 
+import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible_collections.servelab.vllm.plugins.module_utils.results import (  # noqa: E402
     collect,
     compare,
+    history,
     plots,
     report,
     stats,
+    trend,
 )
 
 
@@ -151,10 +167,12 @@ def main() -> None:
             "action": {
                 "type": "str",
                 "default": "report",
-                "choices": ["report", "compare", "list", "forecast"],
+                "choices": ["report", "compare", "list", "forecast", "history", "import"],
             },
             "node_runs": {"type": "dict", "default": {}},
             "unreachable_hosts": {"type": "list", "elements": "str", "default": []},
+            "history": {"type": "dict", "default": {}},
+            "import_dir": {"type": "path", "default": ""},
             "repetitions": {"type": "int", "default": 0},
             "min_repetitions": {"type": "int", "default": 0},
             "config_hash": {"type": "str", "default": ""},
@@ -183,6 +201,8 @@ def main() -> None:
             s.min_pairs = min(p["min_repetitions"] or s.min_pairs, s.max_pairs)
         line = report.forecast(results_dir, p["config_hash"], s)
         module.exit_json(changed=False, **{**base, "table": [line]})
+    if p["action"] in ("history", "import"):
+        _history(module, results_dir, p, base)
     if not 0 < p["confidence"] < 1:
         module.fail_json(msg=f"confidence {p['confidence']}: expected 0 < x < 1")
     if not 0 < p["margin_pct"] < 100:
@@ -237,6 +257,38 @@ def main() -> None:
             msg="the gate fails: " + "; ".join(out["regressions"]), **result,
         )  # fmt: skip
     module.exit_json(**result)
+
+
+def _history(module, results_dir: Path, p: dict, base: dict) -> None:
+    """make vllm-history (the table, change points, the page) and vllm-history-import."""
+    if history.IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("ruptures"), exception=history.IMPORT_ERROR)
+    if p["action"] == "import":
+        if not p["import_dir"]:
+            module.fail_json(msg="import: name the directory of runs to import (DIR=path)")
+        got = trend.import_runs(Path(p["import_dir"]), results_dir)
+        lines = [
+            f"imported {len(got['imported'])} run(s): {', '.join(got['imported']) or '-'}",
+            f"already here (same blocks): {', '.join(got['duplicates']) or '-'}",
+        ]
+        module.exit_json(changed=bool(got["imported"]), **{**base, "table": lines,
+                         "problems": got["problems"]})  # fmt: skip
+    known = {f.name for f in dataclasses.fields(history.Filters)}
+    unknown = sorted(set(p["history"]) - known)
+    if unknown:
+        module.fail_json(msg=f"history: unknown filter(s) {', '.join(unknown)}: expected "
+                         f"some of {', '.join(sorted(known))}")  # fmt: skip
+    f = history.Filters(**{k: str(v) for k, v in p["history"].items() if v not in (None, "")})
+    out = trend.history_report(results_dir, f, list(p["primary_metrics"]), write=True)
+    lines = [f"{len(out['runs'])} run(s)"] + out["table"] + ["change points:"]
+    lines += [f"  {x}" for x in out["findings"]]
+    if out.get("page"):
+        lines.append(f"page: {out['page']}")
+    # FAIL_ON_CHANGE is the playbook's: it shows the table before it fails.
+    module.exit_json(
+        **{**base, "changed": bool(out.get("page")), "table": lines,
+           "problems": out["problems"], "regressions": out["regressions"]}
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

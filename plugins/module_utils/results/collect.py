@@ -128,7 +128,10 @@ def list_runs(results_dir: Path) -> list[dict]:
     out = []
     if not results_dir.is_dir():
         return out
-    for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name[0] != "."):
+    for run_dir in sorted(
+        p for p in results_dir.iterdir()
+        if p.is_dir() and p.name[0] != "." and p.name != layout.HISTORY_DIR
+    ):  # fmt: skip
         stamp, _, config_hash = run_dir.name.partition("-")
         groups = sorted(p.name for p in _group_dirs(run_dir))
         out.append(
