@@ -128,10 +128,10 @@ vllm-calibrate: $(GENERATED) ## A/A run (dev with baseline's settings): run-to-r
 
 
 # make vllm-history: the filters, each optional (docs/history.md).
+FAIL_ON_CHANGE ?= 0
 HISTORY_VARS := -e '{"servelab_history": {"config_hash": "$(HISTORY_CONFIG)", "setting": "$(HISTORY_SETTING)", \
   "host": "$(HISTORY_HOST)", "since": "$(HISTORY_SINCE)", "until": "$(HISTORY_UNTIL)"}}' \
   -e servelab_fail_on_change=$(FAIL_ON_CHANGE)
-FAIL_ON_CHANGE ?= 0
 .PHONY: vllm-history vllm-history-import
 vllm-history: $(GENERATED) ## The runs over time, their change points, results/history/index.html (HISTORY_CONFIG= HISTORY_SETTING= HISTORY_HOST= HISTORY_SINCE= HISTORY_UNTIL= FAIL_ON_CHANGE=1)
 	$(PLAYBOOK) playbooks/history.yml $(HISTORY_VARS)

@@ -2,8 +2,12 @@
 
 import json
 import math
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +176,31 @@ def test_the_module_shows_the_history_writes_its_page_and_imports_without_overwr
     out = json.loads(again.stdout.split("=>", 1)[1])
     assert out["changed"] is False and out["table"][1].count("2026") == 3  # duplicates now
     assert not list(here.glob(".import-*"))
+
+
+def test_fail_on_change_fails_the_nightly_when_the_newest_runs_start_a_regression(tmp_path):
+    """playbooks/history.yml as `make vllm-history FAIL_ON_CHANGE=1` runs it: a history
+    whose last two runs are 30% slower fails, naming the change; without the flag, or
+    with the step long past, it passes."""
+    top = Path(__file__).resolve().parents[2]
+
+    def play(results, *extra):
+        return subprocess.run(
+            [str(top / ".venv/bin/ansible-playbook"), "-i", "localhost,", "-c", "local",
+             "-e", f"ansible_python_interpreter={sys.executable}",
+             str(top / "playbooks/history.yml"), "-e", f"vllm_results_dir={results}",
+             "-e", '{"vllm_results_primary_metrics_list": ["median_tpot_ms"]}', *extra],
+            capture_output=True, text=True,
+            env={**os.environ, "ANSIBLE_CONFIG": str(top / "ansible.cfg")},
+        )  # fmt: skip
+
+    late, old = tmp_path / "late", tmp_path / "old"
+    nightly(late, n=8, step_at=6, step=1.3)
+    nightly(old, n=8, step_at=3, step=1.3)
+    failed = play(late, "-e", "servelab_fail_on_change=1")
+    assert failed.returncode != 0
+    assert "the newest run starts a regression: baseline median_tpot_ms: a change of +3" in (
+        failed.stdout
+    ), failed.stdout[-3000:]
+    assert play(late).returncode == 0
+    assert play(old, "-e", "servelab_fail_on_change=1").returncode == 0
