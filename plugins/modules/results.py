@@ -60,9 +60,9 @@ options:
     default: 5
   history:
     description:
-      - With O(action=history), the filters of the runs shown (make vllm-history), each
-        optional, e.g. C({config_hash: 76ef85c8dc34, setting: vllm_engine_version=0.32.0,
-        host: gpu1, since: 20261201, until: 20261231, kind: ab}).
+      - "With O(action=history), the filters of the runs shown (make vllm-history), each
+        optional: C(config_hash), C(setting) (C(name=value)), C(host), C(since), C(until)
+        (UTC stamps such as C(20261201)) and C(kind) (C(ab), the default, or C(calibration))."
     type: dict
     default: {}
   import_dir:
