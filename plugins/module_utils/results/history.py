@@ -29,7 +29,7 @@ import json
 import math
 import sqlite3
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import layout
@@ -324,14 +324,13 @@ def what_changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 @dataclass
 class Change:
-    """A change point: the first run of the new level, its size, and what the runs on
-    either side differ in (filled by the caller, which knows the identities)."""
+    """A change point: the first run of the new level and its size (trend.py names what
+    the runs on either side differ in, from their identities)."""
 
     index: int
     size_pct: float  # the new level against the old: (exp(after - before) - 1) x 100
     before: float  # the levels (log) of the segments on either side
     after: float
-    changed: list[str] = field(default_factory=list)
 
 
 @dataclass
