@@ -28,6 +28,7 @@ import itertools
 import json
 import math
 import sqlite3
+import statistics
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,11 +360,8 @@ class Scan:
 def spread_of(x: list[float]) -> float:
     """A robust spread of one value: the median absolute run-to-run difference over
     0.6745 x sqrt(2) (what a level shift moves only once)."""
-    d = sorted(abs(b - a) for a, b in itertools.pairwise(x))
-    if not d:
-        return 0.0
-    mid = d[len(d) // 2] if len(d) % 2 else (d[len(d) // 2 - 1] + d[len(d) // 2]) / 2
-    return mid / (0.6745 * math.sqrt(2))
+    d = [abs(b - a) for a, b in itertools.pairwise(x)]
+    return statistics.median(d) / (0.6745 * math.sqrt(2)) if d else 0.0
 
 
 def changes(values: list[float], lower_is_better: bool = True) -> Scan:
@@ -377,8 +375,8 @@ def changes(values: list[float], lower_is_better: bool = True) -> Scan:
     # the newest run have one side only: nothing can tell them from a new level.
     outliers = [
         i for i in range(1, n - 1)
-        if abs(x[i] - _median(x[max(0, i - 3):i])) > OUTLIER_Z * sigma
-        and abs(x[i] - _median(x[i + 1:i + 4])) > OUTLIER_Z * sigma
+        if abs(x[i] - statistics.median(x[max(0, i - 3):i])) > OUTLIER_Z * sigma
+        and abs(x[i] - statistics.median(x[i + 1:i + 4])) > OUTLIER_Z * sigma
     ]  # fmt: skip
     kept = [i for i in range(n) if i not in outliers]
     y = stats.np.asarray([x[i] for i in kept]).reshape(-1, 1)
@@ -400,11 +398,3 @@ def changes(values: list[float], lower_is_better: bool = True) -> Scan:
         worse = z if lower_is_better else -z
         departs = z if worse > DEPART_Z else None
     return Scan(out, outliers, departs, sigma)
-
-
-def _median(v: list[float]) -> float:
-    s = sorted(v)
-    if not s:
-        return 0.0
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
