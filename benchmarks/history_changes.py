@@ -6,9 +6,13 @@ FAIL_ON_CHANGE, printed as rates over many series.
 Series: one value a run (a primary metric's estimate), in log-normal noise of a run's
 spread (default 3%: the embedded default's per-run estimates over 8-16 blocks a group);
 a noisy-but-unchanged series at twice that; a step of 5% and of 10%; a slow drift of 10%
-over the history; a single outlier run; a step in the newest two runs.
+over the history; a single outlier run; a step in the newest two runs. Each run also has
+the standard error its blocks give (the spread, as estimated from --blocks blocks: a
+scaled chi-square draw), which floors the noise the scan assumes, as `make vllm-history`
+does; --no-floor leaves it out.
 
     .venv/bin/python benchmarks/history_changes.py [--series 400] [--runs 20] [--spread 0.03]
+        [--blocks 16] [--no-floor]
 """
 
 from __future__ import annotations
@@ -45,12 +49,14 @@ def scenarios(n: int, spread: float) -> dict:
     }
 
 
-def measure(level, noise: float, truth, series: int, rng) -> dict:
+def measure(level, noise: float, truth, series: int, rng, blocks: int) -> dict:
     n = len(level)
     counts = {"any change": 0, "found at +-1": 0, "outlier named": 0, "FAIL_ON_CHANGE": 0}
     for _ in range(series):
         values = np.exp(level + rng.normal(0, noise, n)).tolist()
-        scan = history.changes(values)
+        # each run's own standard error, as its blocks estimate it (0 blocks: none)
+        ses = noise * np.sqrt(rng.chisquare(blocks - 1, n) / (blocks - 1)) if blocks else []
+        scan = history.changes(values, floor=history.noise_floor(list(ses)))
         counts["any change"] += bool(scan.changes)
         if truth is not None:
             counts["found at +-1"] += any(abs(c.index - truth) <= 1 for c in scan.changes)
@@ -65,17 +71,21 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--spread", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--blocks", type=int, default=16, help="blocks a run (its standard error)")
+    ap.add_argument("--no-floor", action="store_true", help="no floor from the runs' errors")
     args = ap.parse_args()
+    blocks = 0 if args.no_floor else args.blocks
     rng = np.random.default_rng(args.seed)
     print(
         f"{args.series} series of {args.runs} runs, spread {args.spread:.0%} a run; penalty "
         f"{history.PENALTY:g} x spread^2 x ln(n), segments of {history.MIN_SEGMENT}+ runs, "
-        f"outliers at {history.OUTLIER_Z:g} spreads, newest run flagged at {history.DEPART_Z:g}"
+        f"outliers at {history.OUTLIER_Z:g} spreads, newest run flagged at {history.DEPART_Z:g}; "
+        + ("no floor" if not blocks else f"floored by the runs' errors from {blocks} blocks")
     )
     header = ["series", "any change", "found at +-1", "outlier named", "FAIL_ON_CHANGE"]
     print(" | ".join(header))
     for name, (level, noise, truth) in scenarios(args.runs, args.spread).items():
-        rates = measure(level, noise, truth, args.series, rng)
+        rates = measure(level, noise, truth, args.series, rng, blocks)
         cells = [f"{rates[k]:.1%}" if (k != "found at +-1" or truth is not None) else "-"
                  for k in header[1:]]  # fmt: skip
         print(" | ".join([name, *cells]))

@@ -44,8 +44,9 @@ def test_the_index_holds_every_run_and_follows_the_directories(tmp_path):
     runs = history.runs(db, history.Filters())
     assert [r["run_id"] for r in runs] == ids
     tpot = history.group_series(db, ids, "baseline", "median_tpot_ms")
-    value, low, high = tpot[0][1:]
+    value, low, high, se = tpot[0][1:]
     assert low < value < high
+    assert 0 < se < math.log(high / low)
     assert history.identity_of(db, ids[0], "dev")["engine"] == "0.32.0"
     assert history.identity_of(db, ids[0], "dev")["kernel"] == "6.1.0-40"
     # Derived: a run removed is forgotten, the index deleted is rebuilt alike.
@@ -124,11 +125,50 @@ def test_a_corrupt_or_foreign_directory_is_a_problem_never_fatal_never_written(t
     assert after == before
 
 
+def test_runs_quieter_than_their_own_blocks_do_not_make_a_drift_a_change():
+    """Eight runs whose estimates happen to lie within 0.3% of each other, then a 2.5%
+    drift: on their spread alone that is a change; each run's own standard error (3%, from
+    its blocks) says the runs cannot tell it, so with that floor there is none. A 30% step
+    is still found at its run."""
+    quiet = [100.0, 100.3, 99.8, 100.1, 99.9, 100.2, 102.6, 102.4, 102.7, 102.5]
+    assert history.changes(quiet).changes  # the spread alone: a "change" at run 7
+    scan = history.changes(quiet, floor=history.noise_floor([0.03] * 9 + [None]))
+    assert scan.changes == [] and scan.floored and scan.spread == pytest.approx(0.03)
+    stepped = [100.0, 100.3, 99.8, 100.1, 99.9, 100.2, 130.1, 129.7, 130.4, 130.0]
+    (c,) = history.changes(stepped, floor=0.03).changes
+    assert c.index == 6 and c.size_pct == pytest.approx(30, abs=1)
+    assert history.noise_floor([None, float("nan")]) == 0.0
+
+
+def test_a_change_placed_a_run_from_its_cause_names_the_nearest_change_of_identity(tmp_path):
+    """Runs 5 and 6 are 30% slower, but the engine changes only at run 6 (a change first
+    seen in the newest runs, or blurred by a noisy run): the runs either side of the
+    change differ in nothing, so the finding names the engine change one run later."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.results import trend
+
+    ids = nightly(tmp_path, n=7, step_at=5, step=1.3)
+    for path in (tmp_path / ids[4]).rglob("summary.json"):  # slower, same engine
+        doc = json.loads(path.read_text())
+        for key in ("median_ttft_ms", "median_tpot_ms", "mean_ttft_ms"):
+            doc[key] *= 1.3
+        path.write_text(json.dumps(doc))
+    out = trend.history_report(tmp_path, history.Filters(), ["median_tpot_ms"], write=False)
+    found = [x for x in out["findings"] if x.startswith("baseline median_tpot_ms")]
+    assert len(found) == 1 and f"from run {ids[4]} on" in found[0], out["findings"]
+    assert (
+        f"nothing in the runs identity; the nearest change in it is at run {ids[5]} "
+        "(1 run(s) later): engine 0.32.0 -> 0.33.0" in found[0]
+    )
+
+
 def test_effects_come_from_the_report_or_as_the_report_would_compute_them(tmp_path):
     run = write_run(tmp_path, dev_scale=1.5, reps=4)
     db, _ = history.update(tmp_path)
-    (_, change, low, high, verdict), *_ = history.effect_series(db, [run.name], "median_tpot_ms")
+    (_, change, low, high, verdict, se), *_ = history.effect_series(
+        db, [run.name], "median_tpot_ms"
+    )
     assert verdict == "WORSE" and low < change < high
+    assert 0 < se < math.log((100 + high) / (100 + low))  # the pairs' error, on the log scale
     assert change == pytest.approx(50, abs=5) and math.isfinite(high)
 
 
@@ -156,8 +196,14 @@ def test_the_module_shows_the_history_writes_its_page_and_imports_without_overwr
         and f"from run {ids[4]} on" in x and "engine 0.32.0 -> 0.33.0" in x
         for x in out["table"]
     ), out["table"]  # fmt: skip
+    marked = [x for x in out["table"] if "<- change:" in x]  # the table marks where it starts
+    assert len(marked) == 1 and marked[0].startswith(ids[4]) and "dev median_tpot_ms +" in marked[0]
     page = (here / "history" / "index.html").read_text()
     assert page.count("<svg") == 2 and f"../{ids[0]}/report/report.html" in page
+    row = re.search(
+        rf"<tr><td><a href='[^']*'>{ids[4]}</a></td><td>([^<]*)</td><td><b>change:", page
+    )
+    assert row and "median_tpot_ms" in row[1]  # each linked row has its figures and its mark
 
     nightly(there, n=10, seed=50)  # ids 1-8 differ from here's, 9-10 are new
     shutil.copytree(here / ids[0], there / "20261230T000000Z-abcdef123456")

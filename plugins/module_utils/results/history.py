@@ -16,9 +16,12 @@ commit, the settings), which names what changed between two runs.
 
 Change points (`changes`): ruptures' PELT with a least-squares cost over a series' logs,
 every run a possible start (jump 1), two runs at least a segment, the penalty scaled by
-the series' own noise (a robust spread of run-to-run differences), so that a noisy series
-needs a larger step. A single run far from both neighbours is an outlier, set aside and
-named, not a change. Measured on synthetic series by benchmarks/history_changes.py.
+the series' own noise: a robust spread of run-to-run differences, but never less than the
+runs' own standard error (the median over the runs of their blocks' standard error): a run
+cannot be more precise than its blocks, and a few quiet runs in a row would otherwise make
+a drift of a percent or two a "change". A single run far from both neighbours is an
+outlier, set aside and named, not a change. Measured on synthetic series by
+benchmarks/history_changes.py.
 """
 
 from __future__ import annotations
@@ -46,10 +49,10 @@ except ImportError:  # the module reports it with missing_required_lib
     ruptures = None
     IMPORT_ERROR = traceback.format_exc()
 
-SCHEMA = 1
+SCHEMA = 2  # 2: the standard errors (estimates.se, effects.se)
 DB_NAME = ".history.sqlite"
 MIN_SEGMENT = 2  # runs: a change needs two runs on each side to be told from an outlier
-PENALTY = 5.0  # x noise variance x ln(n): PELT's penalty (benchmarks/history_changes.py)
+PENALTY = 4.0  # x noise variance x ln(n): PELT's penalty (benchmarks/history_changes.py)
 OUTLIER_Z = 5.0  # a run this many spreads from both neighbours' level is an outlier
 DEPART_Z = 3.0  # the newest run this many spreads worse than its segment: flagged
 # Identity keys compared between two runs to say what changed at a change point.
@@ -61,9 +64,9 @@ CREATE TABLE runs(run_id TEXT PRIMARY KEY, time TEXT, config_hash TEXT, kind TEX
                   fingerprint TEXT, report TEXT);
 CREATE TABLE identity(run_id TEXT, grp TEXT, key TEXT, value TEXT);
 CREATE TABLE estimates(run_id TEXT, point TEXT, grp TEXT, metric TEXT,
-                       value REAL, low REAL, high REAL, blocks INTEGER);
+                       value REAL, low REAL, high REAL, blocks INTEGER, se REAL);
 CREATE TABLE effects(run_id TEXT, point TEXT, metric TEXT, change_pct REAL, low_pct REAL,
-                     high_pct REAL, verdict TEXT, pairs INTEGER);
+                     high_pct REAL, verdict TEXT, pairs INTEGER, se REAL);
 CREATE INDEX estimates_run ON estimates(run_id);
 CREATE INDEX effects_run ON effects(run_id);
 CREATE INDEX identity_run ON identity(run_id);
@@ -158,14 +161,14 @@ def _index(db, run: RunResults, entry: dict, fp: str, run_dir: Path) -> None:
                 est = group_estimate(rep_values(reps, metric))
                 if est is not None:
                     db.execute(
-                        "INSERT INTO estimates VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO estimates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run.run_id, point, group, metric, *est),
                     )
     for point, rows in effects(run, run_dir).items():
         db.executemany(
-            "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO effects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(run.run_id, point, r["metric"], r["change_pct"], r["low_pct"], r["high_pct"],
-              r["verdict"], r["pairs"]) for r in rows],
+              r["verdict"], r["pairs"], pair_se(r)) for r in rows],
         )  # fmt: skip
 
 
@@ -194,18 +197,35 @@ def identity(run: RunResults) -> dict[str, dict[str, str]]:
 
 
 def group_estimate(values: list[float]) -> tuple | None:
-    """(geometric mean, low, high, blocks): a nominal 95% t interval of the mean log over
-    the blocks (none for one block)."""
-    logs = [math.log(v) for v in values if v and v > 0 and math.isfinite(v)]
+    """(geometric mean, low, high, blocks, standard error of the mean log): a nominal 95%
+    t interval of the mean log over the blocks (none for one block)."""
+    logs = [math.log(v) for v in values if _positive(v)]
     if not logs:
         return None
     n = len(logs)
     mean = sum(logs) / n
     if n < 2:
-        return math.exp(mean), None, None, n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-    half = stats.tq(0.975, n - 1) * sd / math.sqrt(n)
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n
+        return math.exp(mean), None, None, n, None
+    se = statistics.stdev(logs) / math.sqrt(n)
+    half = stats.tq(0.975, n - 1) * se
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, se
+
+
+def pair_se(row: dict) -> float | None:
+    """The standard error of dev's mean log ratio from a comparison's blocks, pair by pair
+    (the report's own interval may also remove the ABBA position: this one is plain, so
+    never smaller); None without two pairs."""
+    base, dev = row.get("baseline_reps") or [], row.get("dev_reps") or []
+    if len(base) != len(dev):  # the comparison's blocks are its pairs, in order
+        return None
+    pairs = [
+        math.log(d / b) for b, d in zip(base, dev, strict=True) if _positive(b) and _positive(d)
+    ]
+    return statistics.stdev(pairs) / math.sqrt(len(pairs)) if len(pairs) > 1 else None
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and v > 0 and math.isfinite(v)
 
 
 def effects(run: RunResults, run_dir: Path) -> dict:
@@ -280,11 +300,11 @@ def runs(db: sqlite3.Connection, f: Filters) -> list[dict]:
 
 
 def group_series(db, run_ids: list[str], group: str, metric: str, point: str = "default"):
-    """[(run_id, value, low, high)] of one group's metric over the runs, in their order."""
+    """[(run_id, value, low, high, se)] of one group's metric over the runs, in order."""
     found = {
         r[0]: r[1:]
         for r in db.execute(
-            "SELECT run_id, value, low, high FROM estimates"
+            "SELECT run_id, value, low, high, se FROM estimates"
             " WHERE grp = ? AND metric = ? AND point = ?",
             (group, metric, point),
         )
@@ -293,11 +313,11 @@ def group_series(db, run_ids: list[str], group: str, metric: str, point: str = "
 
 
 def effect_series(db, run_ids: list[str], metric: str, point: str = "default"):
-    """[(run_id, change_pct, low_pct, high_pct, verdict)] of dev against baseline."""
+    """[(run_id, change_pct, low_pct, high_pct, verdict, se)] of dev against baseline."""
     found = {
         r[0]: r[1:]
         for r in db.execute(
-            "SELECT run_id, change_pct, low_pct, high_pct, verdict FROM effects"
+            "SELECT run_id, change_pct, low_pct, high_pct, verdict, se FROM effects"
             " WHERE metric = ? AND point = ?",
             (metric, point),
         )
@@ -339,7 +359,8 @@ class Scan:
     changes: list[Change]
     outliers: list[int]  # single runs far from both neighbours
     newest_departs: float | None = None  # z of the newest run against its segment, if flagged
-    spread: float = 0.0  # the robust noise of one run (log)
+    spread: float = 0.0  # the noise of one run (log) the scan used
+    floored: bool = False  # that noise is the runs' own standard error, not their spread
 
     def regression(self, n: int, lower_is_better: bool = True) -> str:
         """Why the newest of n runs starts a regression (FAIL_ON_CHANGE), or "": a change
@@ -364,13 +385,21 @@ def spread_of(x: list[float]) -> float:
     return statistics.median(d) / (0.6745 * math.sqrt(2)) if d else 0.0
 
 
-def changes(values: list[float], lower_is_better: bool = True) -> Scan:
-    """Change points of a series of positive values (a metric per run, in run order)."""
+def noise_floor(ses: list) -> float:
+    """The runs' own standard error (log), the median over those that have one: 0 if none."""
+    known = [se for se in ses if se is not None and math.isfinite(se)]
+    return statistics.median(known) if known else 0.0
+
+
+def changes(values: list[float], lower_is_better: bool = True, floor: float = 0.0) -> Scan:
+    """Change points of a series of positive values (a metric per run, in run order); the
+    noise of one run is their robust spread, or `floor` (noise_floor) where that is more."""
     x = [math.log(v) for v in values]
     n = len(x)
-    sigma = spread_of(x)
+    spread = spread_of(x)
+    sigma, floored = max(spread, floor), floor > spread
     if n < 2 * MIN_SEGMENT or sigma == 0:
-        return Scan([], [], None, sigma)
+        return Scan([], [], None, sigma, floored)
     # An outlier lies far from the runs on both sides (up to three each); the first and
     # the newest run have one side only: nothing can tell them from a new level.
     outliers = [
@@ -397,4 +426,4 @@ def changes(values: list[float], lower_is_better: bool = True) -> Scan:
         z = (x[-1] - sum(segment) / m) / (sigma * math.sqrt(1 + 1 / m))
         worse = z if lower_is_better else -z
         departs = z if worse > DEPART_Z else None
-    return Scan(out, outliers, departs, sigma)
+    return Scan(out, outliers, departs, sigma, floored)

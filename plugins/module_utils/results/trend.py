@@ -35,23 +35,24 @@ def history_report(
         runs = history.runs(db, f)
         ids = [r["run_id"] for r in runs]
         findings, regressions, figures = [], [], []
+        marks: dict[str, list[str]] = {}  # run id -> the changes that start there
         for metric in primary:
             lower = metric not in THROUGHPUT
             panels = []
             for group in ("baseline", "dev"):
                 series = history.group_series(db, ids, group, metric)
-                scan = _scan(db, series, group, metric, lower, findings, regressions)
+                scan = _scan(db, series, group, metric, lower, findings, regressions, marks)
                 panels.append((group, series, scan))
             effect = [
                 (rid, 1 + pct / 100, 1 + lo / 100 if lo is not None else None,
-                 1 + hi / 100 if hi is not None else None)
-                for rid, pct, lo, hi, _ in history.effect_series(db, ids, metric)
+                 1 + hi / 100 if hi is not None else None, se)
+                for rid, pct, lo, hi, _, se in history.effect_series(db, ids, metric)
             ]  # fmt: skip
-            scan = _scan(db, effect, "dev/baseline", metric, lower, findings, regressions)
+            scan = _scan(db, effect, "dev/baseline", metric, lower, findings, regressions, marks)
             panels.append(("dev/baseline", effect, scan))
             if any(s for _, s, _ in panels):
                 figures.append((metric, panels))
-        table = _table(db, runs, primary)
+        table = _table(db, runs, primary, marks)
         out = {"runs": ids, "table": table, "findings": findings or ["no change point"],
                "regressions": regressions, "problems": problems}  # fmt: skip
         if write and runs:
@@ -64,12 +65,17 @@ def history_report(
         db.close()
 
 
-def _scan(db, series, label, metric, lower, findings, regressions):
-    """Change points of one series, described into findings (and regressions)."""
+def _scan(db, series, label, metric, lower, findings, regressions, marks):
+    """Change points of one series, described into findings (and regressions), each
+    marked at the run where it starts."""
     if len(series) < 2 * history.MIN_SEGMENT:
         return None
     ids = [s[0] for s in series]
-    scan = history.changes([s[1] for s in series], lower)
+    # (run_id, value, low, high, standard error of its log): the runs' own error floors
+    # the noise the scan assumes.
+    scan = history.changes(
+        [s[1] for s in series], lower, history.noise_floor([s[4] for s in series])
+    )
     group = "dev" if label == "dev/baseline" else label
     for c in scan.changes:
         changed = history.what_changed(
@@ -78,8 +84,9 @@ def _scan(db, series, label, metric, lower, findings, regressions):
         )
         findings.append(
             f"{label} {metric}: {c.size_pct:+.1f}% from run {ids[c.index]} on; between it and "
-            f"the run before: {'; '.join(changed) if changed else 'nothing in the runs identity'}"
+            f"the run before: {'; '.join(changed) or _nearest(db, ids, c.index, group)}"
         )
+        marks.setdefault(ids[c.index], []).append(f"{label} {metric} {c.size_pct:+.1f}%")
     for i in scan.outliers:
         findings.append(f"{label} {metric}: run {ids[i]} is an outlier (one run, not a change)")
     why = scan.regression(len(series), lower)
@@ -88,8 +95,33 @@ def _scan(db, series, label, metric, lower, findings, regressions):
     return scan
 
 
-def _table(db, runs: list[dict], primary: list[str]) -> list[str]:
-    """One line a run: its id, dev's engine, each primary's groups and dev's effect."""
+def _nearest(db, ids: list[str], at: int, group: str) -> str:
+    """For a change whose runs either side differ in nothing: the nearest change of the
+    identity within a segment's length (a segment needs MIN_SEGMENT runs, so a change made
+    at the newest runs, or blurred by a noisy run, may be placed that far from its cause)."""
+    near = sorted(
+        (abs(j - at), j)
+        for j in range(
+            max(1, at - history.MIN_SEGMENT), min(len(ids), at + history.MIN_SEGMENT + 1)
+        )
+        if j != at
+    )
+    for _, j in near:
+        changed = history.what_changed(
+            history.identity_of(db, ids[j - 1], group), history.identity_of(db, ids[j], group)
+        )
+        if changed:
+            where = f"{abs(j - at)} run(s) {'later' if j > at else 'earlier'}"
+            return (
+                f"nothing in the runs identity; the nearest change in it is at run {ids[j]} "
+                f"({where}): {'; '.join(changed)}"
+            )
+    return "nothing in the runs identity"
+
+
+def _table(db, runs: list[dict], primary: list[str], marks: dict) -> list[str]:
+    """One line a run: its id, dev's engine, each primary's groups and dev's effect, and
+    the changes that start at it."""
     lines = []
     for r in runs:
         rid = r["run_id"]
@@ -117,7 +149,8 @@ def _table(db, runs: list[dict], primary: list[str]) -> list[str]:
                 + (f" ({pct:+.1f}% {verdict})" if pct is not None else "")
             )
         engine = history.identity_of(db, rid, "dev").get("engine", "-")
-        lines.append(f"{rid}  engine {engine}  " + "  ".join(cells))
+        mark = f"  <- change: {', '.join(marks[rid])}" if rid in marks else ""
+        lines.append(f"{rid}  engine {engine}  " + "  ".join(cells) + mark)
     return lines
 
 
@@ -164,12 +197,17 @@ def _page(runs, figures, findings, table, problems, f: history.Filters, where: P
     def items(lines):
         return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
 
-    rows = "".join(
-        f"<tr><td><a href='{html.escape(os.path.relpath(r['report'], where))}'>{r['run_id']}</a>"
-        if r["report"]
-        else f"<tr><td>{r['run_id']}" + f"</td><td>{html.escape(line.split('  ', 1)[1])}</td></tr>"
-        for r, line in zip(runs, table, strict=True)
-    )
+    def row(r: dict, line: str) -> str:
+        run = (
+            f"<a href='{html.escape(os.path.relpath(r['report'], where))}'>{r['run_id']}</a>"
+            if r["report"]
+            else r["run_id"]
+        )
+        cells, _, change = line.split("  ", 1)[1].partition("  <- change: ")
+        mark = f"<b>change: {html.escape(change)}</b>" if change else ""
+        return f"<tr><td>{run}</td><td>{html.escape(cells)}</td><td>{mark}</td></tr>"
+
+    rows = "".join(row(r, line) for r, line in zip(runs, table, strict=True))
     chosen = {k: v for k, v in f.__dict__.items() if v}
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>servelab history</title>"
