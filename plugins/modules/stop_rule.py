@@ -14,6 +14,8 @@ description:
     uses) over the blocks run so far and says whether to run another round. It says
     no when every primary metric at every point is BETTER, WORSE or SAME, when the
     budget of repetitions is spent, or when the time budget is.
+  - A sweep of baseline alone (a configuration sweep of one group) compares every later
+    point with its first, as the report does, and stops when those are decided.
   - Runs on the controller after each round; changes nothing.
 version_added: "0.2.0"
 author: servelab developers (@servelab)
@@ -78,7 +80,11 @@ reason:
   returned: always
   type: str
 verdicts:
-  description: Per point, each primary metric's word so far.
+  description:
+    - Per comparison, each primary metric's word so far, keyed as the report's
+      comparisons are, by the point (dev against baseline), or by
+      C(<point> against <first>) for a sweep of baseline alone (every later point
+      against its first).
   returned: always
   type: dict
 """
@@ -143,13 +149,12 @@ def main() -> None:
     minutes = (time.time() - p["started"]) / 60 if p["started"] else 0.0
     if go_on and p["max_minutes"] and minutes >= p["max_minutes"]:
         go_on, reason = False, f"the time budget of {p['max_minutes']:g} min is spent ({reason})"
-    both = [x for x in run.points() if run.select("baseline", x) and run.select("dev", x)]
+    # Keyed as the report's comparisons: the point, or "<point> against <first>" for a
+    # sweep of one group (compare.compared_points).
     verdicts = {
-        point: {m: v.verdict for m, v in compare.point_verdicts(
-            run.select("baseline", point), run.select("dev", point), s, len(both)
-        ).items()}
-        for point in both
-    }  # fmt: skip
+        title: {m: v.verdict for m, v in words.items()}
+        for title, words in compare.run_verdicts(run, s).items()
+    }
     module.exit_json(changed=False, go_on=go_on, reason=reason, verdicts=verdicts)
 
 

@@ -249,6 +249,71 @@ def test_a_run_of_the_fixture_is_compared_paired_with_its_plan(tmp_path):
     assert "between_sd" not in spread["median_ttft_ms"]
 
 
+def sweep_of_one_group(levels: dict[str, float], reps: int):
+    """A configuration sweep of baseline alone, as the sweep's rounds run it: round r
+    runs every value, in order on odd rounds and reversed on even ones; each block's
+    median TTFT and TPOT at its value's level, with a little noise."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
+    from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
+
+    run, order = collect.RunResults("sweep"), 0
+    for rep in range(1, reps + 1):
+        for point in list(levels) if rep % 2 else list(reversed(levels)):
+            order += 1
+            level = levels[point] * (1 + 0.01 * ((rep * 7 + order * 3) % 5 - 2))
+            summary = BlockSummary.from_json({
+                "median_ttft_ms": level, "median_tpot_ms": 0.4 * level,
+                "spec": {"request_rate": 2.0}, "context": {"order": order},
+            })  # fmt: skip
+            run.reps.append(collect.RepResult("baseline", "h", point, rep, summary, []))
+    return run
+
+
+SWEEP = compare.Settings(min_pairs=4, max_pairs=8)
+SLOWER = {"v-100": 100.0, "v-60": 150.0, "v-20": 200.0}  # the later values 50%, 100% slower
+
+
+def test_a_sweep_of_one_group_decided_at_the_first_look_stops_as_its_report_says():
+    """go_on on a sweep of baseline alone pairs each later value with the first, as the
+    report does (compare_run): the same comparisons, the same words."""
+    run = sweep_of_one_group(SLOWER, 4)
+    assert compare.go_on(run, SWEEP) == (
+        False, "every primary metric is decided after 4 blocks a point",
+    )  # fmt: skip
+    words = compare.run_verdicts(run, SWEEP)
+    rows = compare.compare_run(run, SWEEP)
+    assert list(words) == list(rows) == ["v-60 against v-100", "v-20 against v-100"]
+    for title, verdicts in words.items():
+        primary = {r["metric"]: r["verdict"] for r in rows[title] if r["primary"]}
+        assert primary == {m: v.verdict for m, v in verdicts.items()}
+        assert set(primary.values()) == {stats.WORSE}
+
+
+def test_a_sweep_of_one_group_with_a_value_still_open_goes_on():
+    edge = sweep_of_one_group({**SLOWER, "v-20": 105.0}, 4)  # at the margin: undecided
+    assert compare.go_on(edge, SWEEP) == (
+        True, "undecided at v-20 against v-100 after 4 blocks a point",
+    )  # fmt: skip
+    # One value only is no comparison: the sweep goes on (to its budget or its time).
+    assert compare.go_on(sweep_of_one_group({"v-100": 100.0}, 4), SWEEP) == (
+        True, "no pair of blocks yet",
+    )  # fmt: skip
+
+
+def test_a_sweep_of_one_group_between_looks_goes_on_counting_the_fewest_pairs():
+    assert compare.go_on(sweep_of_one_group(SLOWER, 5), SWEEP) == (
+        True, "5 blocks a point, between looks",
+    )  # fmt: skip
+    run = sweep_of_one_group(SLOWER, 4)  # decided, were v-60's last block not missing
+    run.reps = [r for r in run.reps if (r.point, r.rep) != ("v-60", 4)]
+    assert compare.go_on(run, SWEEP) == (True, "3 blocks a point, between looks")
+
+
+def test_a_sweep_of_one_group_stops_at_its_budget():
+    same = sweep_of_one_group({"v-100": 100.0, "v-60": 100.0, "v-20": 104.0}, 8)
+    assert compare.go_on(same, SWEEP) == (False, "the budget of 8 blocks a point is spent")
+
+
 def test_a_calibration_across_deployments_reports_the_spread_between_them(tmp_path):
     from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
     from helpers.results_fixture import write_run

@@ -200,28 +200,27 @@ def compare_point(
 
 def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
     """The stopping rule the block loop asks after each round: whether to run another,
-    and why (stats.sequential over the blocks so far, every point)."""
-    points = [p for p in run.points() if run.select("baseline", p) and run.select("dev", p)]
-    if not points:
+    and why (stats.sequential over the blocks so far, at every comparison the report
+    will make: compared_points). A pair is a repetition both sides of a comparison ran;
+    the rule counts the fewest any comparison has."""
+    pairs = compared_points(run)
+    if not pairs:
         return True, "no pair of blocks yet"
-    done = min(len(_by_rep(run.select("dev", p))) for p in points)
+    unit = "a point" if single_group_sweep(run) else "a group"
+    done = min(len(_by_rep(a).keys() & _by_rep(b).keys()) for a, b in pairs.values())
     if done >= s.max_pairs:
-        return False, f"the budget of {s.max_pairs} blocks a group is spent"
+        return False, f"the budget of {s.max_pairs} blocks {unit} is spent"
     # Only the planned looks may stop a run on its data: a look between them would spend
     # alpha the plan gave to the next one (a stop for time may come anywhere: the report
     # then takes one look where it stopped, which the data did not choose).
-    if not s.plan(len(points)).is_look(done):
-        return True, f"{done} blocks a group, between looks"
+    if not s.plan(len(pairs)).is_look(done):
+        return True, f"{done} blocks {unit}, between looks"
     open_ = [
-        p
-        for p in points
-        if not stats.decided(
-            point_verdicts(run.select("baseline", p), run.select("dev", p), s, len(points))
-        )
+        title for title, verdicts in run_verdicts(run, s).items() if not stats.decided(verdicts)
     ]
     if not open_:
-        return False, f"every primary metric is decided after {done} blocks a group"
-    return True, f"undecided at {', '.join(open_)} after {done} blocks a group"
+        return False, f"every primary metric is decided after {done} blocks {unit}"
+    return True, f"undecided at {', '.join(open_)} after {done} blocks {unit}"
 
 
 def calibration_spread(run: RunResults) -> dict:
@@ -335,26 +334,41 @@ def single_group_sweep(run: RunResults) -> bool:
     return run.groups() == ["baseline"] and len(run.points()) > 1
 
 
+def compared_points(run: RunResults) -> dict[str, tuple[list[RepResult], list[RepResult]]]:
+    """title -> (the reference's blocks, the compared blocks): every comparison that the
+    report makes and the stopping rule replays. Dev against baseline at each point both
+    groups ran; for a sweep of one group, every later point against the first (in run
+    order), titled "<point> against <first>"."""
+    points = run.points()
+    if single_group_sweep(run):
+        first = run.select("baseline", points[0])
+        return {f"{p} against {points[0]}": (first, run.select("baseline", p)) for p in points[1:]}
+    return {
+        p: (run.select("baseline", p), run.select("dev", p))
+        for p in points
+        if run.select("baseline", p) and run.select("dev", p)
+    }
+
+
+def run_verdicts(run: RunResults, s: Settings) -> dict[str, dict[str, stats.Verdict]]:
+    """title -> each primary's sequential verdict, at every comparison of compared_points,
+    with the family-wise level shared among them (what compare_run's rows carry)."""
+    pairs = compared_points(run)
+    return {title: point_verdicts(a, b, s, len(pairs)) for title, (a, b) in pairs.items()}
+
+
 def compare_run(run: RunResults, s: Settings) -> dict:
     """{title: [comparison rows]}: dev against baseline at every point both groups ran; for
     a sweep of one group, every later point against the first. The points share the
     family-wise level (Bonferroni), so that the gate holds it across a sweep."""
     out: dict = {}
-    points = run.points()
+    pairs = compared_points(run)
     if single_group_sweep(run):
-        first = run.select("baseline", points[0])
-        for point in points[1:]:
-            out[f"{point} against {points[0]}"] = compare_point(
-                first, run.select("baseline", point), s, len(points) - 1
-            )
-        return out
-    both = [p for p in points if run.select("baseline", p) and run.select("dev", p)]
-    for point in points:
-        if point in both:
+        return {title: compare_point(a, b, s, len(pairs)) for title, (a, b) in pairs.items()}
+    for point in run.points():
+        if point in pairs:
             run.problems += unpaired(run, point)
-            out[point] = compare_point(
-                run.select("baseline", point), run.select("dev", point), s, len(both)
-            )
+            out[point] = compare_point(*pairs[point], s, len(pairs))
         else:
             missing = "baseline" if not run.select("baseline", point) else "dev"
             run.problems.append(f"point {point}: no {missing} results; not compared")

@@ -28,6 +28,7 @@ from .compare import (
     across_hosts,
     calibration_spread,
     compare_run,
+    compared_points,
     gate,
     go_on,
     group_hosts,
@@ -218,14 +219,15 @@ def crossover_lines(run: RunResults, primary: list[str], s: Settings) -> list[st
 
 def stopped(run: RunResults, s: Settings) -> str:
     """How many blocks ran and why they stopped, from the stopping rule replayed."""
-    both = [p for p in run.points() if run.select("baseline", p) and run.select("dev", p)]
-    if not both:
+    pairs = compared_points(run)
+    if not pairs:
         return ""
-    done = min(len({r.rep for r in run.select(g, p)}) for p in both for g in ("baseline", "dev"))
+    done = min(len({r.rep for r in side}) for pair in pairs.values() for side in pair)
+    unit = "a point" if single_group_sweep(run) else "a group"
     go, why = go_on(run, s)
     if go:
         why = (
-            f"stopped after {done} blocks a group of a budget of {s.max_pairs}, undecided: "
+            f"stopped after {done} blocks {unit} of a budget of {s.max_pairs}, undecided: "
             "the time budget (VLLM_BENCHMARK_MAX_MINUTES) ran out, the sequential verdict "
             "was off, or the run was cut short"
         )
