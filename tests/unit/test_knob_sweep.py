@@ -1,0 +1,135 @@
+"""A configuration sweep's rounds through Ansible: the bench role's knob_sweep.yml and
+knob_round.yml with the real stopping rule (stop.yml, servelab.vllm.stop_rule), and a
+stand-in for each block (knob_point.yml: no redeploy, no benchmark) that adds the block
+to bench_done as block.yml does, its figures from the test's level for its value."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+from helpers.stack import TOP, VENV_BIN
+
+STAND_IN_POINT = """\
+---
+- name: Stand in for one block of the sweep (what block.yml adds to bench_done)
+  ansible.builtin.set_fact:
+    bench_done: >-
+      {{ bench_done + [{'group': servelab_group, 'host': inventory_hostname,
+                        'point': 'max_num_seqs-' ~ bench_knob_block.value,
+                        'rep': bench_knob_block.rep,
+                        'summary': {'median_ttft_ms': level * noise,
+                                    'median_tpot_ms': 0.4 * level * noise,
+                                    'spec': {'request_rate': 2.0},
+                                    'context': {'order': bench_knob_block.order}}}] }}
+  vars:
+    level: "{{ knob_levels[bench_knob_block.value | string] | float }}"
+    noise: "{{ 1 + 0.01 * ((bench_knob_block.rep * 7 + bench_knob_block.order * 3) % 5 - 2) }}"
+"""
+
+PLAY = [{
+    "name": "Sweep a configuration setting, one group at a time",
+    "hosts": "baseline:dev", "serial": 1, "gather_facts": False,
+    "tasks": [
+        {"name": "Run the group's sweep", "ansible.builtin.include_role": {
+            "name": "servelab.vllm.bench", "tasks_from": "knob_sweep"}},
+        {"name": "Keep what the sweep ran", "ansible.builtin.copy": {
+            "content": "{{ {'done': bench_done, 'stop': bench_stop} | to_json }}",
+            "dest": "{{ knob_out }}/{{ inventory_hostname }}.json", "mode": "0644"}},
+    ],
+}]  # fmt: skip
+
+SETTINGS = {
+    "vllm_benchmark_sweep_knob_name": "vllm_max_num_seqs",
+    "vllm_benchmark_sweep_knob_values_list": [100, 60, 20],
+    "vllm_benchmark_repetitions": 8,
+    "vllm_benchmark_min_repetitions": 4,
+    "vllm_benchmark_sequential": True,
+    "vllm_benchmark_max_minutes": 0,
+    "vllm_results_confidence": 0.95,
+    "vllm_results_margin_pct": 5,
+    "vllm_results_primary_metrics_list": ["median_ttft_ms", "median_tpot_ms", "output_throughput"],
+    "knob_levels": {"100": 100, "60": 150, "20": 200},  # 60 and 20: 50% and 100% slower
+}
+
+
+def overlay(tmp: Path, replaced: dict[str, str]) -> Path:
+    """A collections path whose servelab.vllm is this checkout (symlinks) with the files
+    `replaced` (path in the collection -> text) standing in."""
+    root = tmp / "collections"
+    for rel, text in replaced.items():
+        src, dst = TOP, root / "ansible_collections/servelab/vllm"
+        for part in Path(rel).parts:
+            if not dst.is_dir():
+                dst.mkdir(parents=True)
+                for entry in src.iterdir():
+                    if entry.name not in (part, ".git", "collections"):
+                        (dst / entry.name).symlink_to(entry)
+            src, dst = src / part, dst / part
+        dst.write_text(text)
+    return root
+
+
+def sweep(tmp: Path, limit: str = "", **settings) -> dict:
+    """Run the sweep play on the stand-in hosts baseline-local and dev-local; each
+    host's blocks done and the stopping rule's last answer."""
+    local = {"ansible_connection": "local",
+             "ansible_python_interpreter": "{{ ansible_playbook_python }}"}  # fmt: skip
+    hosts = {
+        g: {"hosts": {f"{g}-local": local}, "vars": {"servelab_group": g}}
+        for g in ("baseline", "dev")
+    }
+    tmp.mkdir(exist_ok=True)
+    (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": hosts}}))
+    (tmp / "sweep.yml").write_text(yaml.safe_dump(PLAY, sort_keys=False))
+    (tmp / "vars.json").write_text(json.dumps({**SETTINGS, **settings, "knob_out": str(tmp)}))
+    collections = overlay(tmp, {"roles/bench/tasks/knob_point.yml": STAND_IN_POINT})
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(tmp / "hosts.yml"),
+            str(tmp / "sweep.yml"), "-e", f"@{tmp / 'vars.json'}"]  # fmt: skip
+    proc = subprocess.run(
+        argv + (["--limit", limit] if limit else []), cwd=TOP, capture_output=True, text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(TOP / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+             "ANSIBLE_COLLECTIONS_PATH": str(collections)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return {p.stem: json.loads(p.read_text()) for p in tmp.glob("*-local.json")}
+
+
+def test_a_sweep_of_one_group_stops_when_decided_and_at_its_time_budget(tmp_path):
+    """Baseline alone (dev left out by --limit): each later value against the first is
+    decided at the first look (4 rounds of a budget of 8), and the rounds after it never
+    run; an undecided sweep stops after its first round when its time budget is spent."""
+    run = sweep(tmp_path / "decided", limit="baseline")["baseline-local"]
+    assert [b["rep"] for b in run["done"]] == [r for r in range(1, 5) for _ in range(3)]
+    values = [int(b["point"].split("-")[1]) for b in run["done"][:6]]
+    assert values == [100, 60, 20, 20, 60, 100]
+    stop = run["stop"]
+    assert stop["go_on"] is False
+    assert stop["reason"] == "every primary metric is decided after 4 blocks a point"
+    assert stop["verdicts"] == {
+        f"max_num_seqs-{v} against max_num_seqs-100": {
+            "median_ttft_ms": "WORSE", "median_tpot_ms": "WORSE"
+        }
+        for v in (60, 20)
+    }  # fmt: skip
+    same = {"100": 100, "60": 100, "20": 100}
+    late = sweep(tmp_path / "late", limit="baseline", knob_levels=same,
+                 vllm_benchmark_max_minutes=0.001)["baseline-local"]  # fmt: skip
+    assert [b["rep"] for b in late["done"]] == [1, 1, 1]
+    assert late["stop"]["go_on"] is False
+    assert late["stop"]["reason"].startswith("the time budget of 0.001 min is spent")
+
+
+def test_a_sweep_of_two_groups_runs_its_whole_budget(tmp_path):
+    """Baseline's host, then dev's: each runs every round, decided or out of time (a rule
+    asked in one host's turn would stop baseline before dev has run a block)."""
+    runs = sweep(tmp_path, vllm_benchmark_repetitions=6, vllm_benchmark_max_minutes=0.001)
+    assert sorted(runs) == ["baseline-local", "dev-local"]
+    for host, run in runs.items():
+        assert [b["rep"] for b in run["done"]] == [r for r in range(1, 7) for _ in range(3)]
+        assert {b["group"] for b in run["done"]} == {host.split("-")[0]}
+        assert run["stop"] == {
+            "go_on": True,
+            "reason": "the whole budget ran (a sweep of several hosts)",
+        }
