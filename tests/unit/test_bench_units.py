@@ -181,6 +181,42 @@ def test_random_prompts_have_exact_lengths():
     assert len({r.prompt for r in reqs}) == 5
 
 
+def test_each_block_draws_prompts_no_earlier_block_sent_and_a_pair_shares_them(
+    tmp_path, monkeypatch
+):
+    """A block's prompts are seeded by its run, point and repetition, never by its group:
+    a sweep's later points and a second run on engines still up send prompts the prefix
+    cache has not seen, while the two blocks of a pair send the same ones."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan, workload
+
+    seen = []
+
+    def build(s):
+        seen.append(s.seed)
+        reqs = datasets.random_prompts(4, 37, 8, seed=s.seed, tokenizer=WordTokenizer())
+        return workload.Workload(reqs, {"dataset": "random"}, True)
+
+    monkeypatch.setattr(plan.workload, "build", build)
+    monkeypatch.setattr(plan, "run", lambda spec, run_dir, context, work: work)
+    rs = spec.RunSpec(url="u", model="m")
+    works = {}
+    for run_id in ("20261203T000000Z-a", "20261203T010000Z-a"):
+        for point in ("rate-2", "rate-4"):
+            for rep in (1, 2):
+                for group in ("baseline", "dev"):
+                    ctx = {"run_id": run_id, "group": group, "host": f"{group}-local"}
+                    works[run_id, point, rep, group] = plan.run_block(rs, tmp_path, point, rep, ctx)
+    for key, work in works.items():
+        assert work.info["seed"] == works[(*key[:3], "baseline")].info["seed"]  # a pair
+        assert work.requests == works[(*key[:3], "baseline")].requests
+    prompts = {k[:3]: {r.prompt for r in w.requests} for k, w in works.items()}
+    assert len(set(seen)) == len(prompts) == 8  # every run, point and repetition its own
+    for a in prompts:
+        for b in prompts:
+            assert a == b or not prompts[a] & prompts[b]  # no prompt sent twice
+    assert plan.block_seed(42, "r", "default", 1) == plan.block_seed(42, "r", "default", 1)
+
+
 def test_multi_turn_sessions_grow_a_shared_prefix():
     reqs = datasets.multi_turn(8, seed=1, output_len=32, turns=4)
     assert len(reqs) == 8 and reqs[0].session == reqs[3].session != reqs[4].session
