@@ -142,6 +142,36 @@ def test_runs_are_listed_with_time_hash_and_groups(tmp_path):
     assert runs[0]["time"] == "20261122T000000Z" and runs[0]["groups"] == ["baseline", "dev"]
 
 
+def test_a_block_served_from_the_prefix_cache_beyond_its_workload_is_warned_about(tmp_path):
+    """The engines' own counters (as the H200 rate sweep recorded them: 48,768 of 49,152
+    prompt tokens hit) against what the workload shares by design: random prompts with no
+    common prefix share nothing; a common prefix of 128 before 16 tokens shares 89%."""
+    run = write_run(tmp_path)
+
+    def block(group, rep, hits, prefix_len):
+        path = run / group / f"{group}-local" / "default" / f"rep-{rep}" / "summary.json"
+        doc = json.loads(path.read_text())
+        doc["server"] = {
+            f"{group}-engine-0": {"prefix_cache_hits": hits, "prefix_cache_queries": 49152.0}
+        }
+        doc["spec"] = {**doc.get("spec", {}), "dataset": "random", "input_len": 16 if prefix_len
+                       else 2048, "prefix_len": prefix_len}  # fmt: skip
+        path.write_text(json.dumps(doc))
+
+    block("baseline", 1, 48768.0, 0)  # the first run's prompts sent again: warned
+    block("dev", 1, 0.0, 0)  # fresh prompts
+    block("dev", 2, 43000.0, 128)  # 87% through a shared prefix of 89%: by design
+    report.write_report(run, SETTINGS, GATE)
+    doc = json.loads((run / "report" / "compare.json").read_text())
+    warned = [w for w in doc["warnings"] if "prefix cache" in w]
+    assert warned == [
+        "baseline/baseline-local default rep 1: 99% of the prompt tokens were served from the "
+        "prefix cache, where the workload shares 0% by design: prompts the engines had served "
+        "before made it faster, it measured a cached prefill (docs/benchmark.md, the seed of a "
+        "block)"
+    ]
+
+
 def test_a_client_bound_repetition_is_warned_about_with_its_figure(tmp_path):
     run = write_run(tmp_path)
     reps = run / "dev" / "dev-local" / "default"

@@ -43,6 +43,7 @@ from .render import Section, Table, markdown, to_html
 
 UNSTABLE_CV = 0.10  # a primary metric varying more than this between repetitions
 KV_CACHE_TOLERANCE = 0.05  # engines whose KV caches differ more than this are not equal
+CACHED_SURPLUS = 0.2  # prompt tokens served from the prefix cache beyond what the workload shares
 
 
 def run_kind(run: RunResults) -> str:
@@ -391,7 +392,33 @@ def warnings(run: RunResults, comparisons: dict, s: Settings) -> list[str]:
                        "before the engine was steady")  # fmt: skip
         if sm.value("failed"):
             out.append(f"{where}: {sm.count('failed')} request(s) failed ({sm.errors})")
+        cached = cached_share(sm)
+        if cached and cached[0] > cached[1] + CACHED_SURPLUS:
+            out.append(
+                f"{where}: {cached[0]:.0%} of the prompt tokens were served from the prefix "
+                f"cache, where the workload shares {cached[1]:.0%} by design: prompts the "
+                "engines had served before made it faster, it measured a cached prefill "
+                "(docs/benchmark.md, the seed of a block)"
+            )
     return out
+
+
+def cached_share(sm) -> tuple[float, float] | None:
+    """(the share of a block's prompt tokens its engines served from the prefix cache,
+    the share its workload repeats by design: a random workload's common prefix), or None
+    where the engines counted none or the workload repeats itself (multi_turn, and the
+    fixed payloads short and long, one prompt by definition)."""
+    spec = sm.data.get("spec") or {}
+    if spec.get("dataset") not in ("random", "sharegpt"):
+        return None
+    engines = [v for v in sm.figure("server", {}).values() if isinstance(v, dict)]
+    queries = sum(e.get("prefix_cache_queries") or 0 for e in engines)
+    if not queries:
+        return None
+    hits = sum(e.get("prefix_cache_hits") or 0 for e in engines)
+    prefix, length = spec.get("prefix_len") or 0, spec.get("input_len") or 0
+    shared = prefix / (prefix + length) if spec["dataset"] == "random" and prefix else 0.0
+    return hits / queries, shared
 
 
 def rep_rows(run: RunResults) -> list[list[str]]:
