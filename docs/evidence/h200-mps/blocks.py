@@ -58,6 +58,16 @@ def interval(values: list[float]) -> str:
     return f"{m:.2f} [{m - half:.2f}, {m + half:.2f}]"
 
 
+def _point_order(key: tuple[str, str]) -> tuple:
+    """rate-2 before rate-16: the point's number, then the group."""
+    group, point = key
+    name, _, number = point.rpartition("-")
+    try:
+        return name, float(number), group
+    except ValueError:
+        return point, 0.0, group
+
+
 def table(blocks: list[dict]) -> None:
     print("| order | group | point | rep | median TTFT | median TPOT | out tok/s | prefix hits "
           "| KV tokens | GPU memory | MPS share (SMs) |")  # fmt: skip
@@ -71,9 +81,7 @@ def table(blocks: list[dict]) -> None:
               f"({'/'.join(map(str, b['mps_sms'] or []))} of {b['device_sms']}) |")  # fmt: skip
     print("\n| group | point | blocks | " + " | ".join(METRICS) + " |")
     print("|---|---|---|" + "---|" * len(METRICS))
-    keys = sorted({(b["group"], b["point"]) for b in blocks},
-                  key=lambda k: (k[1].split("-")[0], float(k[1].split("-")[-1])
-                                 if k[1].split("-")[-1].replace(".", "").isdigit() else 0, k[0]))  # fmt: skip
+    keys = sorted({(b["group"], b["point"]) for b in blocks}, key=_point_order)
     for group, point in keys:
         sel = [b for b in blocks if b["group"] == group and b["point"] == point]
         cells = [interval([b[m] for b in sel]) for m in METRICS]
