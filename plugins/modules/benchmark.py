@@ -233,7 +233,7 @@ def main() -> None:
             freeze.freeze_stack(stack["stack_dir"], [int(x) for x in stack.get("pids", [])])
             frozen.append(stack["stack_dir"])
         if p["action"] == "probe":
-            result = _probe(run_spec, out_dir, p["load_fraction"])
+            result = _probe(run_spec, out_dir, p["load_fraction"], p["context"].get("run_id"))
         else:
             summary = _run_block(run_spec, out_dir, p, frozen)
     except (runner.BenchError, ValueError) as err:
@@ -297,12 +297,15 @@ def _run_block(run_spec: spec.RunSpec, out_dir: Path, p: dict, frozen: list) -> 
         run_spec = dataclasses.replace(run_spec, warmup_requests=0)  # warm already
 
 
-def _probe(run_spec: spec.RunSpec, out_dir: Path, fraction: float) -> dict:
+def _probe(run_spec: spec.RunSpec, out_dir: Path, fraction: float, run_id=None) -> dict:
     """Closed loop at max_concurrency: the completed requests per second, and the rate
-    to offer (that fraction of them)."""
+    to offer (that fraction of them). Its prompts are its own (plan.block_seed of the
+    point "probe"): none that a block sends, nor an earlier run's probe, whose prompts
+    the prefix cache would serve."""
     probe = dataclasses.replace(
-        run_spec, request_rate=float("inf"), max_concurrency=run_spec.max_concurrency or 4
-    )
+        run_spec, request_rate=float("inf"), max_concurrency=run_spec.max_concurrency or 4,
+        seed=plan.block_seed(run_spec.seed, str(run_id or ""), "probe", 0),
+    )  # fmt: skip
     summary = runner.run(probe, out_dir / "probe", work=workload.build(probe))
     keys = ("completed", "failed", "errors", "duration", "median_tpot_ms")
     return {

@@ -186,8 +186,10 @@ def test_each_block_draws_prompts_no_earlier_block_sent_and_a_pair_shares_them(
 ):
     """A block's prompts are seeded by its run, point and repetition, never by its group:
     a sweep's later points and a second run on engines still up send prompts the prefix
-    cache has not seen, while the two blocks of a pair send the same ones."""
+    cache has not seen, while the two blocks of a pair send the same ones; the capacity
+    probe sends prompts of its own."""
     from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan, workload
+    from ansible_collections.servelab.vllm.plugins.modules import benchmark
 
     seen = []
 
@@ -215,6 +217,15 @@ def test_each_block_draws_prompts_no_earlier_block_sent_and_a_pair_shares_them(
         for b in prompts:
             assert a == b or not prompts[a] & prompts[b]  # no prompt sent twice
     assert plan.block_seed(42, "r", "default", 1) == plan.block_seed(42, "r", "default", 1)
+    # The capacity probe's prompts are its own, and another run's probe sends others.
+    probes = []
+    monkeypatch.setattr(benchmark.runner, "run", lambda s, d, work: probes.append(s.seed) or
+                        {"request_throughput": 4.0, "completed": 4, "failed": 0, "errors": {},
+                         "duration": 1.0, "median_tpot_ms": 1.0})  # fmt: skip
+    monkeypatch.setattr(benchmark.workload, "build", lambda s: None)
+    for run_id in ("20261203T000000Z-a", "20261203T010000Z-a"):
+        benchmark._probe(rs, tmp_path, 0.75, run_id)
+    assert len(set(probes)) == 2 and not set(probes) & set(seen)
 
 
 def test_multi_turn_sessions_grow_a_shared_prefix():
