@@ -296,7 +296,7 @@ def block_seed(seed: int, run_id: str, point: str, rep: int) -> int:
     see the same prompts), another for every repetition, sweep point and run. A prompt sent
     before would hit the prefix cache (on in vLLM by default) and make the block faster for
     that alone: seeded by the repetition only, a rate sweep on the H200 served every point
-    after the first from the cache (median TTFT of 2048-token prompts 30-38 ms at 20% of
+    after the first from the cache (median TTFT of 2048-token prompts 30-39 ms at 20% of
     the SMs, against 183-189 ms for the first point's fresh prompts), and so would a run on
     engines still up from the run before."""
     digest = hashlib.sha256(f"{seed}/{run_id}/{point}/{rep}".encode()).digest()
