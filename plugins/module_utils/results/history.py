@@ -199,7 +199,7 @@ def identity(run: RunResults) -> dict[str, dict[str, str]]:
 def group_estimate(values: list[float]) -> tuple | None:
     """(geometric mean, low, high, blocks, standard error of the mean log): a nominal 95%
     t interval of the mean log over the blocks (none for one block)."""
-    logs = [math.log(v) for v in values if _positive(v)]
+    logs = [math.log(v) for v in values if v and v > 0 and math.isfinite(v)]
     if not logs:
         return None
     n = len(logs)
@@ -212,20 +212,14 @@ def group_estimate(values: list[float]) -> tuple | None:
 
 
 def pair_se(row: dict) -> float | None:
-    """The standard error of dev's mean log ratio from a comparison's blocks, pair by pair
-    (the report's own interval may also remove the ABBA position: this one is plain, so
-    never smaller); None without two pairs."""
+    """The standard error of dev's mean log ratio over a comparison's pairs of blocks
+    (stats.estimate, plain: without the report's ABBA position term); None below two
+    pairs."""
     base, dev = row.get("baseline_reps") or [], row.get("dev_reps") or []
     if len(base) != len(dev):  # the comparison's blocks are its pairs, in order
         return None
-    pairs = [
-        math.log(d / b) for b, d in zip(base, dev, strict=True) if _positive(b) and _positive(d)
-    ]
-    return statistics.stdev(pairs) / math.sqrt(len(pairs)) if len(pairs) > 1 else None
-
-
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and v > 0 and math.isfinite(v)
+    e = stats.estimate(base, dev)
+    return e.se if e else None
 
 
 def effects(run: RunResults, run_dir: Path) -> dict:

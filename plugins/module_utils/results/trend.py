@@ -52,13 +52,19 @@ def history_report(
             panels.append(("dev/baseline", effect, scan))
             if any(s for _, s, _ in panels):
                 figures.append((metric, panels))
-        table = _table(db, runs, primary, marks)
+        lines = _table(db, runs, primary)
+        table = [
+            line + (f"  <- change: {', '.join(marks[r['run_id']])}" if r["run_id"] in marks else "")
+            for r, line in zip(runs, lines, strict=True)
+        ]
         out = {"runs": ids, "table": table, "findings": findings or ["no change point"],
                "regressions": regressions, "problems": problems}  # fmt: skip
         if write and runs:
             page = results_dir / layout.HISTORY_DIR / "index.html"
             page.parent.mkdir(exist_ok=True)
-            write_atomic(page, _page(runs, figures, findings, table, problems, f, page.parent))
+            write_atomic(
+                page, _page(runs, figures, findings, lines, marks, problems, f, page.parent)
+            )
             out["page"] = str(page)
         return out
     finally:
@@ -119,9 +125,8 @@ def _nearest(db, ids: list[str], at: int, group: str) -> str:
     return "nothing in the runs identity"
 
 
-def _table(db, runs: list[dict], primary: list[str], marks: dict) -> list[str]:
-    """One line a run: its id, dev's engine, each primary's groups and dev's effect, and
-    the changes that start at it."""
+def _table(db, runs: list[dict], primary: list[str]) -> list[str]:
+    """One line a run: its id, dev's engine, each primary's groups and dev's effect."""
     lines = []
     for r in runs:
         rid = r["run_id"]
@@ -149,8 +154,7 @@ def _table(db, runs: list[dict], primary: list[str], marks: dict) -> list[str]:
                 + (f" ({pct:+.1f}% {verdict})" if pct is not None else "")
             )
         engine = history.identity_of(db, rid, "dev").get("engine", "-")
-        mark = f"  <- change: {', '.join(marks[rid])}" if rid in marks else ""
-        lines.append(f"{rid}  engine {engine}  " + "  ".join(cells) + mark)
+        lines.append(f"{rid}  engine {engine}  " + "  ".join(cells))
     return lines
 
 
@@ -193,9 +197,9 @@ def _svg(metric: str, panels: list, runs: list[dict], where: Path) -> str:
     return text[text.index("<svg") :]
 
 
-def _page(runs, figures, findings, table, problems, f: history.Filters, where: Path) -> str:
-    def items(lines):
-        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
+def _page(runs, figures, findings, lines, marks, problems, f: history.Filters, where: Path) -> str:
+    def items(texts):
+        return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in texts) + "</ul>"
 
     def row(r: dict, line: str) -> str:
         run = (
@@ -203,11 +207,12 @@ def _page(runs, figures, findings, table, problems, f: history.Filters, where: P
             if r["report"]
             else r["run_id"]
         )
-        cells, _, change = line.split("  ", 1)[1].partition("  <- change: ")
+        cells = line.split("  ", 1)[1]
+        change = ", ".join(marks.get(r["run_id"], []))
         mark = f"<b>change: {html.escape(change)}</b>" if change else ""
         return f"<tr><td>{run}</td><td>{html.escape(cells)}</td><td>{mark}</td></tr>"
 
-    rows = "".join(row(r, line) for r, line in zip(runs, table, strict=True))
+    rows = "".join(row(r, line) for r, line in zip(runs, lines, strict=True))
     chosen = {k: v for k, v in f.__dict__.items() if v}
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>servelab history</title>"
