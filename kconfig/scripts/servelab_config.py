@@ -524,6 +524,17 @@ def check(shared: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
         )  # fmt: skip
         if why:
             raise ConfigError(f"CONFIG_VLLM_BENCHMARK_CROSSOVER cannot run with {why}")
+    dev_hosts = shared.get("vllm_declared_hosts_dev_list") or []
+    if (
+        shared.get("vllm_benchmark_sweep_knob_dev")
+        and platform == "declared_hosts"
+        and len(dev_hosts) > 1
+    ):
+        raise ConfigError(
+            f"CONFIG_VLLM_BENCHMARK_SWEEP_KNOB_DEV: dev has {len(dev_hosts)} declared hosts "
+            f"({' '.join(dev_hosts)}); a sweep of dev's setting redeploys one dev host at each "
+            "value: declare one (CONFIG_VLLM_DECLARED_HOSTS_DEV_LIST)"
+        )
     every = shared.get("vllm_benchmark_redeploy_every", 0)
     if every:
         where = (

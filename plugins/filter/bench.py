@@ -42,12 +42,20 @@ def bench_crossed_settings(mine, theirs, names) -> dict:
     return plan.crossed_settings(dict(mine), dict(theirs), list(names))
 
 
-def bench_knob_order(values: list, repetitions) -> list[dict]:
+def bench_knob_order(values: list, repetitions, knob="") -> list[dict]:
     """Blocks of a configuration sweep in ABBA order over the values; see plan.knob_order."""
     try:
-        return plan.knob_order(list(values or []), int(repetitions))
+        return plan.knob_order(list(values or []), int(repetitions), str(knob))
     except ValueError as err:
         raise AnsibleFilterError(f"bench_knob_order: {err}") from err
+
+
+def bench_dev_sweep_order(values: list, repetitions, knob) -> list[dict]:
+    """Blocks of a sweep of dev's setting beside baseline; see plan.dev_sweep_order."""
+    try:
+        return plan.dev_sweep_order(list(values or []), int(repetitions), str(knob))
+    except ValueError as err:
+        raise AnsibleFilterError(f"bench_dev_sweep_order: {err}") from err
 
 
 def bench_restarted(parts: list, stacks: list) -> list[dict]:
@@ -89,5 +97,6 @@ class FilterModule:
             "bench_warmed_by_probe": bench_warmed_by_probe,
             "bench_frozen_elsewhere": bench_frozen_elsewhere,
             "bench_knob_order": bench_knob_order,
+            "bench_dev_sweep_order": bench_dev_sweep_order,
             "bench_crossed_settings": bench_crossed_settings,
         }

@@ -71,9 +71,10 @@ def overlay(tmp: Path, replaced: dict[str, str]) -> Path:
     return root
 
 
-def sweep(tmp: Path, limit: str = "", **settings) -> dict:
-    """Run the sweep play on the stand-in hosts baseline-local and dev-local; each
-    host's blocks done and the stopping rule's last answer."""
+def sweep(tmp: Path, limit: str = "", plays=None, stand_ins=None, **settings) -> dict:
+    """Run the sweep's plays (a sweep of each group's by default) on the stand-in hosts
+    baseline-local and dev-local, the collection's files `stand_ins` replaced (by
+    default knob_point.yml); what each host wrote (its blocks done, the rule's answer)."""
     local = {"ansible_connection": "local",
              "ansible_python_interpreter": "{{ ansible_playbook_python }}"}  # fmt: skip
     hosts = {
@@ -82,9 +83,10 @@ def sweep(tmp: Path, limit: str = "", **settings) -> dict:
     }
     tmp.mkdir(exist_ok=True)
     (tmp / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": hosts}}))
-    (tmp / "sweep.yml").write_text(yaml.safe_dump(PLAY, sort_keys=False))
+    (tmp / "sweep.yml").write_text(yaml.safe_dump(plays or PLAY, sort_keys=False))
     (tmp / "vars.json").write_text(json.dumps({**SETTINGS, **settings, "knob_out": str(tmp)}))
-    collections = overlay(tmp, {"roles/bench/tasks/knob_point.yml": STAND_IN_POINT})
+    stand_ins = stand_ins or {"roles/bench/tasks/knob_point.yml": STAND_IN_POINT}
+    collections = overlay(tmp, stand_ins)
     argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(tmp / "hosts.yml"),
             str(tmp / "sweep.yml"), "-e", f"@{tmp / 'vars.json'}"]  # fmt: skip
     proc = subprocess.run(
@@ -133,3 +135,101 @@ def test_a_sweep_of_two_groups_runs_its_whole_budget(tmp_path):
             "go_on": True,
             "reason": "the whole budget ran (a sweep of several hosts)",
         }
+
+
+STAND_IN_DEPLOY = """\
+---
+- name: Stand in for deploying the value on dev's stack (what restack.yml leaves behind)
+  ansible.builtin.set_fact:
+    "{{ vllm_benchmark_sweep_knob_name }}": "{{ bench_knob_value }}"
+    bench_part: {host: "{{ inventory_hostname }}", group: "{{ servelab_group }}",
+                 deployed: "{{ bench_knob_value }}"}
+    dev_deploys: "{{ dev_deploys | default([]) + [bench_knob_value] }}"
+"""
+
+STAND_IN_BLOCK = """\
+---
+- name: Stand in for one block of either group (what block.yml adds to bench_done)
+  ansible.builtin.set_fact:
+    bench_done: "{{ bench_done + [done] }}"
+    dev_all: "{{ dev_all | default([]) + [done | combine({'deployed': part.deployed})] }}"
+  vars:
+    part: "{{ bench_parts | selectattr('host', 'equalto', bench_block.host) | first }}"
+    level: >-
+      {{ (dev_levels[part.deployed | string] if bench_block.group == 'dev' else 100) | float }}
+    noise: "{{ 1 + 0.01 * ((bench_block.rep * 7 + bench_block.order * 3) % 5 - 2) }}"
+    done:
+      group: "{{ bench_block.group }}"
+      host: "{{ bench_block.host }}"
+      point: "{{ bench_block.label }}"
+      rep: "{{ bench_block.rep }}"
+      summary:
+        median_ttft_ms: "{{ level * noise }}"
+        median_tpot_ms: "{{ 0.4 * level * noise }}"
+        spec: {request_rate: "{{ bench_rate }}"}
+        context: {order: "{{ bench_block.order }}"}
+"""
+
+DEV_PLAYS = [
+    {"name": "Stand in for part.yml on each group's host", "hosts": "baseline:dev",
+     "gather_facts": False, "tasks": [{"ansible.builtin.set_fact": {
+         "bench_part": {"host": "{{ inventory_hostname }}", "group": "{{ servelab_group }}",
+                        "deployed": "{{ servelab_group }}"}}}]},
+    {"name": "Stand in for interleave.yml's preparation", "hosts": "localhost",
+     "gather_facts": False, "tasks": [
+         {"ansible.builtin.set_fact": {
+             "bench_parts": "{{ groups['all'] | map('extract', hostvars, 'bench_part') | list }}",
+             "bench_rate": 2.0, "bench_load": {"source": "configured"}}},
+         {"ansible.builtin.set_fact": {
+             "bench_blocks": "{{ vllm_benchmark_sweep_knob_values_list"
+                             " | servelab.vllm.bench_dev_sweep_order(vllm_benchmark_repetitions,"
+                             " vllm_benchmark_sweep_knob_name)"
+                             " | servelab.vllm.bench_blocks_by_host(bench_parts) }}"}}]},
+    {"name": "Sweep dev's setting beside baseline", "hosts": "dev", "serial": 1,
+     "gather_facts": False, "tasks": [
+         {"name": "Run dev's values", "ansible.builtin.include_role": {
+             "name": "servelab.vllm.bench", "tasks_from": "dev_sweep"}},
+         {"name": "Keep what the sweep ran", "ansible.builtin.copy": {
+             "content": "{{ {'done': dev_all, 'stops': bench_dev_stops,"
+                        " 'deploys': dev_deploys} | to_json }}",
+             "dest": "{{ knob_out }}/{{ inventory_hostname }}.json", "mode": "0644"}}]},
+]  # fmt: skip
+
+
+def test_a_sweep_of_dev_decides_each_value_beside_baseline_and_shares_its_time(tmp_path):
+    """Dev's stack is deployed once a value; at each value both groups' blocks run ABBA
+    until the real stopping rule decides it against baseline (the first look, 4 rounds
+    of a budget of 8), then the next value; each value gets its share of the time."""
+    settings = {"vllm_benchmark_sweep": "knob", "vllm_benchmark_sweep_knob_dev": True,
+                "vllm_benchmark_sweep_knob_values_list": [80, 40],
+                "dev_levels": {"80": 150, "40": 200}}  # fmt: skip
+    run = sweep(tmp_path / "decided", plays=DEV_PLAYS, stand_ins=DEV_STAND_INS, **settings)
+    run = run["dev-local"]
+    assert run["deploys"] == [80, 40]
+    done = [(b["point"], b["rep"], b["group"][0], b["deployed"]) for b in run["done"]]
+    abba = ["b", "d", "d", "b", "b", "d", "d", "b"]
+    assert done == [
+        (f"max_num_seqs-{v}", r, g, v if g == "d" else "baseline")
+        for v in (80, 40) for r, g in zip([1, 1, 2, 2, 3, 3, 4, 4], abba, strict=True)
+    ]  # fmt: skip
+    for value in (80, 40):
+        stop = run["stops"][f"max_num_seqs-{value}"]
+        assert stop["go_on"] is False
+        assert stop["reason"] == "every primary metric is decided after 4 blocks a group"
+        assert stop["verdicts"] == {f"max_num_seqs-{value}": {
+            "median_ttft_ms": "WORSE", "median_tpot_ms": "WORSE"}}  # fmt: skip
+    late = sweep(tmp_path / "late", plays=DEV_PLAYS, stand_ins=DEV_STAND_INS,
+                 **{**settings, "dev_levels": {"80": 100, "40": 100}},
+                 vllm_benchmark_max_minutes=0.002)["dev-local"]  # fmt: skip
+    assert [(b["point"], b["rep"]) for b in late["done"]] == [
+        ("max_num_seqs-80", 1), ("max_num_seqs-80", 1),
+        ("max_num_seqs-40", 1), ("max_num_seqs-40", 1),
+    ]  # fmt: skip
+    for stop in late["stops"].values():
+        assert stop["reason"].startswith("the time budget of 0.001 min is spent")
+
+
+DEV_STAND_INS = {
+    "roles/bench/tasks/knob_deploy.yml": STAND_IN_DEPLOY,
+    "roles/bench/tasks/block.yml": STAND_IN_BLOCK,
+}

@@ -222,3 +222,23 @@ def test_a_knob_sweep_alternates_its_values_and_redeploys_only_on_a_change():
     assert [b["warm"] for b in blocks] == [b["redeploy"] for b in blocks]
     with pytest.raises(ValueError, match="at least one value"):
         plan.knob_order([], 2)
+    labels = [b["label"] for b in plan.knob_order([20, 50], 1, "vllm_mps_active_thread_percentage")]
+    assert labels == ["mps_active_thread_percentage-20", "mps_active_thread_percentage-50"]
+
+
+def test_a_sweep_of_dev_runs_value_after_value_with_baseline_beside_each():
+    """Dev redeploys once a value; at each value the groups alternate ABBA over its
+    rounds, and both warm at the value's first round (dev restarted, baseline idle)."""
+    blocks = plan.dev_sweep_order([80, 20], 3, "vllm_max_num_seqs")
+    assert [(b["value"], b["rep"], b["group"][0]) for b in blocks] == [
+        (80, 1, "b"), (80, 1, "d"), (80, 2, "d"), (80, 2, "b"), (80, 3, "b"), (80, 3, "d"),
+        (20, 1, "b"), (20, 1, "d"), (20, 2, "d"), (20, 2, "b"), (20, 3, "b"), (20, 3, "d"),
+    ]  # fmt: skip
+    assert [b["order"] for b in blocks] == list(range(1, 13))
+    assert {b["label"] for b in blocks} == {"max_num_seqs-80", "max_num_seqs-20"}
+    assert [b["warm"] for b in blocks] == [b["rep"] == 1 for b in blocks]
+    assert all("redeploy" not in b for b in blocks)  # round.yml would restart every engine
+    with pytest.raises(ValueError, match="each value once"):
+        plan.dev_sweep_order([80, 80], 2, "vllm_max_num_seqs")
+    with pytest.raises(ValueError, match="at least one value"):
+        plan.dev_sweep_order([], 2, "vllm_max_num_seqs")

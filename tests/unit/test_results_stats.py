@@ -330,3 +330,50 @@ def test_a_calibration_across_deployments_reports_the_spread_between_them(tmp_pa
     rows = compare.compare_run(run, compare.Settings(min_pairs=4, max_pairs=8))["default"]
     ttft = next(r for r in rows if r["metric"] == "median_ttft_ms")
     assert ttft["method"] == "paired log ratio, 4 deployments as units"
+
+
+def sweep_of_dev(levels: dict[str, float], reps: int, noise: float = 0.01):
+    """A sweep of dev's setting beside baseline (plan.dev_sweep_order): value after value,
+    at each the two groups in ABBA order; baseline at 100, dev at the value's level, each
+    block with a little noise."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.bench import plan
+    from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
+    from ansible_collections.servelab.vllm.plugins.module_utils.results import collect
+
+    run = collect.RunResults("dev-sweep")
+    for b in plan.dev_sweep_order(list(levels), reps, "vllm_v"):
+        level = (levels[b["value"]] if b["group"] == "dev" else 100.0) * (
+            1 + noise * ((b["rep"] * 7 + b["order"] * 3) % 5 - 2)
+        )
+        summary = BlockSummary.from_json({
+            "median_ttft_ms": level, "median_tpot_ms": 0.4 * level,
+            "spec": {"request_rate": 2.0}, "context": {"order": b["order"]},
+        })  # fmt: skip
+        run.reps.append(collect.RepResult(b["group"], "h", b["label"], b["rep"], summary, []))
+    return run
+
+
+def test_a_sweep_of_dev_asked_one_value_at_a_time_stops_as_its_report_says():
+    """The rule asked about one value's blocks alone (a sweep of dev's setting) shares
+    the family-wise level among all the values, as the report does: each value's words
+    are the report's at that value. Asked as if the value were the run's only
+    comparison, a value near the edge is decided a look earlier than its report allows."""
+    levels = {"80": 112.0, "60": 150.0, "40": 104.0, "20": 200.0}
+    run = sweep_of_dev(levels, 6, noise=0.02)
+    rows = compare.compare_run(run, SWEEP)
+    assert list(rows) == [f"v-{v}" for v in levels]
+    for value in levels:
+        alone = sweep_of_dev({value: levels[value]}, 6, noise=0.02)
+        alone.reps = [r for r in run.reps if r.point == f"v-{value}"]
+        words = compare.run_verdicts(alone, SWEEP, comparisons=len(levels))
+        primary = {r["metric"]: r["verdict"] for r in rows[f"v-{value}"] if r["primary"]}
+        assert primary == {m: v.verdict for m, v in words[f"v-{value}"].items()}
+    assert {r["verdict"] for r in rows["v-40"] if r["primary"]} == {stats.UNDECIDED}
+    assert {r["verdict"] for r in rows["v-20"] if r["primary"]} == {stats.WORSE}
+    edge = sweep_of_dev({"40": 105.0}, 4)
+    assert compare.go_on(edge, SWEEP) == (
+        False, "every primary metric is decided after 4 blocks a group",
+    )  # fmt: skip
+    assert compare.go_on(edge, SWEEP, comparisons=4) == (
+        True, "undecided at v-40 after 4 blocks a group",
+    )  # fmt: skip

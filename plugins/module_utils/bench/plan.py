@@ -110,7 +110,13 @@ def crossed_settings(mine: dict, theirs: dict, names: list[str]) -> dict:
     }
 
 
-def knob_order(values: list, repetitions: int) -> list[dict]:
+def knob_label(knob: str, value) -> str:
+    """A configuration sweep's point: the setting's name without `vllm_`, then the value
+    (`mps_active_thread_percentage-20`), as results and plots read it back."""
+    return f"{knob.removeprefix('vllm_')}-{value}"
+
+
+def knob_order(values: list, repetitions: int, knob: str = "") -> list[dict]:
     """The blocks of a configuration sweep: round r runs every value, in order on odd
     rounds and reversed on even ones (ABBA over the values), so that a drift of the
     machine falls on every value alike. `redeploy` marks a block whose value differs
@@ -125,9 +131,34 @@ def knob_order(values: list, repetitions: int) -> list[dict]:
         for value in values if rep % 2 else list(reversed(values)):
             changed = not out or out[-1]["value"] != value
             out.append(
-                {"value": value, "rep": rep, "order": len(out) + 1,
-                 "redeploy": changed, "warm": changed}
+                {"value": value, "label": knob_label(knob, value), "rep": rep,
+                 "order": len(out) + 1, "redeploy": changed, "warm": changed}
             )  # fmt: skip
+    return out
+
+
+def dev_sweep_order(values: list, repetitions: int, knob: str) -> list[dict]:
+    """The blocks of a sweep of dev's setting beside a fixed baseline: value after value,
+    so that dev's stack is redeployed once a value, and at each value the two groups'
+    blocks in ABBA order over its rounds, so that every value is compared with baseline's
+    blocks run beside it (a drift between values falls on both groups alike; the values
+    need not alternate, which would redeploy dev at nearly every block). Both groups' first
+    block at a value warms its engine: dev's was restarted, baseline's sat idle meanwhile."""
+    if repetitions < 1:
+        raise ValueError(f"repetitions {repetitions}: expected >= 1")
+    if not values:
+        raise ValueError("a sweep of dev's setting needs at least one value")
+    if len({str(v) for v in values}) < len(values):
+        raise ValueError(f"values {values}: each value once (a value is one comparison)")
+    groups = ["baseline", "dev"]
+    out: list[dict] = []
+    for value in values:
+        for rep in range(1, repetitions + 1):
+            for group in groups if rep % 2 else list(reversed(groups)):
+                out.append(
+                    {"group": group, "value": value, "label": knob_label(knob, value),
+                     "rep": rep, "order": len(out) + 1, "warm": rep == 1}
+                )  # fmt: skip
     return out
 
 

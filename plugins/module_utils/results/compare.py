@@ -198,11 +198,13 @@ def compare_point(
     return rows
 
 
-def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
+def go_on(run: RunResults, s: Settings, comparisons: int = 0) -> tuple[bool, str]:
     """The stopping rule the block loop asks after each round: whether to run another,
     and why (stats.sequential over the blocks so far, at every comparison the report
     will make: compared_points). A pair is a repetition both sides of a comparison ran;
-    the rule counts the fewest any comparison has."""
+    the rule counts the fewest any comparison has. `comparisons`: how many the run will
+    make, when the blocks so far hold only some of them (a sweep of dev's setting asks
+    about one value at a time): the family-wise level is shared among all of them."""
     pairs = compared_points(run)
     if not pairs:
         return True, "no pair of blocks yet"
@@ -213,10 +215,12 @@ def go_on(run: RunResults, s: Settings) -> tuple[bool, str]:
     # Only the planned looks may stop a run on its data: a look between them would spend
     # alpha the plan gave to the next one (a stop for time may come anywhere: the report
     # then takes one look where it stopped, which the data did not choose).
-    if not s.plan(len(pairs)).is_look(done):
+    if not s.plan(max(comparisons, len(pairs))).is_look(done):
         return True, f"{done} blocks {unit}, between looks"
     open_ = [
-        title for title, verdicts in run_verdicts(run, s).items() if not stats.decided(verdicts)
+        title
+        for title, verdicts in run_verdicts(run, s, comparisons).items()
+        if not stats.decided(verdicts)
     ]
     if not open_:
         return False, f"every primary metric is decided after {done} blocks {unit}"
@@ -350,11 +354,15 @@ def compared_points(run: RunResults) -> dict[str, tuple[list[RepResult], list[Re
     }
 
 
-def run_verdicts(run: RunResults, s: Settings) -> dict[str, dict[str, stats.Verdict]]:
+def run_verdicts(
+    run: RunResults, s: Settings, comparisons: int = 0
+) -> dict[str, dict[str, stats.Verdict]]:
     """title -> each primary's sequential verdict, at every comparison of compared_points,
-    with the family-wise level shared among them (what compare_run's rows carry)."""
+    with the family-wise level shared among them, or among `comparisons` if more (what
+    compare_run's rows carry)."""
     pairs = compared_points(run)
-    return {title: point_verdicts(a, b, s, len(pairs)) for title, (a, b) in pairs.items()}
+    n = max(comparisons, len(pairs))
+    return {title: point_verdicts(a, b, s, n) for title, (a, b) in pairs.items()}
 
 
 def compare_run(run: RunResults, s: Settings) -> dict:
