@@ -56,17 +56,23 @@ SETTINGS = {
 
 def overlay(tmp: Path, replaced: dict[str, str]) -> Path:
     """A collections path whose servelab.vllm is this checkout (symlinks) with the files
-    `replaced` (path in the collection -> text) standing in."""
+    `replaced` (path in the collection -> text) standing in. A link on the way to a
+    replaced file becomes a folder of links first: nothing is written through a link
+    into the checkout."""
     root = tmp / "collections"
     for rel, text in replaced.items():
         src, dst = TOP, root / "ansible_collections/servelab/vllm"
         for part in Path(rel).parts:
+            if dst.is_symlink():
+                dst.unlink()
             if not dst.is_dir():
                 dst.mkdir(parents=True)
                 for entry in src.iterdir():
-                    if entry.name not in (part, ".git", "collections"):
+                    if entry.name not in (".git", "collections"):
                         (dst / entry.name).symlink_to(entry)
             src, dst = src / part, dst / part
+        if dst.is_symlink():
+            dst.unlink()
         dst.write_text(text)
     return root
 
