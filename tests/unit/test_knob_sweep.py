@@ -148,39 +148,38 @@ STAND_IN_DEPLOY = """\
 - name: Stand in for deploying the value on dev's stack (what restack.yml leaves behind)
   ansible.builtin.set_fact:
     "{{ vllm_benchmark_sweep_knob_name }}": "{{ bench_knob_value }}"
-    bench_part: {host: "{{ inventory_hostname }}", group: "{{ servelab_group }}",
-                 deployed: "{{ bench_knob_value }}"}
+    bench_part: >-
+      {{ bench_part | combine({'url': 'http://dev/' ~ dev_levels[bench_knob_value | string]}) }}
     dev_deploys: "{{ dev_deploys | default([]) + [bench_knob_value] }}"
 """
 
-STAND_IN_BLOCK = """\
----
-- name: Stand in for one block of either group (what block.yml adds to bench_done)
-  ansible.builtin.set_fact:
-    bench_done: "{{ bench_done + [done] }}"
-    dev_all: "{{ dev_all | default([]) + [done | combine({'deployed': part.deployed})] }}"
-  vars:
-    part: "{{ bench_parts | selectattr('host', 'equalto', bench_block.host) | first }}"
-    level: >-
-      {{ (dev_levels[part.deployed | string] if bench_block.group == 'dev' else 100) | float }}
-    noise: "{{ 1 + 0.01 * ((bench_block.rep * 7 + bench_block.order * 3) % 5 - 2) }}"
-    done:
-      group: "{{ bench_block.group }}"
-      host: "{{ bench_block.host }}"
-      point: "{{ bench_block.label }}"
-      rep: "{{ bench_block.rep }}"
-      summary:
-        median_ttft_ms: "{{ level * noise }}"
-        median_tpot_ms: "{{ 0.4 * level * noise }}"
-        spec: {request_rate: "{{ bench_rate }}"}
-        context: {order: "{{ bench_block.order }}"}
+# The benchmark module's stand-in: the block's level is the one of the stack it was
+# pointed at (a stand-in part's URL ends in its level), and it notes what it measured.
+STAND_IN_BENCHMARK = """\
+#!/usr/bin/python
+# WANT_JSON
+import json, sys
+
+args = json.load(open(sys.argv[1]))
+level = float(args["url"].rpartition("/")[2])
+rep, order = int(args["repetition"]), int(args["context"]["order"])
+noise = 1 + 0.01 * ((rep * 7 + order * 3) % 5 - 2)
+with open(args["out_dir"] + "/blocks.jsonl", "a") as f:
+    f.write(json.dumps({"group": args["context"]["group"], "point": args["point"], "rep": rep,
+                        "url": args["url"], "warmup": args.get("warmup_requests")}) + "\\n")
+print(json.dumps({"changed": False, "summary": {
+    "median_ttft_ms": level * noise, "median_tpot_ms": 0.4 * level * noise,
+    "spec": {"request_rate": float(args["request_rate"])}, "context": {"order": order}}}))
 """
 
 DEV_PLAYS = [
     {"name": "Stand in for part.yml on each group's host", "hosts": "baseline:dev",
-     "gather_facts": False, "tasks": [{"ansible.builtin.set_fact": {
-         "bench_part": {"host": "{{ inventory_hostname }}", "group": "{{ servelab_group }}",
-                        "deployed": "{{ servelab_group }}"}}}]},
+     "gather_facts": False, "tasks": [{"ansible.builtin.set_fact": {"bench_part": {
+         "host": "{{ inventory_hostname }}", "group": "{{ servelab_group }}",
+         "python": "{{ ansible_playbook_python }}", "out_dir": "{{ knob_out }}",
+         "url": "http://{{ servelab_group }}/100", "machine": "one", "pid_ns": "one",
+         "stack_dir": "/nonexistent", "pids": [], "tokenizer_path": "", "metrics_urls": {},
+         "processes": {}, "engines": [], "context": {"group": "{{ servelab_group }}"}}}}]},
     {"name": "Stand in for interleave.yml's preparation", "hosts": "localhost",
      "gather_facts": False, "tasks": [
          {"ansible.builtin.set_fact": {
@@ -196,46 +195,53 @@ DEV_PLAYS = [
          {"name": "Run dev's values", "ansible.builtin.include_role": {
              "name": "servelab.vllm.bench", "tasks_from": "dev_sweep"}},
          {"name": "Keep what the sweep ran", "ansible.builtin.copy": {
-             "content": "{{ {'done': dev_all, 'stops': bench_dev_stops,"
-                        " 'deploys': dev_deploys} | to_json }}",
+             "content": "{{ {'stops': bench_dev_stops, 'deploys': dev_deploys} | to_json }}",
              "dest": "{{ knob_out }}/{{ inventory_hostname }}.json", "mode": "0644"}}]},
 ]  # fmt: skip
 
+DEV_STAND_INS = {
+    "roles/bench/tasks/knob_deploy.yml": STAND_IN_DEPLOY,
+    "plugins/modules/benchmark.py": STAND_IN_BENCHMARK,
+}
+
+
+def dev_sweep(tmp: Path, **settings) -> tuple[dict, list[dict]]:
+    """The sweep of dev's setting through the real dev_sweep.yml, dev_value.yml, leg.yml,
+    round.yml, block.yml and stop.yml; dev's deploys and answers, and the blocks measured."""
+    base = {"vllm_benchmark_sweep": "knob", "vllm_benchmark_sweep_knob_dev": True,
+            "vllm_benchmark_sweep_knob_values_list": [80, 40], "vllm_model_name": "m"}  # fmt: skip
+    run = sweep(tmp, plays=DEV_PLAYS, stand_ins=DEV_STAND_INS, **{**base, **settings})
+    lines = (tmp / "blocks.jsonl").read_text().splitlines()
+    return run["dev-local"], [json.loads(line) for line in lines]
+
 
 def test_a_sweep_of_dev_decides_each_value_beside_baseline_and_shares_its_time(tmp_path):
-    """Dev's stack is deployed once a value; at each value both groups' blocks run ABBA
-    until the real stopping rule decides it against baseline (the first look, 4 rounds
-    of a budget of 8), then the next value; each value gets its share of the time."""
-    settings = {"vllm_benchmark_sweep": "knob", "vllm_benchmark_sweep_knob_dev": True,
-                "vllm_benchmark_sweep_knob_values_list": [80, 40],
-                "dev_levels": {"80": 150, "40": 200}}  # fmt: skip
-    run = sweep(tmp_path / "decided", plays=DEV_PLAYS, stand_ins=DEV_STAND_INS, **settings)
-    run = run["dev-local"]
+    """Dev's stack is deployed once a value; at each value both groups' blocks run ABBA,
+    each against its own group's stack, until the real stopping rule decides it against
+    baseline (the first look, 4 rounds of a budget of 8), then the next value; each
+    value gets its share of the time."""
+    run, blocks = dev_sweep(tmp_path / "decided", dev_levels={"80": 150, "40": 200})
     assert run["deploys"] == [80, 40]
-    done = [(b["point"], b["rep"], b["group"][0], b["deployed"]) for b in run["done"]]
     abba = ["b", "d", "d", "b", "b", "d", "d", "b"]
-    assert done == [
-        (f"max_num_seqs-{v}", r, g, v if g == "d" else "baseline")
+    assert [(b["point"], b["rep"], b["group"][0], b["url"]) for b in blocks] == [
+        (f"max_num_seqs-{v}", r, g, f"http://dev/{150 if v == 80 else 200}" if g == "d"
+         else "http://baseline/100")
         for v in (80, 40) for r, g in zip([1, 1, 2, 2, 3, 3, 4, 4], abba, strict=True)
     ]  # fmt: skip
+    # Both groups warm at a value's first round (warm-up left to the run's setting), not after.
+    assert [b["warmup"] for b in blocks if b["rep"] > 1] == [0] * 12
+    assert [b["warmup"] for b in blocks if b["rep"] == 1] == [None] * 4
     for value in (80, 40):
         stop = run["stops"][f"max_num_seqs-{value}"]
         assert stop["go_on"] is False
         assert stop["reason"] == "every primary metric is decided after 4 blocks a group"
         assert stop["verdicts"] == {f"max_num_seqs-{value}": {
             "median_ttft_ms": "WORSE", "median_tpot_ms": "WORSE"}}  # fmt: skip
-    late = sweep(tmp_path / "late", plays=DEV_PLAYS, stand_ins=DEV_STAND_INS,
-                 **{**settings, "dev_levels": {"80": 100, "40": 100}},
-                 vllm_benchmark_max_minutes=0.002)["dev-local"]  # fmt: skip
-    assert [(b["point"], b["rep"]) for b in late["done"]] == [
+    late, blocks = dev_sweep(tmp_path / "late", dev_levels={"80": 100, "40": 100},
+                             vllm_benchmark_max_minutes=0.002)  # fmt: skip
+    assert [(b["point"], b["rep"]) for b in blocks] == [
         ("max_num_seqs-80", 1), ("max_num_seqs-80", 1),
         ("max_num_seqs-40", 1), ("max_num_seqs-40", 1),
     ]  # fmt: skip
     for stop in late["stops"].values():
         assert stop["reason"].startswith("the time budget of 0.001 min is spent")
-
-
-DEV_STAND_INS = {
-    "roles/bench/tasks/knob_deploy.yml": STAND_IN_DEPLOY,
-    "roles/bench/tasks/block.yml": STAND_IN_BLOCK,
-}
