@@ -25,17 +25,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 import table as first  # noqa: E402  (the seeds' figures and the first run's blocks)
 
-FIGURES = [  # metric, heading, decimals
-    ("mean_ttft_ms", "mean TTFT ms", 1),
-    ("median_ttft_ms", "median TTFT ms", 1),
-    ("mean_itl_ms", "mean ITL ms", 2),
-    ("median_itl_ms", "median ITL ms", 2),
-    ("median_tpot_ms", "median TPOT ms", 2),
-    ("request_throughput", "req/s", 3),
-    ("output_throughput", "output tok/s", 2),
-]
-
-
+FIGURES = first.FIGURES  # metric, heading, decimals
 PRIMARY = ("median_ttft_ms", "median_tpot_ms", "output_throughput")
 
 
