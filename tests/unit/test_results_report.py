@@ -378,3 +378,18 @@ def test_the_kv_cache_capacity_is_read_from_the_engines_cache_config_line():
     assert server_metrics.kv_cache(older)["tokens"] == 16000  # no tokens label: the product
     assert server_metrics.kv_cache('vllm:cache_config_info{num_gpu_blocks="None"} 1.0') is None
     assert server_metrics.kv_cache("vllm:num_requests_running 0.0") is None
+
+
+def test_what_differs_shows_each_value_of_a_setting_swept_over_dev():
+    """A sweep of dev's setting: dev's blocks ran at several values, baseline's at one;
+    the table shows dev's values in run order, and a setting equal everywhere not at all."""
+    from ansible_collections.servelab.vllm.plugins.module_utils.records import BlockSummary
+
+    run = collect.RunResults("dev-sweep")
+    for order, (group, share) in enumerate(
+        [("baseline", 100), ("dev", 80), ("dev", 80), ("baseline", 100), ("dev", 20)], 1
+    ):
+        config = {"vllm_mps_active_thread_percentage": share, "vllm_model_name": "m"}
+        summary = BlockSummary.from_json({"context": {"order": order, "config": config}})
+        run.reps.append(collect.RepResult(group, "h", f"p-{share}", 1, summary, []))
+    assert report.config_diff(run) == [["vllm_mps_active_thread_percentage", "100", "80 / 20"]]

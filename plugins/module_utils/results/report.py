@@ -52,20 +52,31 @@ def run_kind(run: RunResults) -> str:
 
 
 def config_diff(run: RunResults) -> list[list[str]]:
-    """[setting, baseline, dev] for every setting the groups' summaries disagree on."""
-    configs = {}
+    """[setting, baseline, dev] for every setting the groups' summaries disagree on. A
+    setting that took several values over a group's blocks (a sweep of dev's setting)
+    shows each, in run order, joined by " / "."""
+    values: dict[str, dict[str, list]] = {}
     for group in ("baseline", "dev"):
-        reps = [r for r in run.reps if r.group == group]
-        if reps:
-            configs[group] = reps[0].summary.context.config
-    if len(configs) < 2:
+        reps = sorted(
+            (r for r in run.reps if r.group == group), key=lambda r: r.summary.context.order or 0
+        )
+        for rep in reps:
+            for key, value in rep.summary.context.config.items():
+                seen = values.setdefault(group, {}).setdefault(key, [])
+                if value not in seen:
+                    seen.append(value)
+    if len(values) < 2:
         return []
-    base, dev = configs["baseline"], configs["dev"]
+    base, dev = values["baseline"], values["dev"]
     keys = sorted(k for k in base.keys() | dev.keys() if k not in layout.PER_GROUP_BY_CONSTRUCTION)
     return [
-        [k, json.dumps(base.get(k)), json.dumps(dev.get(k))]
+        [
+            k,
+            " / ".join(map(json.dumps, base.get(k, [None]))),
+            " / ".join(map(json.dumps, dev.get(k, [None]))),
+        ]
         for k in keys
-        if base.get(k) != dev.get(k)
+        if base.get(k, [None]) != dev.get(k, [None])
     ]
 
 
