@@ -146,6 +146,12 @@ def stack(tmp_path):
             ["sleep", "300"], env={**base, "SERVELAB_SERVICE": str(service), **env}
         )
         procs.append(proc)
+        # Until the child has exec'd, /proc shows the parent's environment: the guard
+        # would find no process of the service (a loaded CI machine hit that).
+        deadline = time.monotonic() + 10
+        while b"SERVELAB_SERVICE=" not in Path(f"/proc/{proc.pid}/environ").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in engine never exec'd"
+            time.sleep(0.01)
         return proc.pid
 
     yield SimpleNamespace(

@@ -5,11 +5,12 @@ with baseline's blocks beside it: words, changes and 95% intervals) and blocks.j
 block's figures, from ../blocks.py extract).
 
 Prints, per share: the verdict on each primary; dev's mean over its blocks of each figure
-with the 95% t interval of that mean; the change against baseline's blocks at that share
-with the report's interval; each engine's KV cache and GPU memory; then our curve and the
-seeds' as ratios to 100%, beside the first run's (../table.py, no verdicts). With --plot,
-writes curves.png: mean TTFT, mean ITL and request throughput as ratios to 100%, ours with
-the report's intervals, the seeds' and the first run's.
+with the 95% t interval of that mean; the change against baseline's blocks at that share,
+block by block (pairs of the same share and repetition); each engine's KV cache and GPU
+memory; then our curve and the seeds' as ratios to 100%, beside the first run's
+(../table.py, no verdicts). With --plot, writes curves.png: mean TTFT, mean ITL and
+request throughput as ratios to 100%, ours with the pairs' 95% intervals, the seeds' and
+the first run's.
 Usage: .venv/bin/python docs/evidence/h200-mps/sweep/table.py [--plot]
 """
 
@@ -63,7 +64,7 @@ def print_tables(comparisons: dict, blocks: list[dict]) -> None:
     print("|---|---|---|---|---|")
     for s in shares:
         cells = [
-            f"**{r['verdict']}** {pct(r)}" if r.get("verdict") else pct(r)
+            f"**{r['verdict']}** {pct(r)}" if r.get("verdict") not in (None, "-") else pct(r)
             for r in (rows[s][m] for m in PRIMARY)
         ]
         print(f"| {s}% | {rows[s]['median_ttft_ms']['pairs']} | " + " | ".join(cells) + " |")
@@ -79,18 +80,18 @@ def print_tables(comparisons: dict, blocks: list[dict]) -> None:
         cells = [mean_ci([b[m] for b in sel], d) for m, _, d in FIGURES]
         print(f"| {s}% | dev | {len(sel)} | " + " | ".join(cells) + " |")
 
-    print("\nChange against baseline's blocks at the same share (the report's 95% interval):\n")
+    print("\nDev over baseline, block by block at the same share and repetition (geometric "
+          "mean of the pairs' ratios, 95% t interval, not adjusted for the shares):\n")  # fmt: skip
     print("| share | " + " | ".join(h for _, h, _ in FIGURES) + " |")
     print("|---|" + "---|" * len(FIGURES))
     for s in shares:
-        print(f"| {s}% | " + " | ".join(pct(rows[s][m]) if m in rows[s] else "-"
-                                        for m, _, _ in FIGURES) + " |")  # fmt: skip
+        print(f"| {s}% | " + " | ".join(shown(paired(blocks, s, m)) for m, _, _ in FIGURES) + " |")
 
     print("\nEngines (every block's summary): KV cache tokens and GPU memory MiB, per group:")
     for g in ("baseline", "dev"):
         sel = [b for b in blocks if b["group"] == g]
         kv = sorted({b["kv_cache_tokens"] for b in sel})
-        mem = sorted({int(m) for b in sel for m in b["gpu_memory"] if m})
+        mem = sorted({int(str(m).removesuffix("MiB")) for b in sel for m in b["gpu_memory"] if m})
         sms = sorted({f"{'/'.join(b['mps_share'] or [])}%={'/'.join(map(str, b['mps_sms'] or []))}"
                       for b in sel})  # fmt: skip
         print(f"  {g}: KV {kv[0]:,}-{kv[-1]:,}; GPU memory {mem[0]:,}-{mem[-1]:,} MiB; "
@@ -98,24 +99,40 @@ def print_tables(comparisons: dict, blocks: list[dict]) -> None:
 
     old = first.blocks()
     print(
-        "\nAs ratios to 100% (ours: 1 + the report's change at that share; the first run: "
+        "\nAs ratios to 100% (ours: the pairs' geometric mean ratio, as above; the first run: "
         "its share's mean over its 100% block; the seeds': their table):\n"
     )
     print("| share | ours: mean TTFT | first run | seeds | ours: mean ITL | first run | seeds "
           "| ours: req/s | seeds |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for s in shares:
-        r = rows[s]
-        print(f"| {s}% | {ratio(r['mean_ttft_ms'])} | x{then(old, s, 'mean_ttft_ms'):.2f} | "
-              f"x{seeds_ratio(s, 1):.2f} | {ratio(r['mean_itl_ms'])} | "
+        print(f"| {s}% | {shown(paired(blocks, s, 'mean_ttft_ms'), 'x')} | "
+              f"x{then(old, s, 'mean_ttft_ms'):.2f} | x{seeds_ratio(s, 1):.2f} | "
+              f"{shown(paired(blocks, s, 'mean_itl_ms'), 'x')} | "
               f"x{then(old, s, 'mean_itl_ms'):.2f} | x{seeds_ratio(s, 2):.2f} | "
-              f"{ratio(r['request_throughput'])} | x{seeds_ratio(s, 0):.2f} |")  # fmt: skip
+              f"{shown(paired(blocks, s, 'request_throughput'), 'x')} | "
+              f"x{seeds_ratio(s, 0):.2f} |")  # fmt: skip
 
 
-def ratio(row: dict) -> str:
-    """1 + the report's change, with its interval."""
-    lo, mid, hi = (1 + row[k] / 100 for k in ("low_pct", "change_pct", "high_pct"))
-    return f"x{mid:.2f} [{lo:.2f}, {hi:.2f}]"
+def paired(blocks: list[dict], share: int, metric: str) -> tuple[float, float, float]:
+    """Dev over baseline at a share: the geometric mean of the ratios of the blocks of a
+    pair (same share, same repetition), with the 95% t interval of the mean log ratio."""
+    at = {(b["group"], b["rep"]): b[metric] for b in blocks if share_of(b["point"]) == share}
+    logs = [
+        math.log(at["dev", r] / at["baseline", r])
+        for g, r in at
+        if g == "dev" and ("baseline", r) in at
+    ]
+    m = statistics.fmean(logs)
+    half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(m), math.exp(m - half), math.exp(m + half)
+
+
+def shown(r: tuple[float, float, float], style: str = "%") -> str:
+    mid, lo, hi = r
+    if style == "x":
+        return f"x{mid:.2f} [{lo:.2f}, {hi:.2f}]"
+    return f"{(mid - 1) * 100:+.1f}% [{(lo - 1) * 100:+.1f}, {(hi - 1) * 100:+.1f}]"
 
 
 def then(old: dict, share: int, metric: str) -> float:
@@ -129,7 +146,7 @@ def seeds_ratio(share: int, column: int) -> float:
     return first.SEEDS[share][column] / first.SEEDS[100][column]
 
 
-def plot(comparisons: dict) -> None:
+def plot(comparisons: dict, blocks: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,15 +160,12 @@ def plot(comparisons: dict) -> None:
                                               ("mean_itl_ms", "mean ITL", 2),
                                               ("request_throughput", "request throughput", 0)],
                                         strict=True):  # fmt: skip
-        mid = [1.0] + [1 + rows[s][metric]["change_pct"] / 100 for s in rows]
-        low = [0.0] + [
-            (rows[s][metric]["change_pct"] - rows[s][metric]["low_pct"]) / 100 for s in rows
-        ]
-        high = [0.0] + [
-            (rows[s][metric]["high_pct"] - rows[s][metric]["change_pct"]) / 100 for s in rows
-        ]
+        got = [paired(blocks, s, metric) for s in rows]
+        mid = [1.0] + [m for m, _, _ in got]
+        low = [0.0] + [m - lo for m, lo, _ in got]
+        high = [0.0] + [hi - m for m, _, hi in got]
         ax.errorbar(shares, mid, yerr=[low, high], marker="o", capsize=3,
-                    label="H200, 2048/16 at 2 req/s, against 100% beside it (95%)")  # fmt: skip
+                    label="H200, 2048/16, 2 req/s: pairs against 100% (95%)")  # fmt: skip
         ax.plot(first.SHARES, [then(old, s, metric) for s in first.SHARES], marker="^",
                 linestyle=":", label="H200 first run (one group, no verdict)")  # fmt: skip
         ax.plot(first.SHARES, [seeds_ratio(s, col) for s in first.SHARES], marker="s",
@@ -169,7 +183,7 @@ def main() -> int:
     comparisons, blocks = load()
     print_tables(comparisons, blocks)
     if "--plot" in sys.argv[1:]:
-        plot(comparisons)
+        plot(comparisons, blocks)
     return 0
 
 
