@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers.stack import TOP, VENV_BIN
 
@@ -219,8 +220,9 @@ def test_a_sweep_of_dev_decides_each_value_beside_baseline_and_shares_its_time(t
     """Dev's stack is deployed once a value; at each value both groups' blocks run ABBA,
     each against its own group's stack, until the real stopping rule decides it against
     baseline (the first look, 4 rounds of a budget of 8), then the next value; each
-    value gets its share of the time."""
-    run, blocks = dev_sweep(tmp_path / "decided", dev_levels={"80": 150, "40": 200})
+    value gets an equal share of the time the values before it left."""
+    run, blocks = dev_sweep(tmp_path / "decided", dev_levels={"80": 150, "40": 200},
+                            vllm_benchmark_max_minutes=30)  # fmt: skip
     assert run["deploys"] == [80, 40]
     abba = ["b", "d", "d", "b", "b", "d", "d", "b"]
     assert [(b["point"], b["rep"], b["group"][0], b["url"]) for b in blocks] == [
@@ -237,6 +239,10 @@ def test_a_sweep_of_dev_decides_each_value_beside_baseline_and_shares_its_time(t
         assert stop["reason"] == "every primary metric is decided after 4 blocks a group"
         assert stop["verdicts"] == {f"max_num_seqs-{value}": {
             "median_ttft_ms": "WORSE", "median_tpot_ms": "WORSE"}}  # fmt: skip
+    first, second = (run["stops"][f"max_num_seqs-{v}"] for v in (80, 40))
+    assert first["budget_minutes"] == 15  # half of 30
+    assert 0 < first["minutes"] < 15
+    assert second["budget_minutes"] == pytest.approx(30 - first["minutes"])  # the rest
     late, blocks = dev_sweep(tmp_path / "late", dev_levels={"80": 100, "40": 100},
                              vllm_benchmark_max_minutes=0.002)  # fmt: skip
     assert [(b["point"], b["rep"]) for b in blocks] == [
