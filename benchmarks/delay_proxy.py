@@ -24,17 +24,18 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 # Headers that describe one hop, not the message: each side sets its own.
 HOP = {"connection", "content-length", "transfer-encoding", "keep-alive", "host"}
+SESSION = web.AppKey("session", ClientSession)
 
 
 def app(upstream: str, stretch: float) -> web.Application:
     async def start(application: web.Application) -> None:
-        application["session"] = ClientSession(timeout=ClientTimeout(total=None))
+        application[SESSION] = ClientSession(timeout=ClientTimeout(total=None))
 
     async def stop(application: web.Application) -> None:
-        await application["session"].close()
+        await application[SESSION].close()
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        session: ClientSession = request.app["session"]
+        session = request.app[SESSION]
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
         body = await request.read()
         async with session.request(
@@ -45,15 +46,35 @@ def app(upstream: str, stretch: float) -> web.Application:
                 headers={k: v for k, v in up.headers.items() if k.lower() not in HOP},
             )
             await response.prepare(request)
+            # Each chunk is timed as it arrives, by a reader the writer's waits never hold
+            # up: a chunk read only after the previous one was written would be timed late,
+            # and its delay stretched again (a 10% stretch of 32 tokens came out at 11-17%,
+            # in fewer, merged chunks).
             loop = asyncio.get_running_loop()
-            first = None
-            async for chunk in up.content.iter_any():
-                now = loop.time()
-                if first is None:
-                    first = now
-                else:
-                    await asyncio.sleep(max(0.0, first + (now - first) * stretch - loop.time()))
-                await response.write(chunk)
+            arrived: asyncio.Queue = asyncio.Queue()
+
+            async def read() -> None:
+                try:
+                    async for chunk in up.content.iter_any():
+                        arrived.put_nowait((loop.time(), chunk))
+                finally:
+                    arrived.put_nowait((loop.time(), None))
+
+            reader = asyncio.create_task(read())
+            try:
+                first = None
+                while True:
+                    at, chunk = await arrived.get()
+                    if chunk is None:
+                        break
+                    if first is None:
+                        first = at
+                    else:
+                        await asyncio.sleep(max(0.0, first + (at - first) * stretch - loop.time()))
+                    await response.write(chunk)
+                await reader  # an upstream error surfaces here
+            finally:
+                reader.cancel()
             await response.write_eof()
             return response
 
