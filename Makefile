@@ -159,7 +159,7 @@ test-deps: ## Debian's chromium, chromium-driver (report test) and systemd (unit
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver systemd; }
 
 test-unit: $(TEST_STAMP) $(HELM) test-deps ## pytest on the unit tests (Kubernetes render checks need helm)
-	$(VBIN)/pytest -q tests/unit
+	$(VBIN)/pytest -q --durations=15 tests/unit
 
 test-lint: $(TEST_STAMP) ## ruff, syntax-check of every playbook, ansible-lint (production profile)
 	$(VBIN)/ruff check .
@@ -171,7 +171,7 @@ test-sanity: $(TEST_STAMP) ## ansible-test sanity on the plugins (the tests that
 	tests/sanity.sh
 
 test-integration: $(TEST_STAMP) ## Real engines and router on this machine, both groups (agreement test included)
-	$(VBIN)/pytest -q tests/integration
+	$(VBIN)/pytest -q --durations=15 tests/integration
 
 test-agreement: $(TEST_STAMP) ## Only the agreement test: servelab vs vllm bench serve on a real engine
 	$(VBIN)/pytest -q -s -m agreement tests/integration

@@ -542,14 +542,16 @@ def test_a_and_a_never_gets_a_false_word(stack):
     """Dev with baseline's configuration. Tested at a family-wise 99% (the report's
     default is 95%), so that a false BETTER or WORSE fails this test in at most 1 CI run
     in 100 if the method holds its level (benchmarks/verdict_quality.py: 0.0% in 2000
-    simulated A/As at 95%). SAME or UNDECIDED both pass: at 8 blocks a group, SAME needs
-    a spread between pairs under about 3% (docs/results.md)."""
-    stack.configure('CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN)
+    simulated A/As at 95%). SAME or UNDECIDED both pass. At most 6 blocks a group (the
+    test took 9.5 min at 8 here; fewer looks only lower the chance of a false word)."""
+    stack.configure(
+        'CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN, "CONFIG_VLLM_BENCHMARK_REPETITIONS=6"
+    )
     stack.playbook("deploy.yml")
     rows = verdict_of(stack, "aa", "0.99")
     for metric in PRIMARY:
         assert rows[metric]["verdict"] in ("SAME", "UNDECIDED"), rows[metric]
-        assert 4 <= rows[metric]["pairs"] <= 8
+        assert 4 <= rows[metric]["pairs"] <= 6
     assert rows["output_throughput"]["verdict"] == "-"  # secondary at a fixed pace
 
 
@@ -563,6 +565,8 @@ def test_a_known_ten_percent_handicap_is_called_worse(stack):
     stretches every streamed chunk after the first to 1.1 x its time since the first,
     baseline's to 1.0 x, so that both pay the proxy's own cost (on 2 cores it shares a
     core with the API servers) and dev's TPOT is exactly 10% worse, its TTFT unchanged.
+    (exactly since the proxy times each chunk as it arrives: before, +17-26% was
+    measured, and CI's +17.4% stayed UNDECIDED at 8 pairs).
     Judged against a 2% margin: at a per-block spread of 2.5% (a pair's 3.5%, the worst
     seen here with this workload) the interval clears 2% within 8 blocks a group in
     98.9% of 1000 simulated runs, against 79.1% for a 5% margin (benchmarks/
