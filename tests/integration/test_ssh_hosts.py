@@ -50,9 +50,12 @@ def lab(tmp_path_factory):
         lines=[
             f'CONFIG_VLLM_DECLARED_HOSTS_SSH_CONFIG="{where}/ssh_config"',
             f'CONFIG_VLLM_API_KEY="{KEY}"',
-            # A crossover: 4 rounds on the groups' own hosts, then up to 4 swapped.
+            # A crossover: 2 rounds on the groups' own hosts, then 2 swapped; 12 prompts
+            # a block. What is tested is the path, not the verdict's power: at 8 rounds
+            # of 24 this test took 14 min of CI's 90 (session 19).
             "CONFIG_VLLM_BENCHMARK_CROSSOVER=y",
-            "CONFIG_VLLM_BENCHMARK_REPETITIONS=8",
+            "CONFIG_VLLM_BENCHMARK_REPETITIONS=4",
+            "CONFIG_VLLM_BENCHMARK_NUM_PROMPTS=12",
         ],
     )
     stack.configure()
@@ -71,7 +74,7 @@ def on(where, host: str, command: str) -> str:
 
 
 def test_the_main_job_runs_over_ssh_each_host_on_its_own_and_crosses_over(lab):
-    """The A/B with a crossover: after 4 rounds each host is redeployed with the other
+    """The A/B with a crossover: after 2 rounds each host is redeployed with the other
     group's settings (keeping its own address) and the rest of the blocks run swapped;
     the verdict is the settings' effect, the report gives the hosts' offset."""
     stack, where = lab
@@ -105,12 +108,12 @@ def test_the_main_job_runs_over_ssh_each_host_on_its_own_and_crosses_over(lab):
         modes = on(where, host, "stat -c %a " + " ".join(files)).split()
         assert set(modes) == {"600"}, (files, modes)
     assert not [p for p in results.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
-    # Each group's blocks on its own host (4) and, swapped, on the other's (2 to 4).
+    # Each group's blocks on its own host (2) and, swapped, on the other's (2).
     group_of = {host: group for group, host in HOSTS.items()}
     for group in HOSTS:
         for host in HOSTS.values():
             found = layout.summaries(results / "ssh" / group / host)
-            assert len(found) >= (4 if group_of[host] == group else 2), (group, host, found)
+            assert len(found) == 2, (group, host, found)
             for path in found:
                 summary = json.loads(path.read_text())
                 context = summary["context"]
@@ -122,7 +125,7 @@ def test_the_main_job_runs_over_ssh_each_host_on_its_own_and_crosses_over(lab):
                 (other,) = set(HOSTS.values()) - {host}
                 frozen = [f"{other}:{STACKS}/{group_of[other]}"]
                 assert context["frozen"] == frozen, context["frozen"]
-                assert summary["completed"] == 24 and summary["failed"] == 0
+                assert summary["completed"] == 12 and summary["failed"] == 0
     compare = json.loads((results / "ssh/report/compare.json").read_text())
     assert compare["problems"] == []
     assert not [w for w in compare["warnings"] if "other load" in w], compare["warnings"]
