@@ -497,7 +497,7 @@ def test_an_api_key_is_checked_and_stays_off_every_command_line(stack):
 
 
 # The verdict itself, on the real engine: never a false word when nothing differs, WORSE
-# for a known 25% handicap and for a real one. Random prompts of 16 tokens, 32 out, 6 a
+# for a known 50% handicap and for a real one. Random prompts of 16 tokens, 32 out, 6 a
 # block at a fixed pace of 0.75 of single-stream capacity (TPOT then measures the engine
 # alone, and 31 gaps a request average the machine's second-scale swings: a pair's TPOT
 # ratio varied 1.2-3.5% here, against 7-9% with 8 out and requests overlapping); the
@@ -575,17 +575,18 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_a_known_25_percent_handicap_is_called_worse(stack):
+def test_a_known_50_percent_handicap_is_called_worse(stack):
     """The same engines, each group's router behind benchmarks/delay_proxy.py: dev's
-    stretches every streamed chunk after the first to 1.25 x its time since the first,
-    baseline's to 1.0 x, so that both pay the proxy's own cost and dev's TPOT is exactly
-    25% worse, its TTFT unchanged (exact since 2026-12-03, when the proxy began timing each
-    chunk as it arrives: before, a 1.1x stretch measured +17-26%). A 1.1x stretch, exact,
-    measured +11.8% here and stayed UNDECIDED at 8 pairs against the 2% margin (noise, not
-    bias), as CI's +17.4% had: hence 1.25x, judged against the same 2% margin."""
+    stretches every streamed chunk after the first to 1.5 x its time since the first,
+    baseline's to 1.0 x, so that both pay the proxy's own cost and dev's TPOT is 50%
+    worse, its TTFT unchanged. Why 1.5x: on CI's 2 cores a 1.25x stretch measured +18.6%
+    and stayed UNDECIDED at 8 pairs against the 2% margin (2026-12-04; a 1.1x stretch
+    likewise, at +17.4% there and +11.8% here), which by the rule at 8 pairs means a pair's
+    log ratio spread 14% or more there. If CI measures 1.5x as it measured 1.25x (+36%),
+    the rule decides it at 8 pairs up to a spread of 26%."""
     stack.configure('CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN)
     proxies = []
-    for group, stretch in (("baseline", "1.0"), ("dev", "1.25")):
+    for group, stretch in (("baseline", "1.0"), ("dev", "1.5")):
         port = PROXY_PORTS[group]
         stack.host_var(f"{group}-local", "servelab_bench_url", f"http://127.0.0.1:{port}")
         router = 18000 if group == "baseline" else 19000
