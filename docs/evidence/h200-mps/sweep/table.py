@@ -11,7 +11,10 @@ memory; then our curve and the seeds' as ratios to 100%, beside the first run's
 (../table.py, no verdicts). With --plot, writes curves.png: mean TTFT, mean ITL and
 request throughput as ratios to 100%, ours with the pairs' 95% intervals, the seeds' and
 the first run's.
-Usage: .venv/bin/python docs/evidence/h200-mps/sweep/table.py [--plot]
+Usage: .venv/bin/python docs/evidence/h200-mps/sweep/table.py [DIR] [--plot]
+DIR (default: this folder) holds report/compare.json, blocks.json and workload.txt (the
+workload in a few words, for the plot; 2048/16 at 2 req/s where absent); curves.png goes
+there.
 """
 
 import json
@@ -42,9 +45,13 @@ def mean_ci(values: list[float], digits: int) -> str:
     return f"{m:.{digits}f} [{m - half:.{digits}f}, {m + half:.{digits}f}]"
 
 
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+DATA = Path(ARGS[0]) if ARGS else HERE
+
+
 def load() -> tuple[dict, list[dict]]:
-    comparisons = json.loads((HERE / "report/compare.json").read_text())["comparisons"]
-    blocks = json.loads((HERE / "blocks.json").read_text())
+    comparisons = json.loads((DATA / "report/compare.json").read_text())["comparisons"]
+    blocks = json.loads((DATA / "blocks.json").read_text())
     return comparisons, blocks
 
 
@@ -165,7 +172,7 @@ def plot(comparisons: dict, blocks: list[dict]) -> None:
         low = [0.0] + [m - lo for m, lo, _ in got]
         high = [0.0] + [hi - m for m, _, hi in got]
         ax.errorbar(shares, mid, yerr=[low, high], marker="o", capsize=3,
-                    label="H200, 2048/16, 2 req/s: pairs against 100% (95%)")  # fmt: skip
+                    label=f"H200, {workload()}: pairs against 100% (95%)")  # fmt: skip
         ax.plot(first.SHARES, [then(old, s, metric) for s in first.SHARES], marker="^",
                 linestyle=":", label="H200 first run (one group, no verdict)")  # fmt: skip
         ax.plot(first.SHARES, [seeds_ratio(s, col) for s in first.SHARES], marker="s",
@@ -175,8 +182,13 @@ def plot(comparisons: dict, blocks: list[dict]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(HERE / "curves.png", dpi=110)
-    print(f"wrote {HERE / 'curves.png'}")
+    fig.savefig(DATA / "curves.png", dpi=110)
+    print(f"wrote {DATA / 'curves.png'}")
+
+
+def workload() -> str:
+    f = DATA / "workload.txt"
+    return f.read_text().strip() if f.exists() else "2048/16, 2 req/s"
 
 
 def main() -> int:
