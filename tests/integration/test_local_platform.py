@@ -583,8 +583,8 @@ def test_a_known_50_percent_handicap_is_called_worse(stack):
     and stayed UNDECIDED at 8 pairs against the 2% margin (2026-12-04; a 1.1x stretch
     likewise, at +17.4% there and +11.8% here), which by the rule at 8 pairs means a pair's
     log ratio spread 14% or more there. If CI measures 1.5x as it measured 1.25x (+36%),
-    the rule decides it at 8 pairs up to a spread of 26%. Here 1.5x measured +63.5%,
-    WORSE at the first look (the proxy's own lag on 2 busy cores adds to the stretch)."""
+    the rule decides it at 8 pairs up to a spread of 26%. Here 1.5x measured +63.5%
+    and +52.4%, WORSE at 4 and at 8 pairs (the proxy's lag on 2 busy cores adds to it)."""
     stack.configure('CONFIG_VLLM_DEV_OVERRIDES=""', *VERDICT_RUN)
     proxies = []
     for group, stretch in (("baseline", "1.0"), ("dev", "1.5")):
