@@ -45,13 +45,9 @@ def mean_ci(values: list[float], digits: int) -> str:
     return f"{m:.{digits}f} [{m - half:.{digits}f}, {m + half:.{digits}f}]"
 
 
-ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
-DATA = Path(ARGS[0]) if ARGS else HERE
-
-
-def load() -> tuple[dict, list[dict]]:
-    comparisons = json.loads((DATA / "report/compare.json").read_text())["comparisons"]
-    blocks = json.loads((DATA / "blocks.json").read_text())
+def load(data: Path) -> tuple[dict, list[dict]]:
+    comparisons = json.loads((data / "report/compare.json").read_text())["comparisons"]
+    blocks = json.loads((data / "blocks.json").read_text())
     return comparisons, blocks
 
 
@@ -153,7 +149,7 @@ def seeds_ratio(share: int, column: int) -> float:
     return first.SEEDS[share][column] / first.SEEDS[100][column]
 
 
-def plot(comparisons: dict, blocks: list[dict]) -> None:
+def plot(comparisons: dict, blocks: list[dict], data: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,7 +168,7 @@ def plot(comparisons: dict, blocks: list[dict]) -> None:
         low = [0.0] + [m - lo for m, lo, _ in got]
         high = [0.0] + [hi - m for m, _, hi in got]
         ax.errorbar(shares, mid, yerr=[low, high], marker="o", capsize=3,
-                    label=f"H200, {workload()}: pairs against 100% (95%)")  # fmt: skip
+                    label=f"H200, {workload(data)}: pairs against 100% (95%)")  # fmt: skip
         ax.plot(first.SHARES, [then(old, s, metric) for s in first.SHARES], marker="^",
                 linestyle=":", label="H200 first run (one group, no verdict)")  # fmt: skip
         ax.plot(first.SHARES, [seeds_ratio(s, col) for s in first.SHARES], marker="s",
@@ -182,20 +178,22 @@ def plot(comparisons: dict, blocks: list[dict]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(DATA / "curves.png", dpi=110)
-    print(f"wrote {DATA / 'curves.png'}")
+    fig.savefig(data / "curves.png", dpi=110)
+    print(f"wrote {data / 'curves.png'}")
 
 
-def workload() -> str:
-    f = DATA / "workload.txt"
+def workload(data: Path) -> str:
+    f = data / "workload.txt"
     return f.read_text().strip() if f.exists() else "2048/16, 2 req/s"
 
 
 def main() -> int:
-    comparisons, blocks = load()
+    folders = [a for a in sys.argv[1:] if not a.startswith("--")]
+    data = Path(folders[0]) if folders else HERE
+    comparisons, blocks = load(data)
     print_tables(comparisons, blocks)
     if "--plot" in sys.argv[1:]:
-        plot(comparisons, blocks)
+        plot(comparisons, blocks, data)
     return 0
 
 
