@@ -15,6 +15,7 @@ from ansible_collections.servelab.vllm.plugins.module_utils.bench import (
     selfcheck,
     server_metrics,
     spec,
+    summary,
 )
 
 
@@ -76,6 +77,58 @@ def test_percentile_matches_linear_interpolation():
 def test_max_concurrency_from_start_and_end():
     outs = [outcome(0, 0, 0.1, 2, 2), outcome(1, 1, 0.1, 2, 2), outcome(2, 5, 0.1, 1, 2)]
     assert metrics.max_concurrency(outs) == 2
+
+
+def _load(outs, rate=4.0):
+    return summary.load_figures(outs, spec.RunSpec(url="u", model="m", request_rate=rate), 8.0)
+
+
+def _sends(rate=4.0, n=32):
+    return [i / rate for i in range(n)]
+
+
+def test_long_outputs_draining_after_the_last_send_are_not_saturation():
+    """ShareGPT on an H200: first tokens 30 ms after each send, outputs of up to 5 s; the
+    completions' first-to-last rate reads about 2.6 of 4 req/s from the drain alone."""
+    lengths = [0.2, 5.0, 0.5, 3.0, 1.0, 4.5, 0.3, 2.0] * 4
+    outs = [outcome(i, t, 0.03, lengths[i], 100) for i, t in enumerate(_sends())]
+    ends = sorted(o.start + o.latency for o in outs)
+    assert (len(ends) - 1) / (ends[-1] - ends[0]) < 0.95 * 4.0  # the old reading
+    figures = _load(outs)
+    assert figures["saturated"] is False
+    assert figures["achieved_rate"] == pytest.approx(4.0, rel=0.01)
+
+
+def test_a_server_that_queues_is_saturated_at_its_capacity():
+    """Capacity 2.5 req/s against 4 offered: each request starts when the one before it
+    has started plus 0.4 s, so first tokens fall ever further behind the sends."""
+    outs, free = [], 0.0
+    for i, t in enumerate(_sends()):
+        first = max(t, free) + 0.05
+        free = max(t, free) + 0.4
+        outs.append(outcome(i, t, first - t, first - t + 0.5, 20))
+    figures = _load(outs)
+    assert figures["saturated"] is True
+    assert figures["achieved_rate"] == pytest.approx(2.5, rel=0.02)
+
+
+def test_one_slow_first_token_or_a_late_client_is_not_the_server_saturating():
+    slow = [outcome(i, t, 3.0 if i == 31 else 0.05, 4.0, 20) for i, t in enumerate(_sends())]
+    assert _load(slow)["saturated"] is False  # the span would read 31/10.75 = 2.9 req/s
+    late = [outcome(i, t, 0.05, 0.5, 20) for i, t in enumerate(_sends(rate=2.0))]
+    figures = _load(late)  # sent at 2 of the 4 req/s asked: the client's, not the server's
+    assert figures["saturated"] is False
+    assert figures["achieved_rate"] == pytest.approx(2.0)
+
+
+def test_a_closed_loop_or_too_few_requests_is_never_saturated():
+    burst = [outcome(i, 0.0, 0.05 + i * 0.5, 1.0 + i * 0.5, 20) for i in range(8)]
+    figures = _load(burst, rate=float("inf"))
+    assert figures["saturated"] is False and figures["achieved_rate"] == pytest.approx(2.0)
+    two = [outcome(i, i, 9.0 * i, 10.0 * i, 20) for i in range(2)]
+    assert _load(two) == {"achieved_rate": None, "saturated": False, "send_span_s": 8.0}
+    failed = [outcome(i, t, 0, 0.1, 0, ok=False, err="timeout") for i, t in enumerate(_sends())]
+    assert _load(failed)["achieved_rate"] is None
 
 
 @pytest.mark.parametrize(("process", "shape"), [("poisson", 1.0), ("gamma", 0.5), ("gamma", 4.0)])
