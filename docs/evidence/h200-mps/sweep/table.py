@@ -11,10 +11,11 @@ memory; then our curve and the seeds' as ratios to 100%, beside the first run's
 (../table.py, no verdicts). With --plot, writes curves.png: mean TTFT, mean ITL and
 request throughput as ratios to 100%, ours with the pairs' 95% intervals, the seeds' and
 the first run's.
-Usage: .venv/bin/python docs/evidence/h200-mps/sweep/table.py [DIR] [--plot]
-DIR (default: this folder) holds report/compare.json, blocks.json and workload.txt (the
-workload in a few words, for the plot; 2048/16 at 2 req/s where absent); curves.png goes
-there.
+Usage: .venv/bin/python docs/evidence/h200-mps/sweep/table.py [DIR...] [--plot]
+Each DIR (default: this folder) holds one run's report/compare.json and blocks.json; the
+first also workload.txt (the workload in a few words, for the plot; 2048/16 at 2 req/s
+where absent), and curves.png goes there. Runs of other shares of one workload are read
+as one table, each share against the baseline blocks of its own run.
 """
 
 import json
@@ -45,14 +46,21 @@ def mean_ci(values: list[float], digits: int) -> str:
     return f"{m:.{digits}f} [{m - half:.{digits}f}, {m + half:.{digits}f}]"
 
 
-def load(data: Path) -> tuple[dict, list[dict]]:
-    comparisons = json.loads((data / "report/compare.json").read_text())["comparisons"]
-    blocks = json.loads((data / "blocks.json").read_text())
+def load(folders: list[Path]) -> tuple[dict, list[dict]]:
+    comparisons: dict = {}
+    blocks: list[dict] = []
+    for data in folders:
+        more = json.loads((data / "report/compare.json").read_text())["comparisons"]
+        if set(more) & set(comparisons):
+            sys.exit(f"{data}: shares {sorted(set(more) & set(comparisons))} read twice")
+        comparisons.update(more)
+        blocks += json.loads((data / "blocks.json").read_text())
     return comparisons, blocks
 
 
 def rows_of(comparisons: dict) -> dict[int, dict[str, dict]]:
-    return {share_of(p): {r["metric"]: r for r in rows} for p, rows in comparisons.items()}
+    rows = {share_of(p): {r["metric"]: r for r in rows} for p, rows in comparisons.items()}
+    return dict(sorted(rows.items(), reverse=True))
 
 
 def pct(row: dict) -> str:
@@ -188,12 +196,11 @@ def workload(data: Path) -> str:
 
 
 def main() -> int:
-    folders = [a for a in sys.argv[1:] if not a.startswith("--")]
-    data = Path(folders[0]) if folders else HERE
-    comparisons, blocks = load(data)
+    folders = [Path(a) for a in sys.argv[1:] if not a.startswith("--")] or [HERE]
+    comparisons, blocks = load(folders)
     print_tables(comparisons, blocks)
     if "--plot" in sys.argv[1:]:
-        plot(comparisons, blocks, data)
+        plot(comparisons, blocks, folders[0])
     return 0
 
 
