@@ -156,7 +156,7 @@ def main() -> None:
         go_on, reason = True, "decided, but the sequential verdict is off: the whole budget runs"
     minutes = (time.time() - p["started"]) / 60 if p["started"] else 0.0
     if go_on and p["max_minutes"] and minutes >= p["max_minutes"]:
-        go_on, reason = False, f"the time budget of {p['max_minutes']:g} min is spent ({reason})"
+        go_on, reason = False, f"the time budget of {p['max_minutes']:.3g} min is spent ({reason})"
     # Keyed as the report's comparisons: the point, or "<point> against <first>" for a
     # sweep of one group (compare.compared_points).
     verdicts = {
