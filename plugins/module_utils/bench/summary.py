@@ -32,8 +32,8 @@ def load_figures(outcomes: list[RequestOutcome], spec: RunSpec, send_span: float
     sends, firsts = [s for s, _ in served], [f for _, f in served]
     achieved = _rate(firsts)
     sent = _rate(sends)
-    offered = math.isfinite(spec.request_rate)
-    saturated = bool(offered and achieved and sent and achieved < 0.95 * sent)
+    paced = math.isfinite(spec.request_rate)  # a closed loop has no pace to fall behind
+    saturated = bool(paced and achieved and sent and achieved < 0.95 * sent)
     # The offered rate itself is spec.request_rate: one record of it.
     return {"achieved_rate": achieved, "saturated": saturated, "send_span_s": send_span}
 
