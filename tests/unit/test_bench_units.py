@@ -122,9 +122,14 @@ def test_one_slow_first_token_or_a_late_client_is_not_the_server_saturating():
 
 
 def test_a_closed_loop_or_too_few_requests_is_never_saturated():
-    burst = [outcome(i, 0.0, 0.05 + i * 0.5, 1.0 + i * 0.5, 20) for i in range(8)]
-    figures = _load(burst, rate=float("inf"))
+    # Sent as answers came (a concurrency limit), first tokens at 2 a second against sends
+    # at 4: behind a pace that a closed loop does not have; the same at 4 req/s is not.
+    loop = [outcome(i, i * 0.25, 0.05 + i * 0.25, 1.0 + i * 0.25, 20) for i in range(8)]
+    figures = _load(loop, rate=float("inf"))
     assert figures["saturated"] is False and figures["achieved_rate"] == pytest.approx(2.0)
+    assert _load(loop)["saturated"] is True
+    burst = [outcome(i, 0.0, 0.05 + i * 0.5, 1.0 + i * 0.5, 20) for i in range(8)]
+    assert _load(burst, rate=float("inf"))["saturated"] is False  # all sent at once
     two = [outcome(i, i, 9.0 * i, 10.0 * i, 20) for i in range(2)]
     assert _load(two) == {"achieved_rate": None, "saturated": False, "send_span_s": 8.0}
     failed = [outcome(i, t, 0, 0.1, 0, ok=False, err="timeout") for i, t in enumerate(_sends())]

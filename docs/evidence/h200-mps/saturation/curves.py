@@ -37,13 +37,13 @@ def main() -> int:
           + " | ".join(h for _, h, _ in FIGURES) + " |")  # fmt: skip
     print("|---|---|---|---|" + "---|" * len(FIGURES))
     for rate, groups in points.items():
-        for group in ("baseline", "dev"):
-            sel = groups[group]
-            cells = [f"{statistics.fmean(b[m] for b in sel):.{d}f}" for m, _, d in FIGURES]
-            flagged = sum(bool(b["saturated"]) for b in sel)
-            print(f"| {rate:g} | {group} | {len(sel)} | {flagged} | " + " | ".join(cells) + " |")
         mean = {g: [statistics.fmean(b[m] for b in groups[g]) for m, _, _ in FIGURES]
                 for g in groups}  # fmt: skip
+        for group in ("baseline", "dev"):
+            sel = groups[group]
+            cells = [f"{v:.{d}f}" for v, (_, _, d) in zip(mean[group], FIGURES, strict=True)]
+            flagged = sum(bool(b["saturated"]) for b in sel)
+            print(f"| {rate:g} | {group} | {len(sel)} | {flagged} | " + " | ".join(cells) + " |")
         ratio = [d / b for d, b in zip(mean["dev"], mean["baseline"], strict=True)]
         print(f"| {rate:g} | dev / baseline | | | " + " | ".join(f"x{r:.2f}" for r in ratio) + " |")
     if "--plot" in sys.argv[1:]:
